@@ -1,0 +1,5 @@
+"""Evaluators, picked by `evaluator.name`; each returns a flat dict of metrics."""
+from ppp.evaluation.map import hamming_distance, mean_average_precision
+from ppp.evaluation.retrieval import encode, evaluate_retrieval
+
+__all__ = ["mean_average_precision", "hamming_distance", "encode", "evaluate_retrieval"]

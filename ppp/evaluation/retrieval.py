@@ -1,0 +1,56 @@
+"""Forget / retain retrieval mAP in both directions (image -> text, text -> image)."""
+from __future__ import annotations
+
+import torch
+
+from ppp.data.base import Benchmark, carries_any
+from ppp.evaluation.map import mean_average_precision
+from ppp.models.base import batch_to
+from ppp.train import make_loader
+
+
+@torch.no_grad()
+def encode(system, data, device, batch_size: int = 256, num_workers: int = 0,
+           binary: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Codes of every image and text in `data`, in order: sign() of the tanh outputs, or the outputs."""
+    system.eval().to(device)
+    images, texts = [], []
+    for batch in make_loader(data, system, batch_size, num_workers=num_workers):
+        batch = batch_to(batch, device)
+        img, txt = system.codes(batch)
+        images.append((torch.sign(img) if binary else img).cpu())
+        texts.append((torch.sign(txt) if binary else txt).cpu())
+    return torch.cat(images), torch.cat(texts)
+
+
+def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, forget_idx: list[int],
+                        relevance: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Labels that define relevance for forget queries.
+
+    'forget_classes': an item is relevant when it carries a forget class the query carries;
+    'any_label': any shared label counts (as for retain queries).
+    """
+    if relevance == "forget_classes":
+        return query_labels[:, forget_idx], db_labels[:, forget_idx]
+    if relevance == "any_label":
+        return query_labels, db_labels
+    raise ValueError(f"unknown forget relevance '{relevance}'")
+
+
+def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, forget_relevance: str = "forget_classes",
+                       topk: int | None = None, batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
+    q_img, q_txt = encode(system, bench.query, device, batch_size, num_workers)
+    d_img, d_txt = encode(system, bench.database, device, batch_size, num_workers)
+    q_lab, d_lab = bench.query.labels, bench.database.labels
+    is_forget = carries_any(q_lab, forget_idx)
+    out = {}
+    for split, mask in (("forget", is_forget), ("retain", ~is_forget)):
+        if split == "forget":
+            ql, dl = forget_split_labels(q_lab[mask], d_lab, forget_idx, forget_relevance)
+        else:
+            ql, dl = q_lab[mask], d_lab
+        out[f"{split}/i2t_map"] = mean_average_precision(q_img[mask], d_txt, ql, dl, topk)
+        out[f"{split}/t2i_map"] = mean_average_precision(q_txt[mask], d_img, ql, dl, topk)
+    out["count/forget_queries"] = int(is_forget.sum())
+    out["count/retain_queries"] = int((~is_forget).sum())
+    return out

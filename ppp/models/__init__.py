@@ -1,0 +1,30 @@
+"""Backbones, picked by `backbone.kind` from a registry."""
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from ppp.models.base import System, batch_to
+from ppp.models.clip_hashing import ClipHashingSystem
+from ppp.registry import Registry
+
+BACKBONES: Registry = Registry("backbone kind")
+
+
+@BACKBONES.register("clip_hashing")
+def _clip_hashing(cfg: DictConfig, num_classes: int, bits: int) -> System:
+    return ClipHashingSystem(
+        arch=cfg.arch, bits=bits, num_classes=num_classes, pretrained=cfg.get("pretrained"),
+        dropout=cfg.dropout, delta=cfg.loss.delta, irrelevant_weight=cfg.loss.irrelevant_weight,
+        proxy_seed=cfg.loss.proxy_seed, context_length=cfg.get("context_length"),
+    )
+
+
+def build_system(cfg: DictConfig, num_classes: int, bits: int, seed: int) -> System:
+    """A freshly initialised system; the init is a function of `seed` alone."""
+    import torch
+
+    torch.manual_seed(seed)
+    return BACKBONES.get(cfg.kind)(cfg, num_classes, bits)
+
+
+__all__ = ["System", "BACKBONES", "build_system", "batch_to"]

@@ -1,0 +1,35 @@
+"""A `System` bundles a network with its training loss and its input pipeline.
+
+Unlearning methods touch `system.net` only (the parameters that serve queries); the loss may carry
+its own trained state (DSPH proxies), which is saved with the checkpoint and used, frozen, by Fisher.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+
+class System(nn.Module):
+    net: nn.Module
+    task: str  # "retrieval" or "classification"
+
+    def transform(self, image: Any) -> torch.Tensor:
+        """Per-item image preprocessing (runs in DataLoader workers)."""
+        raise NotImplementedError
+
+    def collate(self, items: list[tuple]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Mean training loss over the batch."""
+        raise NotImplementedError
+
+    def param_groups(self, settings) -> list[dict]:
+        """Optimiser groups: dicts with 'params', 'lr', 'weight_decay' and 'optimizer' ('adamw' | 'sgd')."""
+        raise NotImplementedError
+
+
+def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

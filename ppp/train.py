@@ -1,0 +1,76 @@
+"""The one training loop, shared by every method that trains (original, retrain, finetune, ...)."""
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from ppp.data.base import Transformed
+from ppp.models.base import System, batch_to
+
+
+def make_loader(data: Dataset, system: System, batch_size: int, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+    """A loader that applies the system's image transform per item and its collate per batch."""
+    generator = torch.Generator().manual_seed(seed) if shuffle else None
+    return DataLoader(Transformed(data, system.transform), batch_size=batch_size, shuffle=shuffle,
+                      generator=generator, num_workers=num_workers, collate_fn=system.collate,
+                      drop_last=drop_last, persistent_workers=False)
+
+
+def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
+    adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
+    sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
+    opts: list[torch.optim.Optimizer] = []
+    if adamw:
+        opts.append(torch.optim.AdamW([{k: v for k, v in g.items() if k != "optimizer"} for g in adamw],
+                                      betas=(0.9, 0.98), eps=1e-6))
+    if sgd:
+        opts.append(torch.optim.SGD([{k: v for k, v in g.items() if k != "optimizer"} for g in sgd], momentum=0.9))
+    return opts
+
+
+def warmup_cosine(step: int, total: int, warmup_fraction: float) -> float:
+    """Linear warm-up over the first fraction of steps, then 0.5 (1 + cos(pi * progress))."""
+    warm = int(warmup_fraction * total)
+    if step < warm:
+        return (step + 1) / warm
+    progress = (step - warm) / max(1, total - warm)
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def train(system: System, data: Dataset, settings, device: torch.device, seed: int,
+          objective: Callable[[System, dict], torch.Tensor] | None = None, desc: str = "train",
+          num_workers: int = 0) -> System:
+    """Train `system` in place on `data` for `settings.epochs` epochs; deterministic given `seed`.
+
+    `objective(system, batch)` replaces the system's own loss (amnesiac, bad teacher, ...).
+    """
+    torch.manual_seed(seed)
+    loader = make_loader(data, system, settings.batch_size, shuffle=True, seed=seed, num_workers=num_workers,
+                         drop_last=len(data) > settings.batch_size)
+    objective = objective or (lambda s, b: s.loss(b))
+    optimizers = _optimizers(system.param_groups(settings))
+    total = settings.epochs * len(loader)
+    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup))
+                  for o in optimizers]
+    system.to(device).train()
+    bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)
+    for epoch in range(settings.epochs):
+        for batch in loader:
+            loss = objective(system, batch_to(batch, device))
+            for o in optimizers:
+                o.zero_grad(set_to_none=True)
+            loss.backward()
+            if settings.get("grad_clip"):
+                torch.nn.utils.clip_grad_norm_(system.parameters(), settings.grad_clip)
+            for o, sch in zip(optimizers, schedulers):
+                o.step()
+                sch.step()
+            bar.update()
+            bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+    bar.close()
+    return system.eval()

@@ -1,0 +1,55 @@
+import json
+
+from conftest import TINY
+
+
+def metrics_of(tmp_path):
+    return json.loads((tmp_path / "run" / "metrics.json").read_text())
+
+
+def test_end_to_end_deterministic_and_cached(cli, tmp_path):
+    first = cli(["method=original", *TINY])
+    assert "[cache] saved original model" in first.stdout
+    result = metrics_of(tmp_path)
+    assert result["method"] == "original" and result["forget"] == ["six"] and result["bits"] == 16
+    m = result["metrics"]
+    for key in ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map"):
+        assert 0.0 <= m[key] <= 1.0
+    assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
+
+    second = cli(["method=original", *TINY])
+    assert "[cache] reusing original model" in second.stdout
+    assert metrics_of(tmp_path)["metrics"] == m  # identical values from a fixed seed
+
+    cli(["method=original", *TINY, "backbone.train.lr=0.002"])  # a changed setting retrains
+    assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2
+
+
+def test_retrain_excludes_forget_samples_and_bad_is_untrained(cli, tmp_path):
+    cli(["method=retrain", *TINY])
+    retrain = metrics_of(tmp_path)["metrics"]
+    assert retrain["time/train_s"] > 0
+    cli(["method=bad", *TINY])
+    assert metrics_of(tmp_path)["method"] == "bad"
+
+
+def test_multirun_over_bits(cli, tmp_path):
+    cli(["-m", "bits=16,32", *TINY])
+    found = sorted(json.loads(p.read_text())["bits"] for p in (tmp_path / "multi").glob("*/metrics.json"))
+    assert found == [16, 32]
+
+
+def test_config_errors_are_one_line(cli):
+    bad_class = cli(["forget=[seven_and_a_half]", *TINY], check=False)
+    assert bad_class.returncode != 0
+    assert "seven_and_a_half" in bad_class.stderr and "zero, one, two" in bad_class.stderr
+    assert "Traceback" not in bad_class.stderr
+
+    bad_method = cli(["method=nonsense"], check=False)
+    assert bad_method.returncode != 0 and "original" in bad_method.stderr and "Traceback" not in bad_method.stderr
+
+    bad_bits = cli(["bits=-3"], check=False)
+    assert bad_bits.returncode != 0 and "bits must be a positive integer" in bad_bits.stderr
+
+    bad_device = cli(["device=tpu"], check=False)
+    assert bad_device.returncode != 0 and "unknown device" in bad_device.stderr
