@@ -3,7 +3,11 @@ from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp.data import coco as _coco
+from ppp.data import deepfashion as _deepfashion
 from ppp.data import digits as _digits
+from ppp.data import flickr25k as _flickr25k
+from ppp.data import imagenet100 as _imagenet100
 from ppp.data.base import Benchmark, LabelledDataset, carries_any
 from ppp.errors import ConfigError
 from ppp.registry import Registry
@@ -11,6 +15,10 @@ from ppp.registry import Registry
 DATASETS: Registry = Registry("dataset")
 DATASETS.register("digit_scenes")(_digits.digit_scenes)
 DATASETS.register("digits")(_digits.digits)
+DATASETS.register("coco")(_coco.coco)
+DATASETS.register("flickr25k")(_flickr25k.flickr25k)
+DATASETS.register("imagenet100")(_imagenet100.imagenet100)
+DATASETS.register("deepfashion")(_deepfashion.deepfashion)
 
 
 def build_benchmark(cfg: DictConfig, data_root: str | None = None) -> Benchmark:

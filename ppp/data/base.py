@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -25,6 +26,13 @@ class LabelledDataset(Dataset):
     def subset(self, indices: Sequence[int] | torch.Tensor) -> "Subset":
         return Subset(self, torch.as_tensor(indices, dtype=torch.long))
 
+    def sample(self, n: int | None, seed: int) -> "LabelledDataset":
+        """A seeded random subset of `n` items (in dataset order), or self when n is None or >= len."""
+        if n is None or n >= len(self):
+            return self
+        g = torch.Generator().manual_seed(seed)
+        return self.subset(torch.randperm(len(self), generator=g)[:n].sort().values)
+
 
 class Subset(LabelledDataset):
     def __init__(self, base: LabelledDataset, indices: torch.Tensor):
@@ -34,6 +42,10 @@ class Subset(LabelledDataset):
 
     def __getitem__(self, i):
         return self.base[int(self.indices[i])]
+
+    def root_indices(self) -> torch.Tensor:
+        """Indices into the underlying full dataset (subsets of subsets resolved): a stable identity."""
+        return self.base.root_indices()[self.indices] if isinstance(self.base, Subset) else self.indices
 
 
 class InMemoryPairs(LabelledDataset):
@@ -114,3 +126,11 @@ def carries_any(labels: torch.Tensor, class_idx: Sequence[int]) -> torch.Tensor:
     if labels.dim() == 1:
         return torch.isin(labels, idx)
     return labels[:, idx].sum(dim=1) > 0
+
+
+def split_indices(n_total: int, n_query: int, n_train: int, seed: int) -> dict[str, np.ndarray]:
+    """The DSPH protocol: one seeded permutation; query first, train next; database = all but query."""
+    if n_query + n_train > n_total:
+        raise ConfigError(f"n_query + n_train = {n_query + n_train} exceeds the {n_total} samples")
+    perm = np.random.default_rng(seed).permutation(n_total)
+    return {"query": perm[:n_query], "train": perm[n_query:n_query + n_train], "database": perm[n_query:]}

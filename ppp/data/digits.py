@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs
+from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs, split_indices
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -84,20 +84,12 @@ def render_scene(
     return (canvas * 255).round().astype(np.uint8)
 
 
-def split_indices(n_total: int, n_query: int, n_train: int, seed: int) -> dict[str, np.ndarray]:
-    """The DSPH protocol: one seeded permutation; query first, train next; database = all but query."""
-    if n_query + n_train > n_total:
-        raise ValueError(f"n_query + n_train = {n_query + n_train} exceeds the {n_total} samples")
-    perm = np.random.default_rng(seed).permutation(n_total)
-    return {"query": perm[:n_query], "train": perm[n_query:n_query + n_train], "database": perm[n_query:]}
-
-
 def digit_scenes(
     n_total: int = 5000,
     n_query: int = 500,
     n_train: int = 2500,
     grid: int = 4,
-    topic_prob: float = 0.4,
+    topic_prob: float = 0.5,
     topics: list[list[int]] | None = None,
     seed: int = 0,
 ) -> Benchmark:

@@ -83,3 +83,28 @@ class DSPHLoss(nn.Module):
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sum(self.terms(img, txt, labels).values())
+
+    def sample_loss(self, img: torch.Tensor, txt: torch.Tensor, label: torch.Tensor,
+                    batch_img: torch.Tensor, batch_txt: torch.Tensor, batch_labels: torch.Tensor) -> torch.Tensor:
+        """The DSPH loss of one sample (codes `img`, `txt` of shape (K,)), for per-sample Fisher.
+
+        Proxy terms are normalised by the sample's own positive / negative counts (the batch loss
+        of a batch of one). Irrelevant-pair terms pair the sample, when it has >= 2 labels, with the
+        multi-label samples of its batch that share no label with it; their codes (`batch_*`) are
+        treated as constants. The cross-modal term averages both directions (img_i.txt_j, txt_i.img_j).
+        Written without data-dependent shapes so that torch.func.vmap can batch it.
+        """
+        label = label.float()
+        pos_i, neg_i = self._proxy_terms(img[None], label[None])
+        pos_t, neg_t = self._proxy_terms(txt[None], label[None])
+        batch_labels = batch_labels.float()
+        pair = ((batch_labels @ label) == 0) & (batch_labels.sum(1) > 1) & (label.sum() > 1)
+        n_pairs = pair.sum().clamp_min(1)
+        a, b = F.normalize(img, dim=0), F.normalize(txt, dim=0)
+        other_img, other_txt = F.normalize(batch_img, dim=1), F.normalize(batch_txt, dim=1)
+
+        def term(sim):
+            return self.irrelevant_weight * torch.where(pair, F.relu(sim - self.delta), torch.zeros_like(sim)).sum() / n_pairs
+
+        cross = (term(other_txt @ a) + term(other_img @ b)) / 2
+        return pos_i + neg_i + pos_t + neg_t + term(other_img @ a) + term(other_txt @ b) + cross

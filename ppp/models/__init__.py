@@ -5,6 +5,7 @@ from omegaconf import DictConfig
 
 from ppp.models.base import System, batch_to
 from ppp.models.clip_hashing import ClipHashingSystem
+from ppp.models.resnet import ClassifierSystem
 from ppp.registry import Registry
 
 BACKBONES: Registry = Registry("backbone kind")
@@ -19,6 +20,13 @@ def _clip_hashing(cfg: DictConfig, num_classes: int, bits: int) -> System:
     )
 
 
+@BACKBONES.register("resnet")
+def _resnet(cfg: DictConfig, num_classes: int, bits: int) -> System:
+    """`bits` is unused: classifiers have no hash codes."""
+    return ClassifierSystem(arch=cfg.arch, num_classes=num_classes, image_size=cfg.image_size,
+                            small_input=cfg.get("small_input", "auto"), weights=cfg.get("weights"))
+
+
 def build_system(cfg: DictConfig, num_classes: int, bits: int, seed: int) -> System:
     """A freshly initialised system; the init is a function of `seed` alone."""
     import torch
@@ -27,4 +35,4 @@ def build_system(cfg: DictConfig, num_classes: int, bits: int, seed: int) -> Sys
     return BACKBONES.get(cfg.kind)(cfg, num_classes, bits)
 
 
-__all__ = ["System", "BACKBONES", "build_system", "batch_to"]
+__all__ = ["System", "ClassifierSystem", "BACKBONES", "build_system", "batch_to"]

@@ -26,6 +26,15 @@ class System(nn.Module):
         """Mean training loss over the batch."""
         raise NotImplementedError
 
+    def loss_context(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Detached batch-level quantities that a per-sample loss needs (e.g. the batch's codes)."""
+        return {}
+
+    def sample_loss(self, net_forward, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Loss of one sample (tensors without the batch dim), through `net_forward` (a functional call
+        of `self.net`), written without data-dependent shapes so that torch.func.vmap can batch it."""
+        raise NotImplementedError
+
     def param_groups(self, settings) -> list[dict]:
         """Optimiser groups: dicts with 'params', 'lr', 'weight_decay' and 'optimizer' ('adamw' | 'sgd')."""
         raise NotImplementedError

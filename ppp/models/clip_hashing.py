@@ -50,19 +50,122 @@ class ClipHashNet(nn.Module):
         return self.encode_image(images), self.encode_text(tokens)
 
 
+def _hf_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the host of `url` (or to the HTTPS proxy) opens within `timeout` s.
+
+    Run in a thread so that a hanging DNS lookup is bounded too.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    target = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
+    opened = threading.Event()
+
+    def connect():
+        try:
+            socket.create_connection((target.hostname, target.port or 443), timeout=timeout).close()
+            opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, daemon=True).start()
+    return opened.wait(timeout)
+
+
+def _cached_tag_weights(tag_cfg: dict) -> str | None:
+    """The already-downloaded weights file of an open_clip pretrained tag, found without any network call."""
+    from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
+
+    if tag_cfg.get("file"):
+        return tag_cfg["file"]
+    if tag_cfg.get("hf_hub"):  # open_clip prefers the HF Hub copy when a tag has one
+        from huggingface_hub import try_to_load_from_cache
+
+        repo, filename = os.path.split(tag_cfg["hf_hub"])
+        filename = filename or HF_WEIGHTS_NAME
+        safe = HF_SAFE_WEIGHTS_NAME if filename == HF_WEIGHTS_NAME else os.path.splitext(filename)[0] + ".safetensors"
+        found = [try_to_load_from_cache(repo, name) for name in (safe, filename)]
+        return next((f for f in found if isinstance(f, str)), None)
+    url_copy = os.path.join(os.path.expanduser("~/.cache/clip"), os.path.basename(tag_cfg.get("url", "")))
+    return url_copy if tag_cfg.get("url") and os.path.isfile(url_copy) else None
+
+
+def _tag_weights(arch: str, tag: str, tag_cfg: dict) -> str:
+    """Local weights file of a pretrained tag: the cached copy, else a download; offline, a ConfigError at once.
+
+    Without this check open_clip would wait on the Hub for tens of seconds before failing.
+    """
+    import open_clip
+
+    cached = _cached_tag_weights(tag_cfg)
+    if cached:
+        return cached
+    if tag_cfg.get("hf_hub"):
+        from huggingface_hub import constants
+
+        source = constants.ENDPOINT
+    else:
+        source = tag_cfg.get("url", "")
+    if not _hf_offline() and _reachable(source):
+        try:
+            return open_clip.download_pretrained(tag_cfg)
+        except Exception as err:  # network and Hub errors come in many types
+            raise ConfigError(f"backbone.pretrained={tag}: downloading the {arch} weights failed: {err}") from None
+    reason = "HF_HUB_OFFLINE is set" if _hf_offline() else f"{source} is unreachable"
+    quick_gelu = f" with backbone.arch={arch}-quickgelu" if tag_cfg.get("quick_gelu") and "quickgelu" not in arch else ""
+    raise ConfigError(
+        f"backbone.pretrained={tag}: the {arch} weights are not in the local cache and {reason}; download them "
+        f"once with network (python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{tag}')\") "
+        f"and copy ~/.cache/huggingface, or give a local file: backbone.pretrained=/path/to/open_clip_model.safetensors"
+        f"{quick_gelu} (or backbone.arch=local-dir:/folder)"
+    )
+
+
 def create_clip(arch: str, pretrained: str | None) -> tuple[nn.Module, int, int, tuple, tuple]:
-    """open_clip model, its embed dim, image size and normalisation; `pretrained` a tag or a local file."""
+    """open_clip model, its embed dim, image size and normalisation.
+
+    `pretrained`: null (random init), a local checkpoint file, or an open_clip tag (`openai`, ...) whose
+    weights come from the local cache or a download. A tag's QuickGELU and preprocessing settings are
+    applied (open_clip only warns about a QuickGELU mismatch); a local file of OpenAI weights needs the
+    `-quickgelu` arch. `local-dir:` and `hf-hub:` archs bring their own weights; `pretrained` is ignored.
+    """
     import open_clip
 
     _register_local_configs()
-    if arch not in open_clip.list_models() and not arch.startswith(("local-dir:", "hf-hub:")):
+    options: dict = {}
+    if arch.startswith(("local-dir:", "hf-hub:")):
+        folder = arch[len("local-dir:"):]
+        if arch.startswith("local-dir:") and not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+            raise ConfigError(f"backbone.arch={arch}: expected a folder holding open_clip_config.json and "
+                              f"open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
+        weights = None
+    elif arch not in open_clip.list_models():
         raise ConfigError(f"unknown open_clip architecture '{arch}'")
-    if pretrained and not os.path.isfile(str(pretrained)) and pretrained not in open_clip.list_pretrained_tags_by_model(arch):
+    elif not pretrained:
+        weights = None
+    elif os.path.isfile(str(pretrained)):
+        weights = str(pretrained)
+    elif open_clip.get_pretrained_cfg(arch, pretrained):
+        tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained)
+        weights = _tag_weights(arch, pretrained, tag_cfg)
+        options = {"force_quick_gelu": bool(tag_cfg.get("quick_gelu")),
+                   "force_preprocess_cfg": {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
+                                            if k in tag_cfg}}
+    else:
         raise ConfigError(
             f"backbone.pretrained='{pretrained}' is neither a local file nor an open_clip tag for {arch}; "
             f"tags: {', '.join(open_clip.list_pretrained_tags_by_model(arch)) or 'none'}"
         )
-    clip = open_clip.create_model(arch, pretrained=pretrained or None)
+    try:
+        clip = open_clip.create_model(arch, pretrained=weights, **options)
+    except (RuntimeError, OSError, ValueError) as err:  # a checkpoint of another arch, an unreadable file, ...
+        raise ConfigError(f"backbone: cannot build {arch} from {weights or arch}: {err}") from None
     cfg = open_clip.get_model_config(arch) or {}
     size = clip.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else size
@@ -112,6 +215,15 @@ class ClipHashingSystem(System):
     def loss(self, batch):
         img, txt = self.codes(batch)
         return self.criterion(img, txt, batch["label"])
+
+    @torch.no_grad()
+    def loss_context(self, batch):
+        img, txt = self.codes(batch)
+        return {"img": img, "txt": txt, "label": batch["label"]}
+
+    def sample_loss(self, net_forward, sample, context):
+        img, txt = net_forward(sample["image"][None], sample["text"][None])
+        return self.criterion.sample_loss(img[0], txt[0], sample["label"], context["img"], context["txt"], context["label"])
 
     def param_groups(self, settings):
         heads = list(self.net.image_head.parameters()) + list(self.net.text_head.parameters())

@@ -1,6 +1,7 @@
 """What every unlearning method may use, and nothing method-specific."""
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass, field
 
@@ -8,7 +9,8 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.cache import Cache, content_key
-from ppp.data.base import Benchmark, LabelledDataset, carries_any
+from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
+from ppp.fisher import fisher_diagonal
 from ppp.models import System, build_system
 from ppp.train import train
 
@@ -54,6 +56,42 @@ class UnlearnContext:
             "seed": int(cfg.seed),
             "excluded": sorted(cfg.forget) if exclude_forget else None,
         }
+
+    @property
+    def original_key(self) -> str:
+        return content_key(self.model_key(exclude_forget=False))
+
+    def fisher(self, system: System, data: LabelledDataset, mode: str, batch_size: int = 64,
+               chunk: int = 32, label: str = "fisher") -> dict[str, torch.Tensor]:
+        """Diagonal Fisher of the original model on `data`, cached by model, samples, loss and mode."""
+        indices = data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
+        key = content_key({
+            "model": self.original_key,
+            "samples": hashlib.sha256(indices.numpy().tobytes()).hexdigest(),
+            "mode": mode,
+            "batch_size": batch_size if mode == "batch" else None,
+        })
+
+        def build():
+            start = time.perf_counter()
+            diag = fisher_diagonal(system, data, self.device, mode, batch_size, chunk)
+            self.metrics[f"time/{label}_s"] = time.perf_counter() - start
+            return diag
+
+        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
+        return diag
+
+    def prototypes(self, system: System, modality: str) -> torch.Tensor:
+        """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""
+        from ppp.unlearn.prototypes import system_prototypes
+
+        key = content_key({"model": self.original_key, "modality": modality})
+        payload, _ = self.cache.get_or_build(
+            "prototypes", key,
+            lambda: {"prototypes": system_prototypes(system, self.bench.train, self.device,
+                                                     self.bench.num_classes, modality)},
+            f"prototypes ({modality})")
+        return payload["prototypes"]
 
     def trained(self, exclude_forget: bool = False) -> tuple[System, float]:
         """The original model (or, with exclude_forget, the retrained one), from cache or trained now.

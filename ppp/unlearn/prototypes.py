@@ -5,7 +5,10 @@ from dataclasses import dataclass
 
 import torch
 
+from ppp.errors import ConfigError
 from ppp.evaluation.retrieval import encode
+
+MODALITIES = ("image", "text", "mean")
 
 
 def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -18,9 +21,24 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 @torch.no_grad()
 def retrieval_prototypes(system, data, device, modality: str = "mean", batch_size: int = 256) -> torch.Tensor:
     """Prototypes from the real-valued (tanh) codes of `data`: image, text, or their mean."""
+    if modality not in MODALITIES:
+        raise ConfigError(f"method.prototype_modality must be one of {', '.join(MODALITIES)}, got '{modality}'")
     img, txt = encode(system, data, device, batch_size, binary=False)
     features = {"image": img, "text": txt, "mean": (img + txt) / 2}[modality]
     return class_prototypes(features, data.labels, data.labels.shape[1])
+
+
+@torch.no_grad()
+def system_prototypes(system, data, device, num_classes: int, modality: str = "mean") -> torch.Tensor:
+    """Prior-prototypes of any system: hash codes for retrieval, penultimate features for classifiers."""
+    if system.task == "retrieval":
+        return retrieval_prototypes(system, data, device, modality)
+    from ppp.models.base import batch_to
+    from ppp.train import make_loader
+
+    system.eval().to(device)
+    feats = [system.features(batch_to(b, device)).cpu() for b in make_loader(data, system, 256)]
+    return class_prototypes(torch.cat(feats), data.labels, num_classes)
 
 
 @dataclass

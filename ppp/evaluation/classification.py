@@ -1,0 +1,34 @@
+"""Forget / retain accuracy on the test samples of the forget and retained classes."""
+from __future__ import annotations
+
+import torch
+
+from ppp.data.base import Benchmark, carries_any
+from ppp.models.base import batch_to
+from ppp.models.scores import class_scores
+from ppp.train import make_loader
+
+
+@torch.no_grad()
+def predict_proba(system, data, device, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
+    """Softmax of the class scores (image modality for hashing systems) of every item of `data`, in order."""
+    system.eval().to(device)
+    out = []
+    for batch in make_loader(data, system, batch_size, num_workers=num_workers):
+        scores = class_scores(system, batch_to(batch, device))[0]
+        out.append(torch.softmax(scores.float(), dim=1).cpu())
+    return torch.cat(out)
+
+
+def evaluate_classification(system, bench: Benchmark, forget_idx: list[int], device, batch_size: int = 256,
+                            num_workers: int = 0) -> dict[str, float]:
+    predicted = predict_proba(system, bench.test, device, batch_size, num_workers).argmax(dim=1)
+    labels = bench.test.labels
+    correct = (predicted == labels).float()
+    is_forget = carries_any(labels, forget_idx)
+    return {
+        "forget/acc": float(correct[is_forget].mean()),
+        "retain/acc": float(correct[~is_forget].mean()),
+        "count/forget_test": int(is_forget.sum()),
+        "count/retain_test": int((~is_forget).sum()),
+    }

@@ -1,0 +1,133 @@
+"""Diagonal empirical Fisher information of the training loss, one implementation for every method.
+
+Two modes:
+- `per_sample`: E_x[(dL(x)/dtheta)^2] (PPP's Eq. 4), per-sample gradients from torch.func
+  (`functional_call` + `vmap(grad)`) in chunks. Large embedding tables (the CLIP token embedding)
+  are not differentiated directly: the gradient flows into a zero offset added to the embedding's
+  output, and each sample's squared row gradients are scattered into the Fisher, so no dense
+  per-sample copy of the table is ever built.
+- `batch`: sum over mini-batches of (d mean-batch-loss / dtheta)^2, divided by the number of batches,
+  as SSD's official code does (its scale depends on the batch size).
+Only `system.net` is covered (what serves queries); the loss's own state (DSPH proxies) is constant.
+"""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.func import functional_call, grad, vmap
+from torch.nn.attention import SDPBackend, sdpa_kernel
+from tqdm.auto import tqdm
+
+from ppp.models.base import batch_to
+from ppp.train import make_loader
+
+MODES = ("per_sample", "batch")
+
+
+def trainable_parameters(net: nn.Module) -> dict[str, nn.Parameter]:
+    return {n: p for n, p in net.named_parameters() if p.requires_grad}
+
+
+def sparse_embeddings(net: nn.Module, min_rows: int) -> dict[str, nn.Embedding]:
+    """Embedding tables with at least `min_rows` rows, handled row-sparsely in per_sample mode."""
+    return {name: m for name, m in net.named_modules()
+            if isinstance(m, nn.Embedding) and m.num_embeddings >= min_rows and m.weight.requires_grad}
+
+
+def batch_fisher(system, data, device, batch_size: int = 64) -> dict[str, torch.Tensor]:
+    """SSD's importance: squared gradients of batch-mean losses, averaged over batches."""
+    net = system.net
+    params = trainable_parameters(net)
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    system.to(device).eval()
+    loader = make_loader(data, system, batch_size)
+    for batch in tqdm(loader, desc="fisher (batch)", leave=False, disable=None):
+        net.zero_grad(set_to_none=True)
+        system.loss(batch_to(batch, device)).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                fisher[n] += p.grad.detach() ** 2
+    net.zero_grad(set_to_none=True)
+    return {n: f.div_(max(1, len(loader))).cpu() for n, f in fisher.items()}
+
+
+@contextmanager
+def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tensor]):
+    """While active, each module's output has offsets[name] added whenever one is set."""
+
+    def add_offset(name, out):
+        return out + offsets[name][None] if name in offsets else out
+
+    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: add_offset(name, out))
+               for name, m in modules.items()]
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
+    """Mean over samples of squared per-sample gradients, computed with torch.func in chunks."""
+    net = system.net
+    system.to(device).eval()
+    params = trainable_parameters(net)
+    embeddings = sparse_embeddings(net, sparse_min_rows)
+    table_names = {f"{name}.weight": name for name in embeddings}
+    dense = {n: p.detach() for n, p in params.items() if n not in table_names}
+    frozen = {n: p.detach() for n, p in params.items() if n in table_names}
+    buffers = dict(net.named_buffers())
+    fisher = {n: torch.zeros_like(p) for n, p in params.items()}
+    offsets: dict[str, torch.Tensor] = {}
+
+    def loss_of_one(dense_params, sample_offsets, sample, context):
+        offsets.update(sample_offsets)
+
+        def net_forward(*inputs):
+            return functional_call(net, (dense_params, frozen, buffers), inputs)
+
+        return system.sample_loss(net_forward, sample, context)
+
+    per_sample_grads = vmap(grad(loss_of_one, argnums=(0, 1)), in_dims=(None, 0, 0, None))
+    n_seen = 0
+    loader = make_loader(data, system, chunk)
+    # The math attention kernel is made of ops vmap can batch; fused kernels fall back to a slow loop.
+    with _output_offsets(embeddings, offsets), sdpa_kernel(SDPBackend.MATH):
+        for batch in tqdm(loader, desc="fisher (per-sample)", leave=False, disable=None):
+            batch = batch_to(batch, device)
+            context = system.loss_context(batch)
+            size = len(next(iter(batch.values())))
+            token_ids = {name: _embedding_inputs(system, name, batch) for name in embeddings}
+            zero_offsets = {name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
+                            for name, m in embeddings.items()}
+            dense_grads, offset_grads = per_sample_grads(dense, zero_offsets, batch, context)
+            offsets.clear()
+            for n, g in dense_grads.items():
+                fisher[n] += (g ** 2).sum(0)
+            for name, g in offset_grads.items():
+                _scatter_squared_rows(fisher[f"{name}.weight"], token_ids[name], g)
+            n_seen += size
+    return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
+
+
+def _embedding_inputs(system, module_name: str, batch) -> torch.Tensor:
+    """The index tensor fed to an embedding table: the text tokens for CLIP's token embedding."""
+    return batch["text"]
+
+
+def _scatter_squared_rows(target: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor) -> None:
+    """target[row] += (sum of the sample's gradients at positions holding that row)^2, per sample."""
+    for sample_ids, sample_grads in zip(ids, grads):
+        rows, inverse = torch.unique(sample_ids, return_inverse=True)
+        summed = torch.zeros(len(rows), sample_grads.shape[-1], device=grads.device).index_add_(0, inverse, sample_grads)
+        target.index_add_(0, rows, summed ** 2)
+
+
+def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32) -> dict[str, torch.Tensor]:
+    if mode == "per_sample":
+        return per_sample_fisher(system, data, device, chunk)
+    if mode == "batch":
+        return batch_fisher(system, data, device, batch_size)
+    raise ValueError(f"unknown Fisher mode '{mode}'; valid: {', '.join(MODES)}")

@@ -1,0 +1,123 @@
+"""Image classifiers: a torchvision ResNet whose fc is a head for the dataset's classes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from ppp.errors import ConfigError
+from ppp.models.base import System
+from ppp.models.clip_hashing import _reachable
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SMALL_INPUT_MAX = 64  # small_input=auto uses the CIFAR stem up to this image size
+
+
+def use_small_stem(small_input, image_size: int) -> bool:
+    if small_input == "auto":
+        return image_size <= SMALL_INPUT_MAX
+    if isinstance(small_input, bool):
+        return small_input
+    raise ConfigError(f"backbone.small_input must be auto, true or false; got '{small_input}'")
+
+
+def load_weights_file_or_tag(arch: str, weights: str) -> dict[str, torch.Tensor]:
+    """A torchvision state dict from a local file, or from a torchvision tag (IMAGENET1K_V1, ...)."""
+    if os.path.isfile(weights):
+        return torch.load(weights, map_location="cpu", weights_only=True)
+    tags = {w.name: w for w in torchvision.models.get_model_weights(arch)}
+    if weights not in tags:
+        raise ConfigError(f"backbone.weights='{weights}' is neither a local file nor a torchvision tag for {arch}; "
+                          f"tags: {', '.join(tags)}")
+    url = tags[weights].url
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+    if not cached.exists() and not _reachable(url):  # offline: fail in seconds, not minutes
+        raise ConfigError(f"cannot download {arch} {weights} weights ({url}) and they are not in {cached.parent}; "
+                          f"put the file there or set backbone.weights=/path/to/state_dict.pth")
+    return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+
+
+def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | None = None) -> nn.Module:
+    """torchvision ResNet with a `num_classes` fc; optionally the CIFAR stem (3x3 stride-1 conv, no max-pool).
+
+    Pretrained tensors whose shape no longer fits (the fc, and conv1 under the small stem) stay random.
+    """
+    if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
+        raise ConfigError(f"unknown ResNet architecture '{arch}'; use resnet18, resnet34, resnet50, resnet101 or resnet152")
+    net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
+    if small_stem:
+        net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
+        net.maxpool = nn.Identity()
+    if weights:
+        own = net.state_dict()
+        state = load_weights_file_or_tag(arch, str(weights))
+        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+    return net
+
+
+class ClassifierSystem(System):
+    task = "classification"
+
+    def __init__(self, arch: str, num_classes: int, image_size: int, small_input="auto", weights: str | None = None):
+        super().__init__()
+        self.image_size = int(image_size)
+        self.net = build_resnet(arch, num_classes, use_small_stem(small_input, self.image_size), weights)
+        self._preprocess = None
+
+    def transform(self, image) -> torch.Tensor:
+        """uint8 (3, H, W) tensors (embedded data) or PIL images -> ImageNet-normalised, image_size px."""
+        if isinstance(image, torch.Tensor):
+            x = image.float().div(255.0)
+            if x.shape[-2:] != (self.image_size, self.image_size):
+                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
+                                  antialias=True, align_corners=False)[0]
+            return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+        if self._preprocess is None:
+            from torchvision import transforms as T
+
+            self._preprocess = T.Compose([
+                T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size),
+                T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+            ])
+        return self._preprocess(image.convert("RGB"))
+
+    def collate(self, items):
+        images, labels = zip(*items)
+        return {"image": torch.stack(images), "label": torch.as_tensor(labels, dtype=torch.long)}
+
+    def features(self, batch) -> torch.Tensor:
+        """Penultimate (pooled) features, the input of the fc head."""
+        net = self.net
+        x = net.maxpool(net.relu(net.bn1(net.conv1(batch["image"]))))
+        x = net.layer4(net.layer3(net.layer2(net.layer1(x))))
+        return torch.flatten(net.avgpool(x), 1)
+
+    def logits(self, batch) -> torch.Tensor:
+        return self.net.fc(self.features(batch))
+
+    def loss(self, batch):
+        return F.cross_entropy(self.logits(batch), batch["label"])
+
+    def sample_loss(self, net_forward, sample, context):
+        return F.cross_entropy(net_forward(sample["image"][None]), sample["label"][None])
+
+    def param_groups(self, settings):
+        """One group: `optimizer` sgd (with `momentum`) or adamw (with optional `betas`, `eps`).
+
+        Plain Adam, as the baselines' references use, is adamw with weight_decay 0 and betas (0.9, 0.999).
+        """
+        group = {"params": list(self.net.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay,
+                 "optimizer": settings.optimizer}
+        if settings.optimizer == "sgd":
+            group["momentum"] = settings.get("momentum", 0.9)
+        elif settings.optimizer == "adamw":
+            group.update({k: tuple(v) if k == "betas" else v for k, v in settings.items() if k in ("betas", "eps")})
+        else:
+            raise ConfigError(f"optimizer must be sgd or adamw for {type(self).__name__}; got '{settings.optimizer}'")
+        return [group]

@@ -1,0 +1,154 @@
+"""Training-based baselines: Finetune, Bad Teacher and Amnesiac.
+
+Each is a data set plus, where needed, an objective for the one shared loop (`ppp.train.train`); the
+recipe is the backbone's `train` settings with the method's overrides for the system's task
+(`method.train.classification` / `method.train.retrieval`). Classification follows the SSD
+repository's versions (see the method configs). For hashing systems (multi-hot labels, no class
+head) no reference code exists; our adaptations:
+
+- finetune: the system's own loss (DSPH) on D_r.
+- amnesiac: each forget sample's forget labels are replaced by one random retained label it does not
+  carry (for single-label data: a uniform random retained class), then the system's own loss on
+  those plus all of D_r.
+- bad_teacher: the distilled distributions are softmax(cos / T) over the cosines of the real-valued
+  codes to the model's own DSPH proxies, for the image and the text code; the KL terms of the two
+  modalities are summed. The student's proxies train with it at the backbone's proxy lr.
+
+Retrieval recipes inherit the backbone's optimiser and learning rates (only epochs and warm-up are
+overridden). Every baseline runs under the shared loop's warm-up + cosine schedule (warmup 0 here),
+where the SSD code keeps the learning rate constant.
+"""
+from __future__ import annotations
+
+import bisect
+import copy
+import itertools
+
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+
+from ppp.data.base import LabelledDataset, carries_any
+from ppp.errors import ConfigError
+from ppp.models import System, build_system
+from ppp.models.scores import class_scores
+from ppp.train import train
+from ppp.unlearn.registry import METHODS
+
+MODALITIES = ("image", "text")  # what the bad teacher distils for hashing systems (classifiers have one output)
+
+
+def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
+    """The backbone's training recipe with this method's overrides for the system's task."""
+    base = OmegaConf.to_container(ctx.cfg.backbone.train, resolve=True)
+    overrides = (cfg.get("train") or {}).get(system.task)
+    return OmegaConf.merge(base, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
+
+
+def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> System:
+    return train(system, data, recipe(system, ctx, cfg), ctx.device, int(ctx.cfg.seed), objective=objective,
+                 desc=cfg.name, num_workers=int(ctx.cfg.num_workers))
+
+
+class Relabelled(LabelledDataset):
+    """`base` with new labels (the last element of each item)."""
+
+    def __init__(self, base: LabelledDataset, labels: torch.Tensor):
+        assert len(base) == len(labels)
+        self.base, self.labels = base, labels
+
+    def __getitem__(self, i):
+        *rest, _ = self.base[i]
+        return (*rest, self.labels[i])
+
+
+class Concatenated(LabelledDataset):
+    """The items of several datasets (of one label format), one after another."""
+
+    def __init__(self, *parts: LabelledDataset):
+        self.parts = parts
+        self.labels = torch.cat([p.labels for p in parts])
+        self.starts = [0, *itertools.accumulate(len(p) for p in parts[:-1])]
+
+    def __getitem__(self, i):
+        part = bisect.bisect_right(self.starts, i) - 1
+        return self.parts[part][i - self.starts[part]]
+
+
+def random_wrong_labels(labels: torch.Tensor, forget_idx: list[int], num_classes: int, seed: int) -> torch.Tensor:
+    """Each sample's forget classes swapped for one random retained class it does not carry (seeded)."""
+    gen = torch.Generator().manual_seed(seed)
+    hot = labels.float() if labels.dim() == 2 else F.one_hot(labels, num_classes).float()
+    retained = torch.ones(num_classes, dtype=torch.bool)
+    retained[forget_idx] = False
+    new = hot.clone()
+    new[:, forget_idx] = 0
+    for i in range(len(new)):
+        candidates = torch.nonzero(retained & (hot[i] == 0)).flatten()
+        if len(candidates) == 0:  # a sample carrying every retained class: any retained one will do
+            candidates = torch.nonzero(retained).flatten()
+        new[i, candidates[torch.randint(len(candidates), (1,), generator=gen)]] = 1
+    return new.to(labels.dtype) if labels.dim() == 2 else new.argmax(dim=1)
+
+
+@METHODS.register("finetune")
+def finetune(system, ctx, cfg):
+    """Continue training on D_r alone with the system's own loss, so that D_f is catastrophically forgotten."""
+    return _train(system, ctx.retain_train, ctx, cfg)
+
+
+@METHODS.register("amnesiac")
+def amnesiac(system, ctx, cfg):
+    """Train on D_r plus the forget samples relabelled with random wrong (retained) classes (Graves et al.,
+    the relabelling variant)."""
+    forget = ctx.forget_train
+    wrong = random_wrong_labels(forget.labels, ctx.forget_idx, ctx.bench.num_classes, int(ctx.cfg.seed))
+    return _train(system, Concatenated(ctx.retain_train, Relabelled(forget, wrong)), ctx, cfg)
+
+
+def incompetent_teacher(ctx, cfg) -> System:
+    """A randomly initialised model; with `incompetent_pretrained`, pretrained weights stay (SSD's ViT quirk)."""
+    seed = int(ctx.cfg.seed) + int(cfg.teacher_seed_offset)
+    if cfg.incompetent_pretrained:
+        return ctx.fresh_system(seed=seed)
+    backbone = ctx.cfg.backbone
+    scratch = OmegaConf.merge(backbone, {k: None for k in ("pretrained", "weights") if k in backbone})
+    return build_system(scratch, ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(ctx.device)
+
+
+def kl_divergence(log_student: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
+    """KL(target || student); 'mean' averages over batch x classes, as the official code's
+    F.kl_div default does, 'batchmean' over the batch (the true KL per sample)."""
+    pointwise = F.kl_div(log_student, target, reduction="none")
+    if reduction == "mean":
+        return pointwise.mean()
+    if reduction == "batchmean":
+        return pointwise.sum() / len(pointwise)
+    raise ConfigError(f"method.kl_reduction must be mean or batchmean; got '{reduction}'")
+
+
+@METHODS.register("bad_teacher")
+def bad_teacher(system, ctx, cfg):
+    """Distil the original (competent teacher) on a random part of D_r and a random model (incompetent
+    teacher) on D_f into a copy of the original (Chundawat et al. 2023).
+
+    A sample's teacher follows from its label: it is a forget sample exactly when it carries a forget
+    class, so the batches need no extra tag.
+    """
+    competent = copy.deepcopy(system).eval().requires_grad_(False)
+    incompetent = incompetent_teacher(ctx, cfg).eval().requires_grad_(False)
+    retain = ctx.retain_train
+    data = Concatenated(ctx.forget_train, retain.sample(round(float(cfg.retain_fraction) * len(retain)),
+                                                        int(ctx.cfg.seed)))
+    temperature = float(cfg.temperature[system.task])
+
+    def objective(student, batch):
+        is_forget = carries_any(batch["label"], ctx.forget_idx).float()[:, None]
+        with torch.no_grad():
+            targets = [is_forget * F.softmax(bad / temperature, dim=1) + (1 - is_forget) * F.softmax(good / temperature, dim=1)
+                       for good, bad in zip(class_scores(competent, batch, MODALITIES),
+                                            class_scores(incompetent, batch, MODALITIES))]
+        return sum(kl_divergence(F.log_softmax(scores / temperature, dim=1), target, cfg.kl_reduction)
+                   for scores, target in zip(class_scores(student, batch, MODALITIES), targets))
+
+    return _train(system, data, ctx, cfg, objective)

@@ -1,0 +1,95 @@
+"""Fisher-based dampening: one "select and scale" rule shared by SSD, Fisher forgetting and PPP.
+
+For every parameter theta_i, with forget importance I_f, reference importance I_r and (PPP only)
+neighbour importance I_n:
+    shared  S: I_f <= alpha * I_r                      -> unchanged
+    buffer  B: not S and I_f <  tau * I_n              -> w * theta
+    core    C: not S and not B                         -> -gamma * w * theta
+    w = min((lam * I_r / (I_f + eps)) ** exponent, lam_max)
+SSD is the case tau = inf (no core), exponent 1, lam_max 1, eps 0; Fisher forgetting is lam = 0 (w = 0).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from ppp.fisher import trainable_parameters
+from ppp.unlearn.registry import METHODS
+
+
+@dataclass(frozen=True)
+class DampeningRule:
+    alpha: float
+    lam: float
+    tau: float = math.inf
+    lam_max: float = 1.0
+    exponent: float = 1.0
+    eps: float = 0.0
+    gamma: float = 1.0
+
+    def factors(self, i_f: torch.Tensor, i_r: torch.Tensor, i_n: torch.Tensor | None = None):
+        """(multiplicative factor per entry, buffer mask, core mask)."""
+        selected = i_f > self.alpha * i_r
+        if i_n is None or math.isinf(self.tau):
+            core = torch.zeros_like(selected)
+        else:
+            core = selected & ~(i_f < self.tau * i_n)
+        buffer = selected & ~core
+        denominator = torch.where(selected, i_f + self.eps, torch.ones_like(i_f))
+        w = (self.lam * i_r / denominator).pow(self.exponent).clamp(max=self.lam_max)
+        factor = torch.where(buffer, w, torch.where(core, -self.gamma * w, torch.ones_like(w)))
+        return factor, buffer, core
+
+
+@torch.no_grad()
+def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | None = None) -> dict[str, int]:
+    """Scale `net`'s parameters in place by the rule; returns the sizes of the three regions."""
+    counts = {"n_shared": 0, "n_buffer": 0, "n_core": 0}
+    for name, p in trainable_parameters(net).items():
+        factor, buffer, core = rule.factors(i_f[name].to(p.device), i_r[name].to(p.device),
+                                            None if i_n is None else i_n[name].to(p.device))
+        p.mul_(factor)
+        counts["n_buffer"] += int(buffer.sum())
+        counts["n_core"] += int(core.sum())
+        counts["n_shared"] += p.numel() - int(buffer.sum()) - int(core.sum())
+    return counts
+
+
+def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict]:
+    """I_f on (a seeded sample of) D_f; I_r on D = D_f u D_r ('full', SSD's code) or D_r ('retain')."""
+    seed = int(ctx.cfg.seed)
+    forget = ctx.forget_train.sample(cfg.get("forget_samples"), seed)
+    if cfg.reference == "full":
+        reference = ctx.bench.train
+    elif cfg.reference == "retain":
+        reference = ctx.retain_train
+    else:
+        raise ValueError(f"method.reference must be 'full' or 'retain', got '{cfg.reference}'")
+    reference = reference.sample(cfg.get("reference_samples"), seed)
+    i_f = ctx.fisher(system, forget, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_forget")
+    i_r = ctx.fisher(system, reference, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_reference")
+    return i_f, i_r
+
+
+@METHODS.register("ssd")
+def ssd(system, ctx, cfg):
+    """Selective Synaptic Dampening (Foster et al., AAAI 2024), as in its official code."""
+    i_f, i_r = forget_and_reference_fisher(system, ctx, cfg)
+    rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam))
+    ctx.metrics.update({f"ssd/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()})
+    return system
+
+
+@METHODS.register("fisher")
+def fisher_forgetting(system, ctx, cfg):
+    """Eq. 1 with w = 0: zero every parameter whose forget importance exceeds alpha x the retained one.
+
+    Golatkar et al.'s noise-injection variant needs a class head (it samples per class) and is
+    defined for the classification path only.
+    """
+    i_f, i_r = forget_and_reference_fisher(system, ctx, cfg)
+    rule = DampeningRule(alpha=float(cfg.alpha), lam=0.0)
+    ctx.metrics.update({f"fisher/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()})
+    return system

@@ -1,0 +1,61 @@
+"""PPP: Prior-Prototype guided Partitioned dampening (Lu, Li & Qian, AAAI 2026), Algorithm 1."""
+from __future__ import annotations
+
+import time
+
+import torch
+
+from ppp.data.base import carries_any
+from ppp.unlearn.dampening import DampeningRule, apply_dampening
+from ppp.unlearn.prototypes import prototype_geometry, system_prototypes
+from ppp.unlearn.registry import METHODS
+
+
+@METHODS.register("ppp")
+def ppp(system, ctx, cfg):
+    seed = int(ctx.cfg.seed)
+    names = ctx.bench.class_names
+
+    # 1-3. Prior-prototypes over D = D_f u D_r under the trained model, neighbours, gamma (Eqs. 2-3).
+    start = time.perf_counter()
+    protos = ctx.prototypes(system, cfg.prototype_modality)
+    geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), cfg.get("gamma_max"))
+    ctx.metrics["time/prototypes_s"] = time.perf_counter() - start
+
+    # D_n: retained samples carrying a neighbour class; D_r for Fisher excludes them by default.
+    retain = ctx.retain_train
+    is_neighbour = carries_any(retain.labels, geometry.neighbours)
+    neighbours = retain.subset(torch.nonzero(is_neighbour).flatten())
+    if cfg.retain_excludes_neighbours:
+        retain = retain.subset(torch.nonzero(~is_neighbour).flatten())
+    forget = ctx.forget_train.sample(cfg.forget_samples, seed)
+    neighbours = neighbours.sample(cfg.get("neighbour_samples"), seed)
+    retain = retain.sample(cfg.get("retain_samples"), seed)
+
+    # 4. Empirical Fisher on D_f, D_n, D_r (Eq. 4).
+    fisher = {label: ctx.fisher(system, data, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, label)
+              for label, data in (("fisher_forget", forget), ("fisher_neighbour", neighbours),
+                                  ("fisher_retain", retain))}
+
+    # 5-7. Regions S / B / C (Eq. 5), base factor w (Eq. 6), hierarchical update (Eq. 7).
+    rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam), tau=float(cfg.tau),
+                         lam_max=float(cfg.lam_max), exponent=float(cfg.exponent), eps=float(cfg.eps),
+                         gamma=geometry.gamma)
+    counts = apply_dampening(system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"],
+                             fisher["fisher_neighbour"])
+    ctx.metrics.update({f"ppp/{k}": v for k, v in counts.items()})
+    ctx.metrics.update({
+        "ppp/gamma": geometry.gamma,
+        "ppp/gamma_uncapped": geometry.ratio ** 2,
+        "ppp/mu_n": geometry.mu_n,
+        "ppp/mu_rest": geometry.mu_rest,
+        "ppp/neighbours": [names[c] for c in geometry.neighbours],
+        "ppp/n_forget_samples": len(forget),
+        "ppp/n_neighbour_samples": len(neighbours),
+        "ppp/n_retain_samples": len(retain),
+    })
+    print(f"[ppp] neighbours of {', '.join(names[c] for c in ctx.forget_idx)}: "
+          f"{', '.join(names[c] for c in geometry.neighbours)}; gamma={geometry.gamma:.3f} "
+          f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
+          f"C={counts['n_core']}")
+    return system

@@ -1,0 +1,92 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from ppp.unlearn.dampening import DampeningRule, apply_dampening
+from ppp.unlearn.prototypes import class_prototypes, prototype_geometry
+
+
+class Tiny(nn.Module):
+    def __init__(self, values):
+        super().__init__()
+        self.w = nn.Parameter(torch.tensor(values))
+
+
+def dampen(values, rule, i_f, i_r, i_n=None):
+    net = Tiny(values)
+    counts = apply_dampening(net, rule, {"w": torch.tensor(i_f)}, {"w": torch.tensor(i_r)},
+                             None if i_n is None else {"w": torch.tensor(i_n)})
+    return net.w.detach(), counts
+
+
+def test_ssd_rule_by_hand():
+    # alpha = 10, lambda = 1: select I_f > 10 I_D, scale by min(I_D / I_f, 1)
+    theta, counts = dampen([1.0, 2.0, 3.0, 4.0], DampeningRule(alpha=10, lam=1),
+                           i_f=[5.0, 50.0, 0.0, 200.0], i_r=[1.0, 1.0, 1.0, 4.0])
+    assert theta.tolist() == pytest.approx([1.0, 2.0 * (1 / 50), 3.0, 4.0 * (4 / 200)])
+    assert counts == {"n_shared": 2, "n_buffer": 2, "n_core": 0}
+
+
+def test_ssd_lambda_clamps_at_one():
+    theta, _ = dampen([1.0], DampeningRule(alpha=0.1, lam=100), i_f=[2.0], i_r=[1.0])
+    assert theta.item() == pytest.approx(1.0)  # min(100 * 1 / 2, 1) = 1: weights never grow
+
+
+def test_ppp_regions_weights_and_sign_inversion():
+    rule = DampeningRule(alpha=2, lam=1, tau=3, lam_max=0.5, exponent=2, eps=0.0, gamma=4.0)
+    # entry 0: I_f = 1 <= 2 * 1      -> S, unchanged
+    # entry 1: I_f = 10 > 2, 10 < 3*5 -> B, w = min((1/10)^2, .5) = 0.01
+    # entry 2: I_f = 10 > 2, 10 >= 3*1 -> C, -gamma * w = -0.04
+    # entry 3: I_f = 3 > 2 * 1, I_n = 0 -> C, w = min((1/3)^2, .5) = 1/9
+    # entry 4: I_f = 1.5 > 2 * 0.5, I_n = 1 -> B, w = min((0.5 / 1.5)^2, 0.5) = 1/9
+    theta, counts = dampen([1.0, 1.0, 1.0, 2.0, 3.0], rule, i_f=[1.0, 10.0, 10.0, 3.0, 1.5],
+                           i_r=[1.0, 1.0, 1.0, 1.0, 0.5], i_n=[0.0, 5.0, 1.0, 0.0, 1.0])
+    assert theta.tolist() == pytest.approx([1.0, 0.01, -0.04, -4.0 * 2.0 / 9, 3.0 / 9])
+    assert counts == {"n_shared": 1, "n_buffer": 2, "n_core": 2}
+
+
+def test_lambda_max_caps_w():
+    rule = DampeningRule(alpha=0, lam=10, tau=math.inf, lam_max=0.3, exponent=2)
+    theta, _ = dampen([1.0], rule, i_f=[2.0], i_r=[1.0])
+    assert theta.item() == pytest.approx(0.3)
+
+
+def test_ppp_reduces_to_ssd():
+    """Exponent 1, lambda_max 1, eps 0 and tau so large that C is empty: PPP's update is SSD's."""
+    g = torch.Generator().manual_seed(0)
+    i_f, i_r, i_n = (torch.rand(1000, generator=g) ** 3 for _ in range(3))
+    theta = torch.randn(1000, generator=g)
+    ssd, _ = dampen(theta.tolist(), DampeningRule(alpha=1.5, lam=0.7), i_f.tolist(), i_r.tolist())
+    ppp, counts = dampen(theta.tolist(), DampeningRule(alpha=1.5, lam=0.7, tau=1e30, lam_max=1.0, exponent=1.0,
+                                                       eps=0.0, gamma=123.0), i_f.tolist(), i_r.tolist(), i_n.tolist())
+    assert counts["n_core"] == 0 and counts["n_buffer"] > 0
+    assert torch.allclose(ssd, ppp)
+
+
+def test_prototypes_multi_label_mean():
+    features = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+    labels = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [1.0, 1.0, 0.0]])
+    protos = class_prototypes(features, labels, 3)
+    assert protos.tolist() == [[1.0, 0.5], [0.5, 1.0], [0.0, 0.0]]
+    single = class_prototypes(features, torch.tensor([0, 1, 1]), 2)
+    assert single.tolist() == [[1.0, 0.0], [0.5, 1.0]]
+
+
+def test_neighbours_and_gamma():
+    # class 0 forgotten; classes 1, 2 at distance 1 and 2; classes 3, 4 at distance 6
+    protos = torch.tensor([[0.0], [1.0], [-2.0], [6.0], [-6.0]])
+    geometry = prototype_geometry(protos, [0], k=2)
+    assert geometry.neighbours == [1, 2]
+    assert geometry.mu_n == pytest.approx(1.5) and geometry.mu_rest == pytest.approx(6.0)
+    assert geometry.gamma == pytest.approx(16.0)
+    assert prototype_geometry(protos, [0], k=2, gamma_max=5.0).gamma == 5.0
+
+
+def test_neighbours_of_several_forget_classes():
+    protos = torch.tensor([[0.0], [1.0], [10.0], [11.5], [5.0]])
+    geometry = prototype_geometry(protos, [0, 2], k=1)
+    assert geometry.neighbours == [1, 3]  # each forget class's own nearest retained class
+    assert geometry.mu_n == pytest.approx((1.0 + 1.5) / 2)
+    assert geometry.mu_rest == pytest.approx((5.0 + 5.0) / 2)

@@ -1,0 +1,79 @@
+"""Unlearning contexts that run in seconds: a tiny MLP on 8-px digits, and the tiny CLIP hashing system
+on a few hundred digit scenes."""
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+from torch import nn
+
+from ppp.cache import Cache
+from ppp.data import build_benchmark
+from ppp.data.digits import digits
+from ppp.models import BACKBONES
+from ppp.models.base import System
+from ppp.models.resnet import ClassifierSystem
+from ppp.unlearn import UnlearnContext
+
+
+class MLP(nn.Module):
+    def __init__(self, inputs: int, hidden: int, num_classes: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Flatten(), nn.Linear(inputs, hidden), nn.ReLU())
+        self.fc = nn.Linear(hidden, num_classes)
+
+    def forward(self, x):
+        return self.fc(self.body(x))
+
+
+class TinyClassifier(ClassifierSystem):
+    """ClassifierSystem's pipeline, loss and optimiser groups around an MLP instead of a ResNet."""
+
+    def __init__(self, num_classes: int, image_size: int, hidden: int):
+        System.__init__(self)
+        self.image_size = image_size
+        self.net = MLP(3 * image_size * image_size, hidden, num_classes)
+
+    def features(self, batch):
+        return self.net.body(batch["image"])
+
+
+CONF = Path(__file__).resolve().parents[1] / "conf"
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread, and do not stall when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+BACKBONES.register("tiny_mlp")(lambda cfg, num_classes, bits: TinyClassifier(num_classes, cfg.image_size, cfg.hidden))
+
+RECIPE = {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.0, "warmup": 0.0}
+
+
+def make_context(cache_dir, **recipe) -> UnlearnContext:
+    """The tiny MLP on 8-px digits, forgetting 'six'; `recipe` overrides its training settings."""
+    cfg = OmegaConf.create({
+        "seed": 0, "bits": 16, "num_workers": 0, "forget": ["six"],
+        "dataset": {"name": "digits", "size": 8, "test_fraction": 0.25, "seed": 0},
+        "backbone": {"name": "tiny_mlp", "kind": "tiny_mlp", "image_size": 8, "hidden": 64,
+                     "train": {**RECIPE, **recipe}},
+    })
+    bench = digits(size=8)
+    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(["six"]), device=torch.device("cpu"),
+                          cache=Cache(cache_dir))
+
+
+def make_hashing_context(cache_dir, overrides=()) -> UnlearnContext:
+    """clip_tiny on 240 digit scenes, one training epoch, from the shipped configs."""
+    from conftest import TINY
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*TINY, f"cache_dir={cache_dir}", "device=cpu", *overrides])
+    bench = build_benchmark(cfg.dataset)
+    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
+                          device=torch.device("cpu"), cache=Cache(cache_dir))
