@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -20,6 +21,7 @@ from ppp.registry import Registry
 from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import resolve_device, seed_everything
 
+REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
 
 
@@ -43,11 +45,34 @@ def _membership(system, ctx: UnlearnContext, cfg: DictConfig) -> dict:
     return membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size) if modes else {}
 
 
-def check_evaluator_fits(evaluator: str, bench) -> None:
-    """Before any training: each evaluator is named after the benchmark task it evaluates."""
-    if evaluator != bench.task:
-        raise ConfigError(f"evaluator={evaluator} does not fit dataset '{bench.name}', a {bench.task} benchmark; "
-                          f"use evaluator={bench.task}")
+def check_fits(cfg: DictConfig, bench) -> None:
+    """Before any training: the evaluator and the backbone must serve the benchmark's task."""
+    if cfg.evaluator.name != bench.task:
+        raise ConfigError(f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
+                          f"benchmark; use evaluator={bench.task}")
+    if cfg.backbone.task != bench.task:
+        raise ConfigError(f"backbone={cfg.backbone.name} serves {cfg.backbone.task} data, but dataset "
+                          f"'{bench.name}' is a {bench.task} benchmark")
+
+
+def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[str, dict]:
+    """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|."""
+    out = {}
+    for name in names:
+        side = replace(ctx, metrics={})  # a reference's own diagnostics stay out of the run's metrics
+        model = METHODS.get(name)(ctx.trained()[0], side, OmegaConf.create({"name": name}))
+        out[name] = evaluate(model, side, ctx.cfg.evaluator)
+    return out
+
+
+def deltas(metrics: dict, references: dict[str, dict]) -> dict[str, float]:
+    """|delta|: mean absolute gap to Retrain on forget-set metrics and to Original on retain-set ones."""
+    out = {}
+    for prefix, ref in (("forget/", "retrain"), ("retain/", "original")):
+        keys = [k for k in metrics if k.startswith(prefix) and ref in references and k in references[ref]]
+        if keys:
+            out[f"|delta| {prefix[:-1]} vs {ref}"] = sum(abs(metrics[k] - references[ref][k]) for k in keys) / len(keys)
+    return out
 
 
 def validate(cfg: DictConfig) -> None:
@@ -93,7 +118,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
     bench = build_benchmark(cfg.dataset, cfg.get("data_root"))
-    check_evaluator_fits(cfg.evaluator.name, bench)
+    check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
     ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device, cache=Cache(cfg.cache_dir))
 
@@ -105,8 +130,11 @@ def run_experiment(cfg: DictConfig) -> dict:
         model = method(original, ctx, cfg.method)
     unlearn_s = time.perf_counter() - start
 
-    metrics = EVALUATORS.get(cfg.evaluator.name)(model, ctx, cfg.evaluator)
+    evaluate = EVALUATORS.get(cfg.evaluator.name)
+    metrics = evaluate(model, ctx, cfg.evaluator)
     metrics.update(ctx.metrics)
+    if "bad_images" in bench.info:
+        metrics["data/bad_images"] = bench.info["bad_images"].count
     metrics.setdefault("time/train_s", train_s)
     if cfg.method.name not in ("original",):
         metrics["time/unlearn_s"] = unlearn_s
@@ -120,9 +148,15 @@ def run_experiment(cfg: DictConfig) -> dict:
         "forget": list(cfg.forget),
         "metrics": metrics,
     }
+    names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
+    if names:
+        result["references"] = reference_metrics(ctx, evaluate, names)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    print(format_table({cfg.method.name: metrics}))
+    references = result.get("references", {})
+    print(format_table({**references, cfg.method.name: metrics}))
+    for label, value in deltas(metrics, references).items():
+        print(f"{label}: {100 * value:.2f}")
     print(f"metrics written to {out / 'metrics.json'}")
     return result

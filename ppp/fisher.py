@@ -77,7 +77,6 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
     embeddings = sparse_embeddings(net, sparse_min_rows)
     table_names = {f"{name}.weight": name for name in embeddings}
     dense = {n: p.detach() for n, p in params.items() if n not in table_names}
-    frozen = {n: p.detach() for n, p in params.items() if n in table_names}
     buffers = dict(net.named_buffers())
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
     offsets: dict[str, torch.Tensor] = {}
@@ -86,7 +85,7 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
         offsets.update(sample_offsets)
 
         def net_forward(*inputs):
-            return functional_call(net, (dense_params, frozen, buffers), inputs)
+            return functional_call(net, (dense_params, buffers), inputs)  # tables: the module's own, constant
 
         return system.sample_loss(net_forward, sample, context)
 
@@ -102,7 +101,10 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
             token_ids = {name: _embedding_inputs(system, name, batch) for name in embeddings}
             zero_offsets = {name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
                             for name, m in embeddings.items()}
-            dense_grads, offset_grads = per_sample_grads(dense, zero_offsets, batch, context)
+            # Outer no_grad: the loss's own parameters (DSPH proxies) would otherwise make every
+            # per-sample gradient part of a regular autograd graph, kept alive by the running sums.
+            with torch.no_grad():
+                dense_grads, offset_grads = per_sample_grads(dense, zero_offsets, batch, context)
             offsets.clear()
             for n, g in dense_grads.items():
                 fisher[n] += (g ** 2).sum(0)
