@@ -25,3 +25,27 @@ def resolve_device(name: str) -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise ConfigError(f"unknown device '{name}'; use auto, cpu or cuda[:N]") from None
+
+
+def reachable(url: str, timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the host of `url` (or to the HTTPS proxy) opens within `timeout` s.
+
+    Run in a thread so that a hanging DNS lookup is bounded too.
+    """
+    import socket
+    import threading
+    import urllib.parse
+    import urllib.request
+
+    target = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
+    opened = threading.Event()
+
+    def connect():
+        try:
+            socket.create_connection((target.hostname, target.port or 443), timeout=timeout).close()
+            opened.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=connect, daemon=True).start()
+    return opened.wait(timeout)

@@ -59,7 +59,7 @@ def test_weights_tag_errors_are_fast_config_errors(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="IMAGENET1K_V1"):
         ClassifierSystem("resnet18", 10, 32, weights="IMAGENET9K")
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
-    monkeypatch.setattr(resnet, "_reachable", lambda url: False)
+    monkeypatch.setattr(resnet, "reachable", lambda url: False)
     start = time.perf_counter()
     with pytest.raises(ConfigError, match="cannot download"):
         ClassifierSystem("resnet50", 10, 32, weights="IMAGENET1K_V2")

@@ -89,7 +89,7 @@ class Benchmark:
     """A dataset cut into the splits of its protocol.
 
     Retrieval (multi-label): `query` and `database` are the evaluation sets, `train` the training set.
-    Classification (single-label): `train` and `test`; `heldout` (disjoint from `train`) feeds MIA.
+    Classification (single-label): `train` and `test` (the test split is MIA's non-member pool).
     """
 
     name: str

@@ -119,7 +119,7 @@ def digit_scenes(
     )
 
 
-def digits(test_fraction: float = 0.25, heldout_fraction: float = 0.0, size: int = 32, seed: int = 0) -> Benchmark:
+def digits(test_fraction: float = 0.25, size: int = 32, seed: int = 0) -> Benchmark:
     """sklearn's 1,797 digits as single-label 3-channel images, upscaled to `size` px; seeded split."""
     glyphs, targets = _load_glyphs()
     images = torch.from_numpy(glyphs)[:, None]

@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppp.errors import ConfigError
+from ppp.utils import reachable
 from ppp.losses import DSPHLoss
 from ppp.models.base import System
 
@@ -54,30 +55,6 @@ def _hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
 
 
-def _reachable(url: str, timeout: float = 3.0) -> bool:
-    """Whether a TCP connection to the host of `url` (or to the HTTPS proxy) opens within `timeout` s.
-
-    Run in a thread so that a hanging DNS lookup is bounded too.
-    """
-    import socket
-    import threading
-    import urllib.parse
-    import urllib.request
-
-    target = urllib.parse.urlsplit(urllib.request.getproxies().get("https") or url)
-    opened = threading.Event()
-
-    def connect():
-        try:
-            socket.create_connection((target.hostname, target.port or 443), timeout=timeout).close()
-            opened.set()
-        except OSError:
-            pass
-
-    threading.Thread(target=connect, daemon=True).start()
-    return opened.wait(timeout)
-
-
 def _cached_tag_weights(tag_cfg: dict) -> str | None:
     """The already-downloaded weights file of an open_clip pretrained tag, found without any network call."""
     from open_clip.constants import HF_SAFE_WEIGHTS_NAME, HF_WEIGHTS_NAME
@@ -112,7 +89,7 @@ def _tag_weights(arch: str, tag: str, tag_cfg: dict) -> str:
         source = constants.ENDPOINT
     else:
         source = tag_cfg.get("url", "")
-    if not _hf_offline() and _reachable(source):
+    if not _hf_offline() and reachable(source):
         try:
             return open_clip.download_pretrained(tag_cfg)
         except Exception as err:  # network and Hub errors come in many types

@@ -11,7 +11,7 @@ from torch import nn
 
 from ppp.errors import ConfigError
 from ppp.models.base import System
-from ppp.models.clip_hashing import _reachable
+from ppp.utils import reachable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -36,7 +36,7 @@ def load_weights_file_or_tag(arch: str, weights: str) -> dict[str, torch.Tensor]
                           f"tags: {', '.join(tags)}")
     url = tags[weights].url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-    if not cached.exists() and not _reachable(url):  # offline: fail in seconds, not minutes
+    if not cached.exists() and not reachable(url):  # offline: fail in seconds, not minutes
         raise ConfigError(f"cannot download {arch} {weights} weights ({url}) and they are not in {cached.parent}; "
                           f"put the file there or set backbone.weights=/path/to/state_dict.pth")
     return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
