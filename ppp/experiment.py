@@ -117,7 +117,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     validate(cfg)
     device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
-    bench = build_benchmark(cfg.dataset, cfg.get("data_root"))
+    bench = build_benchmark(cfg.dataset)
     check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
     ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device, cache=Cache(cfg.cache_dir))

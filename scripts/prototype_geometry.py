@@ -22,7 +22,7 @@ def main(overrides: list[str]) -> None:
     conf = Path(__file__).resolve().parents[1] / "conf"
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
-    bench = build_benchmark(cfg.dataset, cfg.data_root)
+    bench = build_benchmark(cfg.dataset)
     ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
                          device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir))
     system, _ = ctx.trained()

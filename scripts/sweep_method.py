@@ -50,7 +50,7 @@ def main():
     grid = [(kv.split("=", 1)[0], kv.split("=", 1)[1].split(",")) for kv in args.grid]
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         base = compose("config", overrides=args.overrides)
-        bench = build_benchmark(base.dataset, base.data_root)
+        bench = build_benchmark(base.dataset)
         ctx = UnlearnContext(cfg=base, bench=bench, forget_idx=bench.class_indices(list(base.forget)),
                              device=resolve_device(base.device), cache=Cache(base.cache_dir))
         evaluate = EVALUATORS.get(base.evaluator.name)

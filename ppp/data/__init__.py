@@ -1,6 +1,8 @@
 """Datasets, picked by name from the `dataset` config group."""
 from __future__ import annotations
 
+import inspect
+
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.data import coco as _coco
@@ -21,18 +23,18 @@ DATASETS.register("imagenet100")(_imagenet100.imagenet100)
 DATASETS.register("deepfashion")(_deepfashion.deepfashion)
 
 
-def build_benchmark(cfg: DictConfig, data_root: str | None = None) -> Benchmark:
-    """Build the benchmark named by `cfg.name`; every other key but `forget` is a builder argument."""
+def build_benchmark(cfg: DictConfig) -> Benchmark:
+    """Build the benchmark named by `cfg.name`; every other key but `forget` is a builder argument
+    (on-disk datasets get `root: ${data_root}/<name>` from their config)."""
     kwargs = OmegaConf.to_container(cfg, resolve=True)
     name = kwargs.pop("name")
     kwargs.pop("forget", None)
     builder = DATASETS.get(name)
-    if getattr(builder, "needs_data_root", False):
-        kwargs["data_root"] = data_root
     try:
-        return builder(**kwargs)
+        inspect.signature(builder).bind(**kwargs)
     except TypeError as err:
         raise ConfigError(f"dataset '{name}': {err}") from None
+    return builder(**kwargs)
 
 
 __all__ = ["Benchmark", "LabelledDataset", "DATASETS", "build_benchmark", "carries_any"]
