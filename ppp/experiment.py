@@ -7,7 +7,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.cache import Cache
@@ -58,9 +57,10 @@ def check_fits(cfg: DictConfig, bench) -> None:
 def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[str, dict]:
     """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|."""
     out = {}
-    for name in names:
+    original = ctx.trained()[0]  # a fresh copy: the method may have changed the run's one in place;
+    for name in names:           # reference methods return it untouched or build their own model
         side = replace(ctx, metrics={})  # a reference's own diagnostics stay out of the run's metrics
-        model = METHODS.get(name)(ctx.trained()[0], side, OmegaConf.create({"name": name}))
+        model = METHODS.get(name)(original, side, OmegaConf.create({"name": name}))
         out[name] = evaluate(model, side, ctx.cfg.evaluator)
     return out
 

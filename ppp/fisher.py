@@ -98,7 +98,7 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
             batch = batch_to(batch, device)
             context = system.loss_context(batch)
             size = len(next(iter(batch.values())))
-            token_ids = {name: _embedding_inputs(system, name, batch) for name in embeddings}
+            token_ids = {name: batch["text"] for name in embeddings}  # the tables index text tokens
             zero_offsets = {name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
                             for name, m in embeddings.items()}
             # Outer no_grad: the loss's own parameters (DSPH proxies) would otherwise make every
@@ -112,11 +112,6 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
                 _scatter_squared_rows(fisher[f"{name}.weight"], token_ids[name], g)
             n_seen += size
     return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
-
-
-def _embedding_inputs(system, module_name: str, batch) -> torch.Tensor:
-    """The index tensor fed to an embedding table: the text tokens for CLIP's token embedding."""
-    return batch["text"]
 
 
 def _scatter_squared_rows(target: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor) -> None:

@@ -21,6 +21,19 @@ def make_loader(data: Dataset, system: System, batch_size: int, shuffle: bool = 
                       drop_last=drop_last, persistent_workers=False)
 
 
+@torch.no_grad()
+def collect(system: System, data: Dataset, device: torch.device, outputs: Callable, batch_size: int = 256,
+            num_workers: int = 0) -> tuple[torch.Tensor, ...]:
+    """`outputs(batch)` (a tensor or a tuple of tensors) over every item of `data`, in order, in eval
+    mode; each output concatenated over batches on the CPU."""
+    system.eval().to(device)
+    parts = []
+    for batch in make_loader(data, system, batch_size, num_workers=num_workers):
+        out = outputs(batch_to(batch, device))
+        parts.append(tuple(o.cpu() for o in (out if isinstance(out, tuple) else (out,))))
+    return tuple(torch.cat(column) for column in zip(*parts))
+
+
 def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
     adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
     sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]

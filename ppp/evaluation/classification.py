@@ -4,20 +4,15 @@ from __future__ import annotations
 import torch
 
 from ppp.data.base import Benchmark, carries_any
-from ppp.models.base import batch_to
 from ppp.models.scores import class_scores
-from ppp.train import make_loader
+from ppp.train import collect
 
 
-@torch.no_grad()
 def predict_proba(system, data, device, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
     """Softmax of the class scores (image modality for hashing systems) of every item of `data`, in order."""
-    system.eval().to(device)
-    out = []
-    for batch in make_loader(data, system, batch_size, num_workers=num_workers):
-        scores = class_scores(system, batch_to(batch, device))[0]
-        out.append(torch.softmax(scores.float(), dim=1).cpu())
-    return torch.cat(out)
+    (probs,) = collect(system, data, device, lambda batch: torch.softmax(class_scores(system, batch)[0].float(), dim=1),
+                       batch_size, num_workers)
+    return probs
 
 
 def evaluate_classification(system, bench: Benchmark, forget_idx: list[int], device, batch_size: int = 256,

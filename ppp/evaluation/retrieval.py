@@ -5,22 +5,14 @@ import torch
 
 from ppp.data.base import Benchmark, carries_any
 from ppp.evaluation.map import mean_average_precision
-from ppp.models.base import batch_to
-from ppp.train import make_loader
+from ppp.train import collect
 
 
-@torch.no_grad()
 def encode(system, data, device, batch_size: int = 256, num_workers: int = 0,
            binary: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of every image and text in `data`, in order: sign() of the tanh outputs, or the outputs."""
-    system.eval().to(device)
-    images, texts = [], []
-    for batch in make_loader(data, system, batch_size, num_workers=num_workers):
-        batch = batch_to(batch, device)
-        img, txt = system.codes(batch)
-        images.append((torch.sign(img) if binary else img).cpu())
-        texts.append((torch.sign(txt) if binary else txt).cpu())
-    return torch.cat(images), torch.cat(texts)
+    img, txt = collect(system, data, device, system.codes, batch_size, num_workers)
+    return (torch.sign(img), torch.sign(txt)) if binary else (img, txt)
 
 
 def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, forget_idx: list[int],

@@ -7,7 +7,7 @@ import torch
 
 from ppp.data.base import carries_any
 from ppp.unlearn.dampening import DampeningRule, apply_dampening
-from ppp.unlearn.prototypes import prototype_geometry, system_prototypes
+from ppp.unlearn.prototypes import prototype_geometry
 from ppp.unlearn.registry import METHODS
 
 

@@ -7,6 +7,7 @@ import torch
 
 from ppp.errors import ConfigError
 from ppp.evaluation.retrieval import encode
+from ppp.train import collect
 
 MODALITIES = ("image", "text", "mean")
 
@@ -28,17 +29,12 @@ def retrieval_prototypes(system, data, device, modality: str = "mean", batch_siz
     return class_prototypes(features, data.labels, data.labels.shape[1])
 
 
-@torch.no_grad()
 def system_prototypes(system, data, device, num_classes: int, modality: str = "mean") -> torch.Tensor:
     """Prior-prototypes of any system: hash codes for retrieval, penultimate features for classifiers."""
     if system.task == "retrieval":
         return retrieval_prototypes(system, data, device, modality)
-    from ppp.models.base import batch_to
-    from ppp.train import make_loader
-
-    system.eval().to(device)
-    feats = [system.features(batch_to(b, device)).cpu() for b in make_loader(data, system, 256)]
-    return class_prototypes(torch.cat(feats), data.labels, num_classes)
+    (features,) = collect(system, data, device, system.features)
+    return class_prototypes(features, data.labels, num_classes)
 
 
 @dataclass
