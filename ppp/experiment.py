@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import replace
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
@@ -12,36 +11,13 @@ from omegaconf import DictConfig, OmegaConf
 from ppp.cache import Cache
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
-from ppp.evaluation import evaluate_retrieval
-from ppp.evaluation.classification import evaluate_classification
-from ppp.evaluation.mia import check_modes, membership_inference
+from ppp.evaluation import EVALUATORS
+from ppp.evaluation.mia import check_modes
 from ppp.memory import PeakMemory
-from ppp.registry import Registry
 from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import resolve_device, seed_everything
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
-EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
-
-
-@EVALUATORS.register("retrieval")
-def _retrieval(system, ctx: UnlearnContext, cfg: DictConfig) -> dict:
-    metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers))
-    return {**metrics, **_membership(system, ctx, cfg)}
-
-
-@EVALUATORS.register("classification")
-def _classification(system, ctx: UnlearnContext, cfg: DictConfig) -> dict:
-    metrics = evaluate_classification(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size,
-                                      int(ctx.cfg.num_workers))
-    return {**metrics, **_membership(system, ctx, cfg)}
-
-
-def _membership(system, ctx: UnlearnContext, cfg: DictConfig) -> dict:
-    """The evaluator's membership-inference attacks (`cfg.mia`; none when absent or empty)."""
-    modes = list(cfg.get("mia") or [])
-    return membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size) if modes else {}
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
@@ -59,9 +35,8 @@ def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[s
     out = {}
     original = ctx.trained()[0]  # a fresh copy: the method may have changed the run's one in place;
     for name in names:           # reference methods return it untouched or build their own model
-        side = replace(ctx, metrics={})  # a reference's own diagnostics stay out of the run's metrics
-        model = METHODS.get(name)(original, side, OmegaConf.create({"name": name}))
-        out[name] = evaluate(model, side, ctx.cfg.evaluator)
+        model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
+        out[name] = evaluate(model, ctx, ctx.cfg.evaluator)
     return out
 
 
@@ -124,15 +99,15 @@ def run_experiment(cfg: DictConfig) -> dict:
 
     original, train_s = ctx.trained()
     method = METHODS.get(cfg.method.name)
-    seed_everything(int(cfg.seed))
+    seed_everything(int(cfg.sample_seed))
     start = time.perf_counter()
     with PeakMemory(device) as memory:
-        model = method(original, ctx, cfg.method)
+        model, diagnostics = method(original, ctx, cfg.method)
     unlearn_s = time.perf_counter() - start
 
     evaluate = EVALUATORS.get(cfg.evaluator.name)
     metrics = evaluate(model, ctx, cfg.evaluator)
-    metrics.update(ctx.metrics)
+    metrics.update(diagnostics)
     if "bad_images" in bench.info:
         metrics["data/bad_images"] = bench.info["bad_images"].count
     metrics.setdefault("time/train_s", train_s)

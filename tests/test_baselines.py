@@ -43,7 +43,7 @@ def trained_on(monkeypatch):
 
 
 def run(name, ctx, cfg):
-    model = METHODS.get(name)(ctx.trained()[0], ctx, cfg)
+    model, _ = METHODS.get(name)(ctx.trained()[0], ctx, cfg)
     return evaluate_classification(model, ctx.bench, ctx.forget_idx, ctx.device)
 
 
@@ -129,5 +129,5 @@ def test_baselines_on_the_hashing_system(tmp_path):
     before = ctx.trained()[0].net.image_head[0].weight.detach().clone()
     for name in ("finetune", "amnesiac", "bad_teacher"):
         method = OmegaConf.merge(OmegaConf.load(CONF / "method" / f"{name}.yaml"), {"train": {"retrieval": {"epochs": 1}}})
-        model = METHODS.get(name)(ctx.trained()[0], ctx, method)
+        model, _ = METHODS.get(name)(ctx.trained()[0], ctx, method)
         assert not torch.allclose(model.net.image_head[0].weight, before), name

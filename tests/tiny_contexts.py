@@ -58,7 +58,7 @@ RECIPE = {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "wei
 def make_context(cache_dir, **recipe) -> UnlearnContext:
     """The tiny MLP on 8-px digits, forgetting 'six'; `recipe` overrides its training settings."""
     cfg = OmegaConf.create({
-        "seed": 0, "bits": 16, "num_workers": 0, "forget": ["six"],
+        "seed": 0, "sample_seed": 0, "bits": 16, "num_workers": 0, "forget": ["six"],
         "dataset": {"name": "digits", "size": 8, "test_fraction": 0.25, "seed": 0},
         "backbone": {"name": "tiny_mlp", "kind": "tiny_mlp", "image_size": 8, "hidden": 64,
                      "train": {**RECIPE, **recipe}},

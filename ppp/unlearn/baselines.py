@@ -45,9 +45,10 @@ def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(base, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
 
 
-def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> System:
-    return train(system, data, recipe(system, ctx, cfg), ctx.device, int(ctx.cfg.seed), objective=objective,
-                 desc=cfg.name, num_workers=int(ctx.cfg.num_workers))
+def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> tuple[System, dict]:
+    """Train on `data` in the method's recipe; the data order follows the sample seed. No diagnostics."""
+    return train(system, data, recipe(system, ctx, cfg), ctx.device, ctx.sample_seed, objective=objective,
+                 desc=cfg.name, num_workers=int(ctx.cfg.num_workers)), {}
 
 
 class Relabelled(LabelledDataset):
@@ -102,13 +103,13 @@ def amnesiac(system, ctx, cfg):
     """Train on D_r plus the forget samples relabelled with random wrong (retained) classes (Graves et al.,
     the relabelling variant)."""
     forget = ctx.forget_train
-    wrong = random_wrong_labels(forget.labels, ctx.forget_idx, ctx.bench.num_classes, int(ctx.cfg.seed))
+    wrong = random_wrong_labels(forget.labels, ctx.forget_idx, ctx.bench.num_classes, ctx.sample_seed)
     return _train(system, Concatenated(ctx.retain_train, Relabelled(forget, wrong)), ctx, cfg)
 
 
 def incompetent_teacher(ctx, cfg) -> System:
     """A randomly initialised model; with `incompetent_pretrained`, pretrained weights stay (SSD's ViT quirk)."""
-    seed = int(ctx.cfg.seed) + int(cfg.teacher_seed_offset)
+    seed = ctx.sample_seed + int(cfg.teacher_seed_offset)
     if cfg.incompetent_pretrained:
         return ctx.fresh_system(seed=seed)
     backbone = ctx.cfg.backbone
@@ -139,7 +140,7 @@ def bad_teacher(system, ctx, cfg):
     incompetent = incompetent_teacher(ctx, cfg).eval().requires_grad_(False)
     retain = ctx.retain_train
     data = Concatenated(ctx.forget_train, retain.sample(round(float(cfg.retain_fraction) * len(retain)),
-                                                        int(ctx.cfg.seed)))
+                                                        ctx.sample_seed))
     temperature = float(cfg.temperature[system.task])
 
     def objective(student, batch):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -25,7 +25,12 @@ class UnlearnContext:
     forget_idx: list[int]
     device: torch.device
     cache: Cache
-    metrics: dict = field(default_factory=dict)  # methods add their own diagnostics here
+
+    @property
+    def sample_seed(self) -> int:
+        """Draws of the unlearning step (D_f / D_n / D_r samples, a method's own data order); `seed` fixes
+        the models, so several sample seeds on one seed reuse every cached model."""
+        return int(self.cfg.sample_seed)
 
     @property
     def forget_train(self) -> LabelledDataset:
@@ -62,8 +67,9 @@ class UnlearnContext:
         return content_key(self.model_key(exclude_forget=False))
 
     def fisher(self, system: System, data: LabelledDataset, mode: str, batch_size: int = 64,
-               chunk: int = 32, label: str = "fisher") -> dict[str, torch.Tensor]:
-        """Diagonal Fisher of the original model on `data`, cached by model, samples, loss and mode."""
+               chunk: int = 32, label: str = "fisher") -> tuple[dict[str, torch.Tensor], float]:
+        """Diagonal Fisher of the original model on `data`, cached by model, samples, loss and mode; and the
+        seconds it took to build or to load (the same key either way, so runs in one process stay alike)."""
         indices = data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
         key = content_key({
             "model": self.original_key,
@@ -72,14 +78,11 @@ class UnlearnContext:
             "batch_size": batch_size if mode == "batch" else None,
         })
 
-        def build():
-            start = time.perf_counter()
-            diag = fisher_diagonal(system, data, self.device, mode, batch_size, chunk)
-            self.metrics[f"time/{label}_s"] = time.perf_counter() - start
-            return diag
-
-        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
-        return diag
+        start = time.perf_counter()
+        diag, _ = self.cache.get_or_build("fisher", key,
+                                          lambda: fisher_diagonal(system, data, self.device, mode, batch_size, chunk),
+                                          f"{label} ({mode}, {len(data)} samples)")
+        return diag, time.perf_counter() - start
 
     def prototypes(self, system: System, modality: str) -> torch.Tensor:
         """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""

@@ -57,9 +57,10 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
     return counts
 
 
-def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict]:
-    """I_f on (a seeded sample of) D_f; I_r on D = D_f u D_r ('full', SSD's code) or D_r ('retain')."""
-    seed = int(ctx.cfg.seed)
+def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict, dict]:
+    """I_f on (a seeded sample of) D_f; I_r on D = D_f u D_r ('full', SSD's code) or D_r ('retain');
+    and the seconds each took."""
+    seed = ctx.sample_seed
     forget = ctx.forget_train.sample(cfg.get("forget_samples"), seed)
     if cfg.reference == "full":
         reference = ctx.bench.train
@@ -68,18 +69,18 @@ def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict]:
     else:
         raise ValueError(f"method.reference must be 'full' or 'retain', got '{cfg.reference}'")
     reference = reference.sample(cfg.get("reference_samples"), seed)
-    i_f = ctx.fisher(system, forget, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_forget")
-    i_r = ctx.fisher(system, reference, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_reference")
-    return i_f, i_r
+    i_f, forget_s = ctx.fisher(system, forget, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_forget")
+    i_r, reference_s = ctx.fisher(system, reference, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk,
+                                  "fisher_reference")
+    return i_f, i_r, {"time/fisher_forget_s": forget_s, "time/fisher_reference_s": reference_s}
 
 
 @METHODS.register("ssd")
 def ssd(system, ctx, cfg):
     """Selective Synaptic Dampening (Foster et al., AAAI 2024), as in its official code."""
-    i_f, i_r = forget_and_reference_fisher(system, ctx, cfg)
+    i_f, i_r, times = forget_and_reference_fisher(system, ctx, cfg)
     rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam))
-    ctx.metrics.update({f"ssd/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()})
-    return system
+    return system, {**times, **{f"ssd/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()}}
 
 
 @METHODS.register("fisher")
@@ -89,7 +90,6 @@ def fisher_forgetting(system, ctx, cfg):
     Golatkar et al.'s noise-injection variant needs a class head (it samples per class) and is
     defined for the classification path only.
     """
-    i_f, i_r = forget_and_reference_fisher(system, ctx, cfg)
+    i_f, i_r, times = forget_and_reference_fisher(system, ctx, cfg)
     rule = DampeningRule(alpha=float(cfg.alpha), lam=0.0)
-    ctx.metrics.update({f"fisher/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()})
-    return system
+    return system, {**times, **{f"fisher/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()}}

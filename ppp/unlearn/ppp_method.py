@@ -13,14 +13,14 @@ from ppp.unlearn.registry import METHODS
 
 @METHODS.register("ppp")
 def ppp(system, ctx, cfg):
-    seed = int(ctx.cfg.seed)
+    seed = ctx.sample_seed
     names = ctx.bench.class_names
 
     # 1-3. Prior-prototypes over D = D_f u D_r under the trained model, neighbours, gamma (Eqs. 2-3).
     start = time.perf_counter()
     protos = ctx.prototypes(system, cfg.prototype_modality)
     geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), cfg.get("gamma_max"))
-    ctx.metrics["time/prototypes_s"] = time.perf_counter() - start
+    diagnostics = {"time/prototypes_s": time.perf_counter() - start}
 
     # D_n: retained samples carrying a neighbour class; D_r for Fisher excludes them by default.
     retain = ctx.retain_train
@@ -33,9 +33,10 @@ def ppp(system, ctx, cfg):
     retain = retain.sample(cfg.get("retain_samples"), seed)
 
     # 4. Empirical Fisher on D_f, D_n, D_r (Eq. 4).
-    fisher = {label: ctx.fisher(system, data, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, label)
-              for label, data in (("fisher_forget", forget), ("fisher_neighbour", neighbours),
-                                  ("fisher_retain", retain))}
+    fisher = {}
+    for label, data in (("fisher_forget", forget), ("fisher_neighbour", neighbours), ("fisher_retain", retain)):
+        fisher[label], diagnostics[f"time/{label}_s"] = ctx.fisher(system, data, cfg.fisher_mode, cfg.fisher_batch_size,
+                                                                   cfg.fisher_chunk, label)
 
     # 5-7. Regions S / B / C (Eq. 5), base factor w (Eq. 6), hierarchical update (Eq. 7).
     rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam), tau=float(cfg.tau),
@@ -43,8 +44,8 @@ def ppp(system, ctx, cfg):
                          gamma=geometry.gamma)
     counts = apply_dampening(system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"],
                              fisher["fisher_neighbour"])
-    ctx.metrics.update({f"ppp/{k}": v for k, v in counts.items()})
-    ctx.metrics.update({
+    diagnostics.update({f"ppp/{k}": v for k, v in counts.items()})
+    diagnostics.update({
         "ppp/gamma": geometry.gamma,
         "ppp/gamma_uncapped": geometry.ratio ** 2,
         "ppp/mu_n": geometry.mu_n,
@@ -58,4 +59,4 @@ def ppp(system, ctx, cfg):
           f"{', '.join(names[c] for c in geometry.neighbours)}; gamma={geometry.gamma:.3f} "
           f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
           f"C={counts['n_core']}")
-    return system
+    return system, diagnostics

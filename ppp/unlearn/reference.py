@@ -6,18 +6,17 @@ from ppp.unlearn.registry import METHODS
 
 @METHODS.register("original")
 def original(system, ctx, cfg):
-    return system
+    return system, {}
 
 
 @METHODS.register("retrain")
 def retrain(system, ctx, cfg):
     """Every layer re-initialised and trained on D_r alone with the original recipe (cached)."""
     model, train_s = ctx.trained(exclude_forget=True)
-    ctx.metrics["time/train_s"] = train_s
-    return model
+    return model, {"time/train_s": train_s}
 
 
 @METHODS.register("bad")
 def bad(system, ctx, cfg):
     """A randomly re-initialised model, no training: the floor of every metric."""
-    return ctx.fresh_system(seed=int(ctx.cfg.seed) + int(cfg.get("init_seed_offset", 1)))
+    return ctx.fresh_system(seed=int(ctx.cfg.seed) + int(cfg.get("init_seed_offset", 1))), {}

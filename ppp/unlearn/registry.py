@@ -1,4 +1,8 @@
-"""Unlearning methods by name: each is `method(system, ctx, cfg) -> system`."""
+"""Unlearning methods by name: each is `method(system, ctx, cfg) -> (system, diagnostics)`.
+
+A method may change `system` in place, and returns its own diagnostics (a flat dict of numbers,
+lists or strings) instead of writing into shared state, so that runs in one process stay independent.
+"""
 from ppp.registry import Registry
 
 METHODS: Registry = Registry("method")
