@@ -12,6 +12,7 @@ from ppp.cache import Cache
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
+from ppp.evaluation.delta import deltas
 from ppp.evaluation.mia import check_modes
 from ppp.memory import PeakMemory
 from ppp.unlearn import METHODS, UnlearnContext
@@ -37,16 +38,6 @@ def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[s
     for name in names:           # reference methods return it untouched or build their own model
         model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
         out[name] = evaluate(model, ctx, ctx.cfg.evaluator)
-    return out
-
-
-def deltas(metrics: dict, references: dict[str, dict]) -> dict[str, float]:
-    """|delta|: mean absolute gap to Retrain on forget-set metrics and to Original on retain-set ones."""
-    out = {}
-    for prefix, ref in (("forget/", "retrain"), ("retain/", "original")):
-        keys = [k for k in metrics if k.startswith(prefix) and ref in references and k in references[ref]]
-        if keys:
-            out[f"|delta| {prefix[:-1]} vs {ref}"] = sum(abs(metrics[k] - references[ref][k]) for k in keys) / len(keys)
     return out
 
 
@@ -131,7 +122,7 @@ def run_experiment(cfg: DictConfig) -> dict:
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     references = result.get("references", {})
     print(format_table({**references, cfg.method.name: metrics}))
-    for label, value in deltas(metrics, references).items():
+    for label, value in deltas(metrics, references, bench.task, cfg.delta).items():
         print(f"{label}: {100 * value:.2f}")
     print(f"metrics written to {out / 'metrics.json'}")
     return result
