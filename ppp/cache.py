@@ -28,7 +28,7 @@ def content_key(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -54,8 +54,8 @@ class Cache:
         torch.save(payload, buf)
         data = buf.getvalue()
         path = self.path(kind, key)
-        _atomic_write(path, data)
-        _atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        atomic_write(path, data)
+        atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
         return path
 
     def load(self, kind: str, key: str) -> Any | None:

@@ -1,7 +1,7 @@
 """One run: config -> benchmark -> original model -> unlearning method -> metrics.json."""
 from __future__ import annotations
 
-import json
+import math
 import os
 import time
 from pathlib import Path
@@ -13,10 +13,11 @@ from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.delta import deltas
-from ppp.evaluation.mia import check_modes
 from ppp.memory import PeakMemory
+from ppp.runs import finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
 from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import resolve_device, seed_everything
+from ppp.validation import check_against_benchmark, check_config
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
 
@@ -53,7 +54,7 @@ def validate(cfg: DictConfig) -> None:
         raise ConfigError(f"forget must be a list of class names, e.g. forget=[six]; got '{cfg.forget}'")
     METHODS.get(cfg.method.name)
     EVALUATORS.get(cfg.evaluator.name)
-    check_modes(cfg.evaluator.get("mia") or [])
+    check_config(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:
@@ -79,13 +80,39 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
-def run_experiment(cfg: DictConfig) -> dict:
+def run_experiment(cfg: DictConfig) -> float:
+    """One run; returns the metric named by `optimized_metric` (what a sweeper or a search optimises)."""
+    return objective_value(cfg, execute(cfg))
+
+
+def objective_value(cfg: DictConfig, result: dict) -> float:
+    """`optimized_metric` of a run's metrics; NaN when the run has none (e.g. a reference method)."""
+    return float(result["metrics"].get(cfg.optimized_metric, math.nan))
+
+
+def execute(cfg: DictConfig) -> dict:
+    """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content.
+
+    The run's settings are read-only: nothing downstream can change them, so several runs in one
+    process give the numbers of separate processes.
+    """
+    cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # hydra's node is not ours to freeze
+    OmegaConf.set_readonly(cfg, True)
     validate(cfg)
+    key = run_hash(cfg)
+    done = finished(cfg, key) if cfg.skip_finished else None
+    if done is not None:
+        print(f"[skip] run {key} already finished ({done['method']}, objective {cfg.optimized_metric}="
+              f"{done['metrics'].get(cfg.optimized_metric)}); results in {Path(done['run_dir'])}; "
+              f"skip_finished=false runs it again")
+        return done
+
     device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
     bench = build_benchmark(cfg.dataset)
     check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
+    check_against_benchmark(cfg, bench.num_classes, forget_idx)
     ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device, cache=Cache(cfg.cache_dir))
 
     original, train_s = ctx.trained()
@@ -97,32 +124,46 @@ def run_experiment(cfg: DictConfig) -> dict:
     unlearn_s = time.perf_counter() - start
 
     evaluate = EVALUATORS.get(cfg.evaluator.name)
-    metrics = evaluate(model, ctx, cfg.evaluator)
+    metrics, arrays = split_arrays(evaluate(model, ctx, cfg.evaluator))
+    arrays = {f"method/{k}": v for k, v in arrays.items()}
     metrics.update(diagnostics)
     if "bad_images" in bench.info:
         metrics["data/bad_images"] = bench.info["bad_images"].count
     metrics.setdefault("time/train_s", train_s)
-    if cfg.method.name not in ("original",):
+    if cfg.method.name != "original":
         metrics["time/unlearn_s"] = unlearn_s
     metrics["mem/peak_mb"] = memory.mb
+    names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
+    references = {}
+    for name, values in reference_metrics(ctx, evaluate, names).items():
+        references[name], ref_arrays = split_arrays(values)
+        arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
+    metrics.update(deltas(metrics, references, bench.task, cfg.delta))
+
+    out = output_dir(cfg)
     result = {
+        "run_hash": key,
+        "run_dir": str(out.resolve()),
         "method": cfg.method.name,
         "dataset": cfg.dataset.name,
+        "task": bench.task,
         "backbone": cfg.backbone.name,
         "bits": int(cfg.bits),
         "seed": int(cfg.seed),
+        "sample_seed": int(cfg.sample_seed),
         "forget": list(cfg.forget),
+        "config": resolved(cfg),
         "metrics": metrics,
+        "provenance": provenance(device),
     }
-    names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
-    if names:
-        result["references"] = reference_metrics(ctx, evaluate, names)
-    out = output_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(result, indent=2))
-    references = result.get("references", {})
+    if references:
+        result["references"] = references
+    if cfg.save_model:
+        print(f"unlearned model saved to {save_model(out, model)}")
+    path = write_result(cfg, out, result, arrays)
     print(format_table({**references, cfg.method.name: metrics}))
-    for label, value in deltas(metrics, references, bench.task, cfg.delta).items():
-        print(f"{label}: {100 * value:.2f}")
-    print(f"metrics written to {out / 'metrics.json'}")
+    for label, value in metrics.items():
+        if label.startswith(("delta/", "objective/")):
+            print(f"{label}: {100 * value:.2f}")
+    print(f"metrics written to {path}")
     return result

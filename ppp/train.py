@@ -1,7 +1,9 @@
 """The one training loop, shared by every method that trains (original, retrain, finetune, ...)."""
 from __future__ import annotations
 
+import io
 import math
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -57,10 +59,13 @@ def warmup_cosine(step: int, total: int, warmup_fraction: float) -> float:
 
 def train(system: System, data: Dataset, settings, device: torch.device, seed: int,
           objective: Callable[[System, dict], torch.Tensor] | None = None, desc: str = "train",
-          num_workers: int = 0) -> System:
+          num_workers: int = 0, checkpoint: Path | None = None) -> System:
     """Train `system` in place on `data` for `settings.epochs` epochs; deterministic given `seed`.
 
-    `objective(system, batch)` replaces the system's own loss (amnesiac, bad teacher, ...).
+    `objective(system, batch)` replaces the system's own loss (amnesiac, bad teacher, ...). With a
+    `checkpoint` path, the full training state (weights, optimisers, schedules, data order and RNG) is
+    saved after every epoch and a run killed part-way resumes from it to the very model an
+    uninterrupted run gives; the file is removed once training ends.
     """
     torch.manual_seed(seed)
     loader = make_loader(data, system, settings.batch_size, shuffle=True, seed=seed, num_workers=num_workers,
@@ -71,8 +76,14 @@ def train(system: System, data: Dataset, settings, device: torch.device, seed: i
     schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup))
                   for o in optimizers]
     system.to(device).train()
-    bar = tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, disable=None)
-    for epoch in range(settings.epochs):
+    state = TrainingState(system, optimizers, schedulers, loader.generator)
+    first_epoch = state.resume(checkpoint) if checkpoint else 0
+    if first_epoch:
+        print(f"[train] {desc}: resuming after epoch {first_epoch} from {checkpoint}")
+    bar = tqdm(total=total, initial=first_epoch * len(loader), desc=desc, unit="step", leave=False,
+               dynamic_ncols=True, disable=None)
+    for epoch in range(first_epoch, settings.epochs):
+        system.train()
         for batch in loader:
             loss = objective(system, batch_to(batch, device))
             for o in optimizers:
@@ -85,5 +96,51 @@ def train(system: System, data: Dataset, settings, device: torch.device, seed: i
                 sch.step()
             bar.update()
             bar.set_postfix(epoch=epoch + 1, loss=f"{loss.item():.4f}")
+        if checkpoint and epoch + 1 < settings.epochs:
+            state.save(checkpoint, epoch + 1)
     bar.close()
+    if checkpoint:
+        checkpoint.unlink(missing_ok=True)
     return system.eval()
+
+
+class TrainingState:
+    """Everything an interrupted training run needs to continue exactly where it stopped."""
+
+    def __init__(self, system: System, optimizers, schedulers, generator: torch.Generator):
+        self.system, self.optimizers, self.schedulers, self.generator = system, optimizers, schedulers, generator
+
+    def save(self, path: Path, epochs_done: int) -> None:
+        from ppp.cache import atomic_write
+
+        state = {
+            "epochs_done": epochs_done,
+            "model": self.system.state_dict(),
+            "optimizers": [o.state_dict() for o in self.optimizers],
+            "schedulers": [s.state_dict() for s in self.schedulers],
+            "data_order": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(path, buf.getvalue())
+
+    def resume(self, path: Path) -> int:
+        """Restore from `path` when it holds a readable checkpoint; the number of epochs already done."""
+        if not path.exists():
+            return 0
+        try:
+            state = torch.load(path, weights_only=True, map_location="cpu")
+        except (RuntimeError, EOFError, OSError):  # unreadable: start over (writes are atomic, so rare)
+            return 0
+        self.system.load_state_dict(state["model"])
+        for o, saved in zip(self.optimizers, state["optimizers"]):
+            o.load_state_dict(saved)
+        for s, saved in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(saved)
+        self.generator.set_state(state["data_order"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        return int(state["epochs_done"])

@@ -17,7 +17,9 @@ def test_end_to_end_deterministic_and_cached(cli, tmp_path):
         assert 0.0 <= m[key] <= 1.0
     assert (tmp_path / "run" / ".hydra" / "config.yaml").exists()
 
-    second = cli(["method=original", *TINY])
+    skipped = cli(["method=original", *TINY])  # the same config again: recorded as finished, not rerun
+    assert "[skip] run" in skipped.stdout and "[cache]" not in skipped.stdout
+    second = cli(["method=original", *TINY, "skip_finished=false"])
     assert "[cache] reusing original model" in second.stdout
     again = metrics_of(tmp_path)["metrics"]
     assert {k: v for k, v in again.items() if not k.startswith(("time/", "mem/"))} == \

@@ -18,7 +18,7 @@ def test_ppp_end_to_end_logs_its_steps_and_reuses_fisher(cli, tmp_path):
     for key in ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map"):
         assert 0.0 <= m[key] <= 1.0
 
-    second = cli(args)
+    second = cli([*args, "skip_finished=false"])
     for artefact in ("original model", "prototypes", "fisher_forget", "fisher_neighbour", "fisher_retain"):
         assert f"[cache] reusing {artefact}" in second.stdout
     again = metrics_of(tmp_path)["metrics"]

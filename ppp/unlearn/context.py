@@ -101,7 +101,7 @@ class UnlearnContext:
 
         Returns the system and the seconds its training took (when it was first built).
         """
-        key_obj = self.model_key(exclude_forget)
+        key = content_key(self.model_key(exclude_forget))
         label = "retrain model" if exclude_forget else "original model"
         data = self.retain_train if exclude_forget else self.bench.train
 
@@ -109,11 +109,11 @@ class UnlearnContext:
             system = self.fresh_system()
             start = time.perf_counter()
             train(system, data, self.cfg.backbone.train, self.device, int(self.cfg.seed), desc=label,
-                  num_workers=int(self.cfg.num_workers))
+                  num_workers=int(self.cfg.num_workers), checkpoint=self.cache.root / "checkpoints" / f"{key}.pt")
             return {"state_dict": {k: v.cpu() for k, v in system.state_dict().items()},
                     "train_s": time.perf_counter() - start}
 
-        payload, _ = self.cache.get_or_build("models", content_key(key_obj), build, label)
+        payload, _ = self.cache.get_or_build("models", key, build, label)
         system = self.fresh_system()
         system.load_state_dict(payload["state_dict"])
         return system.eval(), float(payload["train_s"])

@@ -1,0 +1,126 @@
+"""Every config value is checked before any work starts, with a one-line error naming the valid range.
+
+`RULES` maps a dotted config path to a check; a path absent from the composed config is skipped (each
+method or evaluator has its own keys), so a rule can be declared once for every group that uses it.
+Checks that need the benchmark (e.g. `method.k` against the number of retained classes) live in
+`check_against_benchmark`.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+from omegaconf import DictConfig, OmegaConf
+
+from ppp.errors import ConfigError
+
+Check = Callable[[str, Any], None]
+
+
+def _number(path: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{path} must be a number, got '{value}'") from None
+    return float(value)
+
+
+def integer(low: int | None = None, optional: bool = False) -> Check:
+    def check(path, value):
+        if value is None and optional:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path} must be an integer{'' if low is None else f' >= {low}'}"
+                              f"{' or null' if optional else ''}, got '{value}'")
+        if low is not None and value < low:
+            raise ConfigError(f"{path} must be >= {low}, got {value}")
+    return check
+
+
+def number(low: float = -math.inf, high: float = math.inf, low_open: bool = False, optional: bool = False) -> Check:
+    def check(path, value):
+        if value is None and optional:
+            return
+        x = _number(path, value)
+        if math.isnan(x) or x < low or x > high or (low_open and x == low):
+            bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
+            raise ConfigError(f"{path} must lie in {bound}, got {value}")
+    return check
+
+
+def one_of(*choices: Any, optional: bool = False) -> Check:
+    def check(path, value):
+        if value is None and optional:
+            return
+        if value not in choices:
+            raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got '{value}'")
+    return check
+
+
+def subset_of(*choices: str) -> Check:
+    def check(path, value):
+        unknown = [v for v in (value or []) if v not in choices]
+        if unknown:
+            raise ConfigError(f"{path}: unknown value(s) {', '.join(map(str, unknown))}; valid: {', '.join(choices)}")
+    return check
+
+
+FISHER_MODES = ("per_sample", "batch")
+
+RULES: dict[str, Check] = {
+    "seed": integer(0),
+    "sample_seed": integer(0),
+    "bits": integer(1),
+    "num_workers": integer(0),
+    "delta": one_of("mean_abs", "abs_mean"),
+    "save_model": one_of(True, False),
+    "skip_finished": one_of(True, False),
+    # dampening methods (ppp, ssd, fisher)
+    "method.alpha": number(0),
+    "method.lam": number(0),
+    "method.lam_max": number(0),
+    "method.tau": number(0, low_open=True),
+    "method.exponent": number(0, low_open=True),
+    "method.eps": number(0),
+    "method.k": integer(1),
+    "method.gamma_max": number(0, low_open=True, optional=True),
+    "method.reference": one_of("full", "retain"),
+    "method.fisher_mode": one_of(*FISHER_MODES),
+    "method.fisher_batch_size": integer(1),
+    "method.fisher_chunk": integer(1),
+    "method.forget_samples": integer(1, optional=True),
+    "method.neighbour_samples": integer(1, optional=True),
+    "method.retain_samples": integer(1, optional=True),
+    "method.reference_samples": integer(1, optional=True),
+    "method.prototype_modality": one_of("image", "text", "mean"),
+    "method.retain_excludes_neighbours": one_of(True, False),
+    # training baselines
+    "method.kl_reduction": one_of("mean", "batchmean"),
+    "method.retain_fraction": number(0, 1, low_open=True),
+    # evaluators
+    "evaluator.forget_relevance": one_of("forget_classes", "any_label"),
+    "evaluator.topk": integer(1, optional=True),
+    "evaluator.batch_size": integer(1),
+    "evaluator.mia": subset_of("entropy_lr", "shokri"),
+    "evaluator.mia_settings.fit_fraction": number(0, 1, low_open=True),
+    "evaluator.mia_settings.n_shadow": integer(1),
+    "evaluator.mia_settings.attack": one_of("mlp", "lr"),
+}
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Apply every rule whose path the config holds; raise the first ConfigError."""
+    for path, check in RULES.items():
+        value = OmegaConf.select(cfg, path, default="<absent>")
+        if not (isinstance(value, str) and value == "<absent>"):
+            check(path, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
+
+
+def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[int]) -> None:
+    """Values whose valid range depends on the benchmark."""
+    retained = num_classes - len(forget_idx)
+    k = OmegaConf.select(cfg, "method.k")
+    if k is not None and k > retained - 1:
+        raise ConfigError(f"method.k={k}: at most {retained - 1} neighbours, since {retained} classes are retained "
+                          f"and at least one must stay outside the neighbour set")

@@ -1,0 +1,140 @@
+"""The runner: config validation, objective, run index, in-process independence, training resume."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from conftest import ROOT, TINY
+from ppp.errors import ConfigError
+from ppp.experiment import execute
+
+CONF = ROOT / "conf"
+NO_TIMES = ("time/", "mem/")
+
+
+def composed(tmp_path, overrides=()):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=[
+            *TINY, f"cache_dir={tmp_path / 'cache'}", f"run_index={tmp_path / 'index'}", "device=cpu",
+            f"out_dir={tmp_path / 'out'}", *overrides])
+
+
+def quality(metrics):
+    return {k: v for k, v in metrics.items() if not k.startswith(NO_TIMES)}
+
+
+@pytest.mark.parametrize("override, message", [
+    ("seed=abc", "seed must be an integer"),
+    ("method.alpha=-1", "method.alpha must lie in [0, inf]"),
+    ("method=ssd method.reference=nowhere", "method.reference must be one of"),
+    ("method=ssd method.fisher_mode=exact", "method.fisher_mode must be one of per_sample, batch"),
+    ("evaluator.forget_relevance=some", "evaluator.forget_relevance must be one of"),
+    ("method=bad_teacher method.kl_reduction=sum", "method.kl_reduction must be one of mean, batchmean"),
+    ("method.k=9", "method.k=9: at most 8 neighbours"),
+    ("delta=median", "delta must be one of mean_abs, abs_mean"),
+])
+def test_bad_values_fail_before_any_training(tmp_path, override, message):
+    cfg = composed(tmp_path, override.split())
+    with pytest.raises(ConfigError) as err:
+        execute(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+    assert not (tmp_path / "cache" / "models").exists()  # nothing was trained
+
+
+def test_bad_value_on_the_command_line_is_one_line(cli):
+    proc = cli(["method.alpha=-2", *TINY], check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().startswith("error: method.alpha must lie in")
+    assert "Traceback" not in proc.stderr
+
+
+def test_runs_in_one_process_match_separate_processes(tmp_path, cli):
+    """Two different configs in one process, then each in its own process: identical numbers."""
+    configs = [["method=ppp", "method.forget_samples=12"], ["method=ssd"]]
+    in_process = [execute(composed(tmp_path, [*c, "skip_finished=false"]))["metrics"] for c in configs]
+    for c, metrics in zip(configs, in_process):
+        cli([*c, *TINY, "skip_finished=false"])
+        separate = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+        assert quality(separate) == quality(metrics)
+    assert in_process[0]["forget/i2t_map"] != in_process[1]["forget/i2t_map"]
+
+
+def test_objective_is_returned_recorded_and_indexed(tmp_path):
+    from ppp.experiment import run_experiment
+
+    cfg = composed(tmp_path, ["method=ppp", "method.forget_samples=12", "save_model=true"])
+    value = run_experiment(cfg)
+    result = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    m = result["metrics"]
+    assert value == pytest.approx(m["objective/gap"]) and value == pytest.approx(m["delta/forget"] + m["delta/retain"])
+    assert (tmp_path / "index" / f"{result['run_hash']}.json").exists()
+    assert result["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
+    assert result["provenance"]["device"] == "cpu" and "git_dirty" in result["provenance"]
+    state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
+    assert any(k.startswith("net.") for k in state)
+    # the same config again is skipped and returns the recorded objective; where files go does not matter
+    assert run_experiment(composed(tmp_path, ["method=ppp", "method.forget_samples=12", "num_workers=1"])) == value
+    assert len(list((tmp_path / "index").glob("*.json"))) == 1
+
+
+def test_killed_multirun_resumes_and_records_each_run_once(tmp_path):
+    env = dict(os.environ, PPP_CACHE_DIR=str(tmp_path / "cache"), PPP_RUN_INDEX=str(tmp_path / "index"))
+    cmd = [sys.executable, str(ROOT / "run.py"), "-m", "method=original", "seed=0,1,2", *TINY]
+
+    first = subprocess.Popen([*cmd, f"hydra.sweep.dir={tmp_path}/sweep1"], cwd=tmp_path, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while not list((tmp_path / "index").glob("*.json")) and time.time() < deadline:
+        time.sleep(0.2)
+    os.killpg(first.pid, signal.SIGKILL)  # kill -9 somewhere in the second run
+    first.wait()
+    done_before = len(list((tmp_path / "index").glob("*.json")))
+    assert 1 <= done_before < 3
+
+    second = subprocess.run([*cmd, f"hydra.sweep.dir={tmp_path}/sweep2"], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=600)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.count("[skip] run") == done_before
+    results = [json.loads(p.read_text()) for p in tmp_path.glob("sweep*/*/metrics.json")]
+    assert sorted(r["seed"] for r in results) == [0, 1, 2]            # each run recorded exactly once
+    assert len({r["run_hash"] for r in results}) == 3
+
+
+def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
+    from ppp.data.digits import digits
+    from ppp.train import train
+    from tiny_contexts import RECIPE, TinyClassifier
+
+    data = digits(size=8).train
+    settings = OmegaConf.create({**RECIPE, "epochs": 3, "warmup": 0.2})
+
+    def fresh():
+        torch.manual_seed(0)
+        return TinyClassifier(10, 8, 32)
+
+    uninterrupted = train(fresh(), data, settings, torch.device("cpu"), seed=0)
+
+    checkpoint = tmp_path / "ckpt.pt"
+    interrupted = fresh()
+    calls = {"n": 0}
+
+    def dies_in_epoch_two(system, batch):
+        calls["n"] += 1
+        if calls["n"] > len(data) // settings.batch_size + 3:
+            raise KeyboardInterrupt  # killed part-way through the second epoch
+        return system.loss(batch)
+
+    with pytest.raises(KeyboardInterrupt):
+        train(interrupted, data, settings, torch.device("cpu"), seed=0, objective=dies_in_epoch_two,
+              checkpoint=checkpoint)
+    assert torch.load(checkpoint, weights_only=True)["epochs_done"] == 1
+    resumed = train(fresh(), data, settings, torch.device("cpu"), seed=0, checkpoint=checkpoint)
+    assert not checkpoint.exists()
+    for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
