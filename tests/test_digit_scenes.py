@@ -88,7 +88,7 @@ def test_label_prototype_distance_ratio_is_moderate():
 def test_digits_single_label():
     bench = digits(seed=0)
     assert bench.task == "classification"
-    for split, per_class in ((bench.train, 300), (bench.val, 100), (bench.test, 100)):
+    for split, per_class in ((bench.train, 240), (bench.val, 80), (bench.test, 80)):
         assert torch.bincount(split.labels).tolist() == [per_class] * 10
     image, label = bench.train[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and 0 <= int(label) < 10

@@ -112,7 +112,8 @@ def test_forget_samples_are_the_methods_forget_samples(scenes):
     assert set(forget.root_indices().tolist()) <= set(scenes.train.root_indices().tolist())
     m = EVALUATORS.get("retrieval")(LabelCodes(), ctx, settings(forget_queries="forget_samples",
                                                                 forget_query_samples=15))
-    assert m["count/forget_queries"] == 15 and m["count/retain_queries"] == int((scenes.query.labels[:, SIX] == 0).sum())
+    assert m["count/forget_queries"] == 15
+    assert m["count/retain_queries"] == int((scenes.query.labels[:, SIX] == 0).sum())
 
 
 def test_bad_settings_are_one_line_errors(scenes):

@@ -88,7 +88,8 @@ def test_retrieval_split_protocol_scaled(coco_root):
     assert not query & db and train <= db and query | db | val == set(range(27))
     assert not val & (query | db)  # validation queries are neither test queries nor in the database
     plain = coco(root, n_query=5, n_train=12, n_val=0)  # the DSPH split: the same queries and train set
-    assert torch.equal(plain.query.indices, bench.query.indices) and torch.equal(plain.train.indices, bench.train.indices)
+    assert torch.equal(plain.query.indices, bench.query.indices)
+    assert torch.equal(plain.train.indices, bench.train.indices)
     assert set(plain.database.indices.tolist()) == db | val and len(plain.val) == 0
     assert torch.equal(coco(root, n_query=5, n_train=12, n_val=4).query.indices, bench.query.indices)
     assert not torch.equal(coco(root, n_query=5, n_train=12, n_val=4, split_seed=7).query.indices, bench.query.indices)
@@ -167,7 +168,8 @@ def test_imagenet100_sampling_split_and_names(tmp_path, nested):
     bench = imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5, val_fraction=1 / 3)
     assert bench.task == "classification" and bench.class_names == ["Doberman", "Chihuahua", "robin"]
     assert bench.class_indices(["Doberman"]) == [0]
-    assert torch.bincount(bench.train.labels).tolist() == [2, 2, 2] and torch.bincount(bench.val.labels).tolist() == [1, 1, 1]
+    assert torch.bincount(bench.train.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(bench.val.labels).tolist() == [1, 1, 1]
     assert torch.bincount(bench.test.labels).tolist() == [3, 3, 3]
     train, val, test = (set(s.indices.tolist()) for s in (bench.train, bench.val, bench.test))
     assert not train & test and not val & (train | test) and len(train | val | test) == 18
@@ -225,7 +227,8 @@ def test_deepfashion_categories_sampling_and_partition(tmp_path, anno):
     assert bench.class_indices(["Trunks"]) == [1]
     images = bench.train.base
     assert torch.bincount(images.labels).tolist() == [6, 6, 6]
-    for split, wanted in ((bench.train, {0, 1}), (bench.val, {0, 1}), (bench.test, {2, 3})):  # k % 4: train, train, val, test
+    # k % 4: train, train, val, test (the official val goes to our test split)
+    for split, wanted in ((bench.train, {0, 1}), (bench.val, {0, 1}), (bench.test, {2, 3})):
         assert {int(images.paths[i][-12:-4]) % 4 for i in split.indices} <= wanted
     assert len(bench.train) + len(bench.val) + len(bench.test) == 18 and len(bench.val) > 0
     assert not set(bench.val.indices.tolist()) & set(bench.train.indices.tolist())

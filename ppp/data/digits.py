@@ -140,7 +140,7 @@ def jitter(glyphs: torch.Tensor, size: int, shift: float, rotation: float, scale
     return (images.clamp(0, 1).repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
 
 
-def digits(per_class: int = 500, test_fraction: float = 0.2, val_fraction: float = 0.25, size: int = 32,
+def digits(per_class: int = 400, test_fraction: float = 0.2, val_fraction: float = 0.25, size: int = 32,
            shift: float = 0.1, rotation: float = 10.0, scale: float = 0.1, seed: int = 0) -> Benchmark:
     """`per_class` single-label images of each digit, `size` px, by seeded affine jitter of sklearn's glyphs.
 
