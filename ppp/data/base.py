@@ -158,7 +158,7 @@ def carries_any(labels: torch.Tensor, class_idx: Sequence[int]) -> torch.Tensor:
 def split_indices(n_total: int, n_query: int, n_train: int, seed: int, n_val: int = 0) -> dict[str, np.ndarray]:
     """The DSPH protocol: one seeded permutation; query first, train next; database = all but query.
 
-    `n_val` validation queries follow the training items in the same permutation and leave the
+    `n_val` validation queries (database = all but query and val) follow the training items in the same permutation and leave the
     database, so queries and training set are those of the plain protocol whatever `n_val` is.
     """
     if n_query + n_train + n_val > n_total:

@@ -155,10 +155,8 @@ def digits(per_class: int = 400, test_fraction: float = 0.2, val_fraction: float
     n_test = int(round(test_fraction * per_class))
     n_val = int(round(val_fraction * (per_class - n_test)))
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    parts = []
-    for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test)):
-        chosen = np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
-        parts.append(chosen)
+    parts = [np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
+             for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test))]
     chosen = np.concatenate(parts)
     images = jitter(torch.from_numpy(glyphs[chosen]), size, shift, rotation, scale, gen)
     data = InMemoryImages(images, torch.from_numpy(targets[chosen]))
