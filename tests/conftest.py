@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to train in seconds on 2 CPU cores.
 TINY = [
-    "dataset.n_total=240", "dataset.n_query=40", "dataset.n_train=120",
+    "dataset.n_total=280", "dataset.n_query=40", "dataset.n_train=120", "dataset.n_val=40",
     "backbone.train.epochs=1", "backbone.train.batch_size=32",
 ]
 

@@ -90,8 +90,8 @@ def test_forget_and_retain_accuracy_on_test_samples(tmp_path):
     ctx = make_context(tmp_path)
     m = evaluate_classification(ForgetBlind(10, 8, 4), ctx.bench, ctx.forget_idx, ctx.device)
     assert m["forget/acc"] == 0.0 and m["retain/acc"] == 1.0
-    assert m["count/forget_test"] == int((ctx.bench.test.labels == 6).sum())
-    assert m["count/forget_test"] + m["count/retain_test"] == len(ctx.bench.test)
+    assert m["count/forget_images"] == int((ctx.bench.test.labels == 6).sum())
+    assert m["count/forget_images"] + m["count/retain_images"] == len(ctx.bench.test)
 
 
 def test_table_shows_accuracy_and_mia_in_percent():
@@ -103,7 +103,7 @@ def test_table_shows_accuracy_and_mia_in_percent():
 
 def test_cli_classification_run(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a small net: one thread is as fast, and immune to busy cores
-    cli(["backbone=resnet18", "dataset=digits", "evaluator=classification", "method=finetune",
+    cli(["backbone=resnet18", "dataset=digits", "dataset.per_class=180", "evaluator=classification", "method=finetune",
          "backbone.train.epochs=1", "method.train.classification.epochs=1"])
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     for key in ("forget/acc", "retain/acc", "forget/mia", "retain/mia", "mia/auc"):

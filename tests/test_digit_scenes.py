@@ -1,11 +1,12 @@
 import numpy as np
 import torch
 
-from ppp.data.digits import DEFAULT_TOPICS, DIGIT_NAMES, digit_scenes, digits, sample_scene_classes, split_indices
+from ppp.data.digits import (DEFAULT_TOPICS, DIGIT_NAMES, _load_glyphs, digit_scenes, digits, sample_scene_classes,
+                             split_indices)
 
 
 def small(seed=0, **kw):
-    return digit_scenes(n_total=600, n_query=100, n_train=300, seed=seed, **kw)
+    return digit_scenes(n_total=700, n_query=100, n_train=300, n_val=100, seed=seed, **kw)
 
 
 def test_deterministic_given_seed():
@@ -35,11 +36,24 @@ def test_glyph_count_matches_labels():
 
 
 def test_split_protocol():
-    idx = split_indices(600, 100, 300, seed=3)
-    assert len(idx["query"]) == 100 and len(idx["train"]) == 300 and len(idx["database"]) == 500
-    assert not set(idx["query"]) & set(idx["database"])
-    assert set(idx["train"]) <= set(idx["database"])
-    assert set(idx["query"]) | set(idx["database"]) == set(range(600))
+    idx = split_indices(600, 100, 300, seed=3, n_val=50)
+    query, train, val, db = (set(idx[k].tolist()) for k in ("query", "train", "val", "database"))
+    assert (len(query), len(train), len(val), len(db)) == (100, 300, 50, 450)
+    assert not query & db and not val & (query | db) and train <= db
+    assert query | val | db == set(range(600))
+    plain = split_indices(600, 100, 300, seed=3)  # n_val = 0: the DSPH protocol, same queries and train
+    assert np.array_equal(plain["query"], idx["query"]) and np.array_equal(plain["train"], idx["train"])
+    assert len(plain["val"]) == 0 and set(plain["database"].tolist()) == db | val
+    assert np.array_equal(split_indices(600, 100, 300, seed=3, n_val=50)["val"], idx["val"])
+
+
+def test_default_splits_hold_enough_forget_queries():
+    """1,000 test and 1,000 validation queries; the forget class `six` in about 18 % of each."""
+    bench = digit_scenes(seed=0)
+    assert (len(bench.query), len(bench.val), len(bench.train), len(bench.database)) == (1000, 1000, 2500, 4500)
+    six = DIGIT_NAMES.index("six")
+    counts = [int(split.labels[:, six].sum()) for split in (bench.query, bench.val)]
+    assert all(150 <= c <= 220 for c in counts), counts
 
 
 def test_topics_create_neighbour_structure():
@@ -74,6 +88,22 @@ def test_label_prototype_distance_ratio_is_moderate():
 def test_digits_single_label():
     bench = digits(seed=0)
     assert bench.task == "classification"
-    assert len(bench.train) + len(bench.test) == 1797
+    for split, per_class in ((bench.train, 240), (bench.val, 80), (bench.test, 80)):
+        assert torch.bincount(split.labels).tolist() == [per_class] * 10
     image, label = bench.train[0]
-    assert image.shape == (3, 32, 32) and 0 <= int(label) < 10
+    assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and 0 <= int(label) < 10
+    again, other = digits(per_class=30, seed=0), digits(per_class=30, seed=1)
+    assert torch.equal(again.test.base.images, digits(per_class=30, seed=0).test.base.images)
+    assert not torch.equal(again.test.base.images, other.test.base.images)
+
+
+def test_digits_splits_share_no_glyph():
+    """Without jitter every image is one of sklearn's glyphs: no glyph serves two splits."""
+    glyphs, _ = _load_glyphs()
+    glyph_of = {bytes((g * 255).round().astype(np.uint8)): i for i, g in enumerate(glyphs)}
+    bench = digits(per_class=60, size=8, shift=0, rotation=0, scale=0)
+    used = [[glyph_of[bytes(split[i][0][0].numpy())] for i in range(len(split))]
+            for split in (bench.train, bench.val, bench.test)]
+    train, val, test = map(set, used)
+    assert not train & val and not train & test and not val & test
+    assert len(used[2]) == len(test) == 120  # 12 test images per class, each from its own glyph

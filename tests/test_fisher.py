@@ -10,7 +10,7 @@ from ppp.train import make_loader
 @pytest.fixture(scope="module")
 def setup():
     torch.manual_seed(0)
-    bench = digit_scenes(n_total=200, n_query=20, n_train=100, seed=0)
+    bench = digit_scenes(n_total=200, n_query=20, n_train=100, n_val=0, seed=0)
     system = ClipHashingSystem("clip_tiny", bits=16, num_classes=10).eval()
     return system, bench.train.subset(range(24))
 

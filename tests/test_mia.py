@@ -64,13 +64,15 @@ def test_shadow_attack_learns_in_out_from_shadow_records(per_class):
 def test_nonmember_pools_are_disjoint_from_training_data():
     ctx = make_context("unused")
     pool, name = nonmember_pool(ctx.bench)
-    assert name == "test" and not set(pool.root_indices().tolist()) & set(ctx.bench.train.root_indices().tolist())
+    pool_items = set(pool.root_indices().tolist())
+    assert name == "test" and not pool_items & set(ctx.bench.train.root_indices().tolist())
+    assert not pool_items & set(ctx.bench.val.root_indices().tolist()) and len(ctx.bench.val) > 0
 
-    scenes = digit_scenes(n_total=300, n_query=40, n_train=120)
+    scenes = digit_scenes(n_total=300, n_query=40, n_train=120, n_val=30)
     pool, name = nonmember_pool(scenes)
-    train, everything = set(scenes.train.root_indices().tolist()), set(range(300))
-    assert name == "query+database-train" and isinstance(pool, Subset)
-    assert set(pool.root_indices().tolist()) == everything - train
+    train, val = set(scenes.train.root_indices().tolist()), set(scenes.val.root_indices().tolist())
+    assert name == "query+database-train" and isinstance(pool, Subset) and len(val) == 30
+    assert set(pool.root_indices().tolist()) == set(range(300)) - train - val  # validation queries are never in it
 
 
 class Memoriser(TinyClassifier):

@@ -64,7 +64,7 @@ def image_id_of(pairs, i):
 
 def test_coco_classes_labels_and_captions(coco_root):
     root, truth = coco_root
-    bench = coco(root, n_query=5, n_train=12)
+    bench = coco(root, n_query=5, n_train=12, n_val=4)
     assert bench.class_names == COCO_CLASSES and bench.task == "retrieval"
     pairs = bench.database.base
     assert len(pairs) == len(truth) == 27 and bench.info["pairs"] == 27
@@ -76,20 +76,25 @@ def test_coco_classes_labels_and_captions(coco_root):
         assert text in {f"photo {image_id} take {k}" for k in range(3)}
         assert isinstance(image, Image.Image) and image.mode == "RGB"
     assert "/val2017/" in pairs.paths[-1]
-    again, other = coco(root, n_query=5, n_train=12), coco(root, n_query=5, n_train=12, seed=1)
+    again, other = coco(root, n_query=5, n_train=12, n_val=4), coco(root, n_query=5, n_train=12, n_val=4, seed=1)
     assert again.database.base.texts == pairs.texts != other.database.base.texts  # caption choice fixed by seed
 
 
 def test_retrieval_split_protocol_scaled(coco_root):
     root, _ = coco_root
-    bench = coco(root, n_query=5, n_train=12)
-    query, train, db = (set(s.indices.tolist()) for s in (bench.query, bench.train, bench.database))
-    assert (len(query), len(train), len(db)) == (5, 12, 22)
-    assert not query & db and train <= db and query | db == set(range(27))
-    assert torch.equal(coco(root, n_query=5, n_train=12).query.indices, bench.query.indices)
-    assert not torch.equal(coco(root, n_query=5, n_train=12, split_seed=7).query.indices, bench.query.indices)
-    with pytest.raises(ConfigError, match="n_query"):
-        coco(root, n_query=20, n_train=12)
+    bench = coco(root, n_query=5, n_train=12, n_val=4)
+    query, train, val, db = (set(s.indices.tolist()) for s in (bench.query, bench.train, bench.val, bench.database))
+    assert (len(query), len(train), len(val), len(db)) == (5, 12, 4, 18)
+    assert not query & db and train <= db and query | db | val == set(range(27))
+    assert not val & (query | db)  # validation queries are neither test queries nor in the database
+    plain = coco(root, n_query=5, n_train=12, n_val=0)  # the DSPH split: the same queries and train set
+    assert torch.equal(plain.query.indices, bench.query.indices)
+    assert torch.equal(plain.train.indices, bench.train.indices)
+    assert set(plain.database.indices.tolist()) == db | val and len(plain.val) == 0
+    assert torch.equal(coco(root, n_query=5, n_train=12, n_val=4).query.indices, bench.query.indices)
+    assert not torch.equal(coco(root, n_query=5, n_train=12, n_val=4, split_seed=7).query.indices, bench.query.indices)
+    with pytest.raises(ConfigError, match="n_query \\+ n_train \\+ n_val = 32 exceeds the 27"):
+        coco(root, n_query=10, n_train=12, n_val=10)
 
 
 def test_coco_from_config_with_data_root(coco_root):
@@ -97,9 +102,9 @@ def test_coco_from_config_with_data_root(coco_root):
 
     root, _ = coco_root
     cfg = OmegaConf.create({"data_root": str(root.parent), "dataset": OmegaConf.load(ROOT / "conf" / "dataset" / "coco.yaml")})
-    cfg.dataset.n_query, cfg.dataset.n_train, cfg.dataset.splits = 2, 4, ["val2017"]
+    cfg.dataset.n_query, cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.splits = 2, 4, 1, ["val2017"]
     bench = build_benchmark(cfg.dataset)
-    assert len(bench.query) + len(bench.database) == 7  # val2017 only: 8 images, one without instances
+    assert len(bench.query) + len(bench.val) + len(bench.database) == 7  # val2017 only: 8 images, one without instances
     assert bench.class_indices(list(cfg.dataset.forget)) == [2]
 
 
@@ -124,7 +129,7 @@ def make_flickr(root, nested=True):
 @pytest.mark.parametrize("nested", [True, False])
 def test_flickr_labels_tags_and_protocols(tmp_path, nested):
     make_flickr(tmp_path, nested)
-    bench = flickr25k(tmp_path, n_query=5, n_train=10)
+    bench = flickr25k(tmp_path, n_query=5, n_train=10, n_val=3)
     assert bench.class_names == ["dog", "people", "sky"]
     pairs = bench.database.base
     assert len(pairs) == 25 and bench.info["protocol"] == "dsph"
@@ -132,11 +137,11 @@ def test_flickr_labels_tags_and_protocols(tmp_path, nested):
     assert pairs.labels[by_number[1]].tolist() == [1.0, 1.0, 0.0] and pairs.labels[by_number[2]].tolist() == [0, 1, 1]
     assert pairs.texts[by_number[5]] == "tag5 sunny bw" and pairs.texts[by_number[3]] == ""
 
-    dcmh = flickr25k(tmp_path, protocol="dcmh", n_query=4, n_train=10)
-    assert len(dcmh.query) == 4 and len(dcmh.query) + len(dcmh.database) == 23  # untagged 3 and 4 dropped
+    dcmh = flickr25k(tmp_path, protocol="dcmh", n_query=4, n_train=10, n_val=3)
+    assert len(dcmh.query) == 4 and len(dcmh.query) + len(dcmh.val) + len(dcmh.database) == 23  # untagged 3, 4 dropped
     assert set(dcmh.train.indices.tolist()) <= set(dcmh.database.indices.tolist())
     with pytest.raises(ConfigError, match="n_query"):
-        flickr25k(tmp_path, protocol="dcmh")  # its own 2,000 queries do not fit the fixture
+        flickr25k(tmp_path, protocol="dcmh", n_val=0)  # its own 2,000 queries do not fit the fixture
     with pytest.raises(ConfigError, match="dcmh, dsph"):
         flickr25k(tmp_path, protocol="nuswide")
 
@@ -160,11 +165,16 @@ def test_bundled_imagenet100_list():
 @pytest.mark.parametrize("nested", [True, False])
 def test_imagenet100_sampling_split_and_names(tmp_path, nested):
     make_imagenet(tmp_path, nested)
-    bench = imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5)
+    bench = imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5, val_fraction=1 / 3)
     assert bench.task == "classification" and bench.class_names == ["Doberman", "Chihuahua", "robin"]
     assert bench.class_indices(["Doberman"]) == [0]
-    assert torch.bincount(bench.train.labels).tolist() == [3, 3, 3] == torch.bincount(bench.test.labels).tolist()
-    assert not set(bench.train.indices.tolist()) & set(bench.test.indices.tolist())
+    assert torch.bincount(bench.train.labels).tolist() == [2, 2, 2]
+    assert torch.bincount(bench.val.labels).tolist() == [1, 1, 1]
+    assert torch.bincount(bench.test.labels).tolist() == [3, 3, 3]
+    train, val, test = (set(s.indices.tolist()) for s in (bench.train, bench.val, bench.test))
+    assert not train & test and not val & (train | test) and len(train | val | test) == 18
+    no_val = imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5, val_fraction=0)
+    assert torch.equal(no_val.test.indices, bench.test.indices) and set(no_val.train.indices.tolist()) == train | val
     image, label = bench.train[0]
     assert isinstance(image, Image.Image) and label.dtype == torch.long and label.dim() == 0
     images = bench.train.base
@@ -212,14 +222,18 @@ def make_deepfashion(root, anno="Anno_coarse"):
 @pytest.mark.parametrize("anno", ["Anno_coarse", "Anno"])
 def test_deepfashion_categories_sampling_and_partition(tmp_path, anno):
     make_deepfashion(tmp_path, anno)
-    bench = deepfashion(tmp_path, per_class=6, min_per_class=5)
+    bench = deepfashion(tmp_path, per_class=6, min_per_class=5, val_fraction=0.5)
     assert bench.class_names == ["Blazer", "Trunks", "Tee"] and bench.task == "classification"
     assert bench.class_indices(["Trunks"]) == [1]
     images = bench.train.base
     assert torch.bincount(images.labels).tolist() == [6, 6, 6]
-    for split, wanted in ((bench.train, {0, 1}), (bench.test, {2, 3})):  # k % 4: train, train, val, test
+    # k % 4: train, train, val, test (the official val goes to our test split)
+    for split, wanted in ((bench.train, {0, 1}), (bench.val, {0, 1}), (bench.test, {2, 3})):
         assert {int(images.paths[i][-12:-4]) % 4 for i in split.indices} <= wanted
-    assert len(bench.train) + len(bench.test) == 18
+    assert len(bench.train) + len(bench.val) + len(bench.test) == 18 and len(bench.val) > 0
+    assert not set(bench.val.indices.tolist()) & set(bench.train.indices.tolist())
+    no_val = deepfashion(tmp_path, per_class=6, min_per_class=5, val_fraction=0)
+    assert torch.equal(no_val.test.indices, bench.test.indices) and len(no_val.train) == len(bench.train) + len(bench.val)
     names = [p.split("/")[-2].split("_")[1] for p in images.paths]
     assert names == [bench.class_names[int(lab)] for lab in images.labels]
     assert deepfashion(tmp_path, per_class=6, min_per_class=5).train.base.paths == images.paths
@@ -227,8 +241,8 @@ def test_deepfashion_categories_sampling_and_partition(tmp_path, anno):
 
 # --- errors -------------------------------------------------------------------------------------------------------
 BUILDERS = {
-    "coco": (coco, make_coco, "annotations/captions_train2017.json", {"n_query": 2, "n_train": 4}),
-    "flickr25k": (flickr25k, make_flickr, "annotations", {"n_query": 2, "n_train": 4}),
+    "coco": (coco, make_coco, "annotations/captions_train2017.json", {"n_query": 2, "n_train": 4, "n_val": 2}),
+    "flickr25k": (flickr25k, make_flickr, "annotations", {"n_query": 2, "n_train": 4, "n_val": 2}),
     "imagenet100": (imagenet100, make_imagenet, "train/n02085620", {"classes": WNIDS}),
     "deepfashion": (deepfashion, make_deepfashion, "Eval/list_eval_partition.txt", {"min_per_class": 5}),
 }
@@ -256,13 +270,13 @@ def test_corrupt_image_raises_or_is_replaced_and_counted(tmp_path):
     make_flickr(tmp_path)
     (tmp_path / "mirflickr" / "im1.jpg").write_bytes(b"not a jpeg")
     (tmp_path / "mirflickr" / "im2.jpg").write_bytes((tmp_path / "mirflickr" / "im5.jpg").read_bytes()[:40])  # truncated
-    strict = flickr25k(tmp_path, n_query=2, n_train=4).database.base
+    strict = flickr25k(tmp_path, n_query=2, n_train=4, n_val=2).database.base
     with pytest.raises(ConfigError, match="im1.jpg"):
         strict[0]
     with pytest.raises(ConfigError, match="im2.jpg"):
         strict[1]
 
-    bench = flickr25k(tmp_path, n_query=2, n_train=4, skip_bad_images=True)
+    bench = flickr25k(tmp_path, n_query=2, n_train=4, n_val=2, skip_bad_images=True)
     pairs = bench.database.base
     image, text, label = pairs[0]
     assert image.mode == "RGB" and text == pairs.texts[0] and torch.equal(label, pairs.labels[0])
@@ -325,7 +339,7 @@ def test_weights_from_local_file_and_cached_tag(tmp_path, monkeypatch):
 def test_cli_runs_on_coco_layout(cli, tmp_path):
     make_coco(tmp_path / "data" / "coco")
     cli(["method=ppp", "dataset=coco", f"data_root={tmp_path / 'data'}", "backbone=clip_tiny", "bits=16",
-         "dataset.n_query=8", "dataset.n_train=16", "backbone.train.epochs=1", "backbone.train.batch_size=8"])
+         "dataset.n_query=8", "dataset.n_train=16", "dataset.n_val=2", "backbone.train.epochs=1", "backbone.train.batch_size=8"])
     result = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result["dataset"] == "coco" and result["forget"] == ["dog"]
     for key in ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map"):

@@ -59,11 +59,11 @@ def make_context(cache_dir, **recipe) -> UnlearnContext:
     """The tiny MLP on 8-px digits, forgetting 'six'; `recipe` overrides its training settings."""
     cfg = OmegaConf.create({
         "seed": 0, "sample_seed": 0, "bits": 16, "num_workers": 0, "forget": ["six"],
-        "dataset": {"name": "digits", "size": 8, "test_fraction": 0.25, "seed": 0},
+        "dataset": {"name": "digits", "size": 8, "per_class": 180, "seed": 0},
         "backbone": {"name": "tiny_mlp", "kind": "tiny_mlp", "image_size": 8, "hidden": 64,
                      "train": {**RECIPE, **recipe}},
     })
-    bench = digits(size=8)
+    bench = digits(size=8, per_class=180)
     return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(["six"]), device=torch.device("cpu"),
                           cache=Cache(cache_dir))
 

@@ -1,6 +1,8 @@
 """What every dataset hands to the rest of the code: splits of (image, text, label) or (image, label)."""
 from __future__ import annotations
 
+import bisect
+import itertools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -8,7 +10,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from ppp.errors import ConfigError
+from ppp.errors import ConfigError, choose
 
 
 class LabelledDataset(Dataset):
@@ -46,6 +48,19 @@ class Subset(LabelledDataset):
     def root_indices(self) -> torch.Tensor:
         """Indices into the underlying full dataset (subsets of subsets resolved): a stable identity."""
         return self.base.root_indices()[self.indices] if isinstance(self.base, Subset) else self.indices
+
+
+class Concatenated(LabelledDataset):
+    """The items of several datasets (of one label format), one after another."""
+
+    def __init__(self, *parts: LabelledDataset):
+        self.parts = parts
+        self.labels = torch.cat([p.labels for p in parts])
+        self.starts = [0, *itertools.accumulate(len(p) for p in parts[:-1])]
+
+    def __getitem__(self, i):
+        part = bisect.bisect_right(self.starts, i) - 1
+        return self.parts[part][i - self.starts[part]]
 
 
 class InMemoryPairs(LabelledDataset):
@@ -88,8 +103,12 @@ class Transformed(Dataset):
 class Benchmark:
     """A dataset cut into the splits of its protocol.
 
-    Retrieval (multi-label): `query` and `database` are the evaluation sets, `train` the training set.
-    Classification (single-label): `train` and `test` (the test split is MIA's non-member pool).
+    Retrieval (multi-label): `query` and `database` are the evaluation sets, `train` the training set;
+    `val` holds validation queries, searched against the same database, disjoint from the queries and
+    absent from the database.
+    Classification (single-label): `train` and `test` (the test split is MIA's non-member pool); `val`
+    holds validation images carved out of the training pool.
+    Hyperparameters are chosen on `val`; results are reported on the test split.
     """
 
     name: str
@@ -99,11 +118,19 @@ class Benchmark:
     query: LabelledDataset | None = None
     database: LabelledDataset | None = None
     test: LabelledDataset | None = None
+    val: LabelledDataset | None = None
     info: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:
         return len(self.class_names)
+
+    def evaluation_split(self, split: str) -> LabelledDataset | None:
+        """What an evaluator scores: `test` (the reported queries or test images) or `val`."""
+        choose("evaluation split", split, ("test", "val"))
+        if split == "val":
+            return self.val
+        return self.query if self.task == "retrieval" else self.test
 
     def class_indices(self, names: Sequence[str]) -> list[int]:
         """Indices of the named classes; a name the dataset lacks is a config error listing the valid ones."""
@@ -128,9 +155,26 @@ def carries_any(labels: torch.Tensor, class_idx: Sequence[int]) -> torch.Tensor:
     return labels[:, idx].sum(dim=1) > 0
 
 
-def split_indices(n_total: int, n_query: int, n_train: int, seed: int) -> dict[str, np.ndarray]:
-    """The DSPH protocol: one seeded permutation; query first, train next; database = all but query."""
-    if n_query + n_train > n_total:
-        raise ConfigError(f"n_query + n_train = {n_query + n_train} exceeds the {n_total} samples")
+def split_indices(n_total: int, n_query: int, n_train: int, seed: int, n_val: int = 0) -> dict[str, np.ndarray]:
+    """The DSPH protocol: one seeded permutation; query first, train next; database = all but query.
+
+    `n_val` validation queries (database = all but query and val) follow the training items in the same permutation and leave the
+    database, so queries and training set are those of the plain protocol whatever `n_val` is.
+    """
+    if n_query + n_train + n_val > n_total:
+        raise ConfigError(f"n_query + n_train + n_val = {n_query + n_train + n_val} exceeds the {n_total} samples")
     perm = np.random.default_rng(seed).permutation(n_total)
-    return {"query": perm[:n_query], "train": perm[n_query:n_query + n_train], "database": perm[n_query:]}
+    end_train = n_query + n_train
+    return {"query": perm[:n_query], "train": perm[n_query:end_train], "val": perm[end_train:end_train + n_val],
+            "database": np.concatenate([perm[n_query:end_train], perm[end_train + n_val:]])}
+
+
+def stratified_split(labels: np.ndarray, fraction: float, seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    """(rest, picked) indices: `fraction` of every class (rounded) picked by a seeded RNG."""
+    if not 0 <= fraction < 1:
+        raise ConfigError(f"a split fraction must be in [0, 1); got {fraction}")
+    rng = np.random.default_rng(seed)
+    picked = [rng.choice(np.flatnonzero(labels == cls), size=int(round(fraction * (labels == cls).sum())),
+                         replace=False) for cls in np.unique(labels)]
+    picked = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
+    return np.setdiff1d(np.arange(len(labels)), picked), picked

@@ -36,8 +36,8 @@ def _category_names(instances: dict) -> tuple[list[str], dict[int, int]]:
     return [c["name"] for c in categories], {c["id"]: i for i, c in enumerate(categories)}
 
 
-def coco(root: str, n_query: int = 5000, n_train: int = 10000, split_seed: int = 1814, seed: int = 0,
-         splits: Sequence[str] = ("train2017", "val2017"), skip_bad_images: bool = False) -> Benchmark:
+def coco(root: str, n_query: int = 5000, n_train: int = 10000, n_val: int = 5000, split_seed: int = 1814,
+         seed: int = 0, splits: Sequence[str] = ("train2017", "val2017"), skip_bad_images: bool = False) -> Benchmark:
     root = SOURCE.root(root)
     if not splits:
         raise ConfigError("coco: dataset.splits must name at least one image folder, e.g. [train2017, val2017]")
@@ -72,4 +72,5 @@ def coco(root: str, n_query: int = 5000, n_train: int = 10000, split_seed: int =
         SOURCE.require(Path(paths[0]))  # the image folders sit where the layout says
 
     pairs = ImageTextFiles(paths, texts, multi_hot(label_sets, len(class_names)), skip_bad_images)
-    return retrieval_benchmark("coco", class_names, pairs, n_query, n_train, split_seed, splits=list(splits))
+    return retrieval_benchmark("coco", class_names, pairs, n_query, n_train, n_val, split_seed,
+                               splits=list(splits))

@@ -4,14 +4,16 @@
 holding 1-3 digit glyphs, its caption names the digits in words, its label is multi-hot.
 Scenes draw from fixed *topics* of co-occurring classes, so that some classes are semantic
 neighbours of each other (as dog/frisbee/person in COCO) and others are distant.
-`digits` is the same glyphs as a single-label classification set.
+`digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
+jitter so that every class has enough test and validation images.
 """
 from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
-from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs, split_indices
+from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs, split_indices, stratified_split
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -85,9 +87,10 @@ def render_scene(
 
 
 def digit_scenes(
-    n_total: int = 5000,
-    n_query: int = 500,
+    n_total: int = 6500,
+    n_query: int = 1000,
     n_train: int = 2500,
+    n_val: int = 1000,
     grid: int = 4,
     topic_prob: float = 0.5,
     topics: list[list[int]] | None = None,
@@ -107,7 +110,7 @@ def digit_scenes(
     for i, s in enumerate(scenes):
         labels[i, s] = 1.0
     pairs = InMemoryPairs(torch.from_numpy(images), texts, torch.from_numpy(labels))
-    idx = split_indices(n_total, n_query, n_train, seed)
+    idx = split_indices(n_total, n_query, n_train, seed, n_val)
     return Benchmark(
         name="digit_scenes",
         class_names=list(DIGIT_NAMES),
@@ -115,24 +118,55 @@ def digit_scenes(
         train=pairs.subset(idx["train"]),
         query=pairs.subset(idx["query"]),
         database=pairs.subset(idx["database"]),
+        val=pairs.subset(idx["val"]),
         info={"topics": [[DIGIT_NAMES[c] for c in t] for t in topics]},
     )
 
 
-def digits(test_fraction: float = 0.25, size: int = 32, seed: int = 0) -> Benchmark:
-    """sklearn's 1,797 digits as single-label 3-channel images, upscaled to `size` px; seeded split."""
+def jitter(glyphs: torch.Tensor, size: int, shift: float, rotation: float, scale: float,
+           gen: torch.Generator) -> torch.Tensor:
+    """(N, 8, 8) glyphs in [0, 1] -> (N, 3, size, size) uint8, each upscaled and moved by its own random
+    affine map: a shift of up to `shift` of the image size, a rotation of up to `rotation` degrees and a
+    zoom within 1 +- `scale`."""
+    n = len(glyphs)
+    images = F.interpolate(glyphs[:, None], size=(size, size), mode="bilinear", align_corners=False)
+    angle = torch.deg2rad((2 * torch.rand(n, generator=gen) - 1) * rotation)
+    zoom = 1 + (2 * torch.rand(n, generator=gen) - 1) * scale
+    offset = (2 * torch.rand(n, 2, generator=gen) - 1) * 2 * shift  # affine_grid's coordinates span 2
+    cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
+    theta = torch.stack([torch.stack([cos, -sin, offset[:, 0]], 1), torch.stack([sin, cos, offset[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
+    images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return (images.clamp(0, 1).repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
+
+
+def digits(per_class: int = 400, test_fraction: float = 0.2, val_fraction: float = 0.25, size: int = 32,
+           shift: float = 0.1, rotation: float = 10.0, scale: float = 0.1, seed: int = 0) -> Benchmark:
+    """`per_class` single-label images of each digit, `size` px, by seeded affine jitter of sklearn's glyphs.
+
+    The 1,797 glyphs are split first, per class: `test_fraction` to test, `val_fraction` of the rest to
+    validation, the remainder to training. Each split is then filled with its share of `per_class`
+    images from its own glyphs only (each glyph used about equally often), so that no test or
+    validation image is a jittered twin of a training glyph.
+    """
     glyphs, targets = _load_glyphs()
-    images = torch.from_numpy(glyphs)[:, None]
-    images = torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
-    images = (images.clamp(0, 1).repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
-    labels = torch.from_numpy(targets)
-    data = InMemoryImages(images, labels)
-    perm = np.random.default_rng(seed).permutation(len(labels))
-    n_test = int(round(test_fraction * len(labels)))
+    rest, test = stratified_split(targets, test_fraction, seed)
+    train, val = (rest[part] for part in stratified_split(targets[rest], val_fraction, [seed, 1]))
+    n_test = int(round(test_fraction * per_class))
+    n_val = int(round(val_fraction * (per_class - n_test)))
+    rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
+    parts = [np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
+             for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test))]
+    chosen = np.concatenate(parts)
+    images = jitter(torch.from_numpy(glyphs[chosen]), size, shift, rotation, scale, gen)
+    data = InMemoryImages(images, torch.from_numpy(targets[chosen]))
+    bounds = np.cumsum([0, *map(len, parts)])
+    train_set, val_set, test_set = (data.subset(np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:]))
     return Benchmark(
         name="digits",
         class_names=list(DIGIT_NAMES),
         task="classification",
-        train=data.subset(perm[n_test:]),
-        test=data.subset(perm[:n_test]),
+        train=train_set,
+        test=test_set,
+        val=val_set,
     )

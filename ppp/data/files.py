@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ppp.data.base import Benchmark, LabelledDataset, split_indices
+from ppp.data.base import Benchmark, LabelledDataset, split_indices, stratified_split
 from ppp.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -159,20 +159,23 @@ def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
 
 
 def retrieval_benchmark(name: str, class_names: list[str], pairs: ImageTextFiles, n_query: int, n_train: int,
-                        split_seed: int, **info) -> Benchmark:
-    """Query / train / database cut by `split_indices` (one seeded permutation), as DSPH does."""
+                        n_val: int, split_seed: int, **info) -> Benchmark:
+    """Query / train / database cut by `split_indices` (one seeded permutation), as DSPH does; the
+    `n_val` validation queries come out of the database, so queries and train stay DSPH's."""
     try:
-        idx = split_indices(len(pairs), n_query, n_train, split_seed)
+        idx = split_indices(len(pairs), n_query, n_train, split_seed, n_val)
     except ConfigError as err:
-        raise ConfigError(f"{name}: {err}; lower dataset.n_query / dataset.n_train") from None
+        raise ConfigError(f"{name}: {err}; lower dataset.n_query / dataset.n_train / dataset.n_val") from None
     return Benchmark(name=name, class_names=class_names, task="retrieval",
                      train=pairs.subset(idx["train"]), query=pairs.subset(idx["query"]),
-                     database=pairs.subset(idx["database"]),
+                     database=pairs.subset(idx["database"]), val=pairs.subset(idx["val"]),
                      info={"pairs": len(pairs), "bad_images": pairs.bad_images, **info})
 
 
 def classification_benchmark(name: str, class_names: list[str], images: ImageFiles, train: np.ndarray,
-                             test: np.ndarray, **info) -> Benchmark:
+                             test: np.ndarray, val_fraction: float, seed: int, **info) -> Benchmark:
+    """Train / validation / test; validation is `val_fraction` of each class's training pool (seeded)."""
+    keep, val = (train[part] for part in stratified_split(images.labels[train].numpy(), val_fraction, [seed, 1]))
     return Benchmark(name=name, class_names=class_names, task="classification",
-                     train=images.subset(train), test=images.subset(test),
+                     train=images.subset(keep), test=images.subset(test), val=images.subset(val),
                      info={"images": len(train) + len(test), "bad_images": images.bad_images, **info})

@@ -2,7 +2,8 @@
 
 Labels come from the 24 "potential" annotation files (`annotations/<label>.txt`, 1-based image
 numbers; the `_r1` "relevant" files are not used); the text of an image is its user tags joined
-by spaces. Two protocols, both one seeded permutation cut by `split_indices`:
+by spaces. Two protocols, both one seeded permutation cut by `split_indices` (whose `n_val`
+validation queries leave the database):
 - `dsph` (default): every image with >=1 label; 5,000 queries, 10,000 train, database = the rest.
 - `dcmh`: 2,000 queries, database = the rest, 10,000 train from it. DCMH's own 20,015-pair set
   also drops tags seen fewer than 20 times; here an image needs >=1 label and >=1 tag.
@@ -44,7 +45,7 @@ def _read_tags(path: Path) -> list[str]:
 
 
 def flickr25k(root: str, protocol: str = "dsph", n_query: int | None = None, n_train: int = 10000,
-              split_seed: int = 1814, skip_bad_images: bool = False) -> Benchmark:
+              n_val: int = 2000, split_seed: int = 1814, skip_bad_images: bool = False) -> Benchmark:
     """`n_query` null means the protocol's own (5,000 for dsph, 2,000 for dcmh)."""
     choose("flickr25k protocol", protocol, DEFAULT_QUERIES)
     root = SOURCE.root(root)
@@ -68,4 +69,5 @@ def flickr25k(root: str, protocol: str = "dsph", n_query: int | None = None, n_t
 
     pairs = ImageTextFiles(paths, texts, multi_hot(label_sets, len(class_names)), skip_bad_images)
     n_query = DEFAULT_QUERIES[protocol] if n_query is None else n_query
-    return retrieval_benchmark("flickr25k", class_names, pairs, n_query, n_train, split_seed, protocol=protocol)
+    return retrieval_benchmark("flickr25k", class_names, pairs, n_query, n_train, n_val, split_seed,
+                               protocol=protocol)

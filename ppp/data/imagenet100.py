@@ -3,7 +3,8 @@
 The default classes are the common 100-class subset of CMC (Tian et al. 2019), bundled with
 their names in `imagenet100_classes.txt`. Images come from an ImageFolder tree of the ILSVRC-2012
 training set; `per_class` of each class are drawn by a seeded RNG, then split per class into
-train and test by `test_fraction`.
+train and test by `test_fraction`; `val_fraction` of each class's training part is then held out for
+validation.
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ppp.data.base import Benchmark
+from ppp.data.base import Benchmark, stratified_split
 from ppp.data.files import ImageFiles, Source, classification_benchmark, image_files, sample_per_class
 from ppp.errors import ConfigError
 
@@ -42,19 +43,8 @@ def class_names(wnids: list[str], synset_names: dict[str, str]) -> list[str]:
     return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids)]
 
 
-def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Train / test indices with `test_fraction` of every class in test, drawn by a seeded RNG."""
-    rng = np.random.default_rng(seed)
-    test = []
-    for cls in np.unique(labels):
-        members = np.flatnonzero(labels == cls)
-        test.append(rng.choice(members, size=int(round(test_fraction * len(members))), replace=False))
-    test = np.sort(np.concatenate(test))
-    return np.setdiff1d(np.arange(len(labels)), test), test
-
-
 def imagenet100(root: str, classes: list[str] | None = None, per_class: int = 150, test_fraction: float = 0.2,
-                seed: int = 0, skip_bad_images: bool = False) -> Benchmark:
+                val_fraction: float = 0.2, seed: int = 0, skip_bad_images: bool = False) -> Benchmark:
     """`classes`: wnids, or null for the bundled CMC ImageNet-100 list."""
     root = SOURCE.root(root)
     bundled = read_synset_names(BUNDLED_CLASSES)
@@ -75,4 +65,4 @@ def imagenet100(root: str, classes: list[str] | None = None, per_class: int = 15
     chosen = sample_per_class(labels, per_class, seed)
     images = ImageFiles([paths[i] for i in chosen], torch.from_numpy(labels[chosen]), skip_bad_images)
     train, test = stratified_split(labels[chosen], test_fraction, seed)
-    return classification_benchmark("imagenet100", names, images, train, test, wnids=wnids)
+    return classification_benchmark("imagenet100", names, images, train, test, val_fraction, seed, wnids=wnids)

@@ -1,9 +1,9 @@
-"""Forget / retain accuracy on the test samples of the forget and retained classes."""
+"""Forget / retain accuracy on the test (or validation) samples of the forget and retained classes."""
 from __future__ import annotations
 
 import torch
 
-from ppp.data.base import Benchmark, carries_any
+from ppp.data.base import Benchmark, LabelledDataset, carries_any
 from ppp.models.scores import class_scores
 from ppp.train import collect
 
@@ -16,14 +16,16 @@ def predict_proba(system, data, device, batch_size: int = 256, num_workers: int 
 
 
 def evaluate_classification(system, bench: Benchmark, forget_idx: list[int], device, batch_size: int = 256,
-                            num_workers: int = 0) -> dict[str, float]:
-    predicted = predict_proba(system, bench.test, device, batch_size, num_workers).argmax(dim=1)
-    labels = bench.test.labels
+                            num_workers: int = 0, images: LabelledDataset | None = None) -> dict[str, float]:
+    """Accuracy on `images` (default: the test split), split into forget and retain samples."""
+    images = bench.test if images is None else images
+    predicted = predict_proba(system, images, device, batch_size, num_workers).argmax(dim=1)
+    labels = images.labels
     correct = (predicted == labels).float()
     is_forget = carries_any(labels, forget_idx)
     return {
         "forget/acc": float(correct[is_forget].mean()),
         "retain/acc": float(correct[~is_forget].mean()),
-        "count/forget_test": int(is_forget.sum()),
-        "count/retain_test": int((~is_forget).sum()),
+        "count/forget_images": int(is_forget.sum()),
+        "count/retain_images": int((~is_forget).sum()),
     }

@@ -1,6 +1,7 @@
 """The evaluator registry: `evaluator.name` -> `evaluate(system, ctx, cfg) -> dict[str, float]`.
 
-Each evaluator serves one benchmark task (retrieval or classification) and adds the membership
+Each evaluator serves one benchmark task (retrieval or classification), scores the samples that
+`cfg.split` and `cfg.forget_queries` name (`ppp/evaluation/queries.py`) and adds the membership
 attacks named in `cfg.mia`.
 """
 from __future__ import annotations
@@ -9,6 +10,7 @@ from omegaconf import DictConfig
 
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.mia import membership_inference
+from ppp.evaluation.queries import evaluation_set
 from ppp.evaluation.retrieval import evaluate_retrieval
 from ppp.registry import Registry
 
@@ -18,14 +20,14 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 @EVALUATORS.register("retrieval")
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers))
+                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), evaluation_set(ctx, cfg))
     return {**metrics, **membership(system, ctx, cfg)}
 
 
 @EVALUATORS.register("classification")
 def classification(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_classification(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size,
-                                      int(ctx.cfg.num_workers))
+                                      int(ctx.cfg.num_workers), evaluation_set(ctx, cfg))
     return {**metrics, **membership(system, ctx, cfg)}
 
 

@@ -52,6 +52,8 @@ def nonmember_pool(bench: Benchmark) -> tuple[LabelledDataset, str]:
 
     Classification: the test split (as in SSD). Retrieval: the queries plus the database items outside the training split (DSPH's database contains
     the training set), when the splits index one common dataset; else the queries alone.
+    Validation samples (`bench.val`) are never in it: they come out of the training pool
+    (classification) or out of the database (retrieval), so tuning on them leaves the pool untouched.
     """
     if bench.task == "classification":
         return bench.test, "test"

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import torch
 
-from ppp.data.base import Benchmark, carries_any
+from ppp.data.base import Benchmark, LabelledDataset, carries_any
 from ppp.evaluation.map import mean_average_precision
 from ppp.train import collect
 
@@ -30,10 +30,13 @@ def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, for
 
 
 def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, forget_relevance: str = "forget_classes",
-                       topk: int | None = None, batch_size: int = 256, num_workers: int = 0) -> dict[str, float]:
-    q_img, q_txt = encode(system, bench.query, device, batch_size, num_workers)
+                       topk: int | None = None, batch_size: int = 256, num_workers: int = 0,
+                       queries: LabelledDataset | None = None) -> dict[str, float]:
+    """mAP of `queries` (default: the test queries) against the database, split into forget and retain."""
+    queries = bench.query if queries is None else queries
+    q_img, q_txt = encode(system, queries, device, batch_size, num_workers)
     d_img, d_txt = encode(system, bench.database, device, batch_size, num_workers)
-    q_lab, d_lab = bench.query.labels, bench.database.labels
+    q_lab, d_lab = queries.labels, bench.database.labels
     is_forget = carries_any(q_lab, forget_idx)
     out = {}
     for split, mask in (("forget", is_forget), ("retain", ~is_forget)):

@@ -20,15 +20,13 @@ where the SSD code keeps the learning rate constant.
 """
 from __future__ import annotations
 
-import bisect
 import copy
-import itertools
 
 import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ppp.data.base import LabelledDataset, carries_any
+from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
 from ppp.models import System, build_system
 from ppp.models.scores import class_scores
@@ -61,19 +59,6 @@ class Relabelled(LabelledDataset):
     def __getitem__(self, i):
         *rest, _ = self.base[i]
         return (*rest, self.labels[i])
-
-
-class Concatenated(LabelledDataset):
-    """The items of several datasets (of one label format), one after another."""
-
-    def __init__(self, *parts: LabelledDataset):
-        self.parts = parts
-        self.labels = torch.cat([p.labels for p in parts])
-        self.starts = [0, *itertools.accumulate(len(p) for p in parts[:-1])]
-
-    def __getitem__(self, i):
-        part = bisect.bisect_right(self.starts, i) - 1
-        return self.parts[part][i - self.starts[part]]
 
 
 def random_wrong_labels(labels: torch.Tensor, forget_idx: list[int], num_classes: int, seed: int) -> torch.Tensor:

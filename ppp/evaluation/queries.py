@@ -1,0 +1,55 @@
+"""Which samples an evaluator scores: the split (`evaluator.split`) and the forget queries
+(`evaluator.forget_queries`).
+
+- `split: test` scores the reported split (retrieval queries, classification test images); `val` the
+  validation split, on which hyperparameters are chosen. Retrieval searches the same database either way.
+- `forget_queries` (docs/decisions.md, "What varied in the paper"):
+  - `all`: every sample of the split that carries a forget class;
+  - `sampled`: `forget_query_samples` of them, drawn with the sample seed;
+  - `forget_samples`: `forget_query_samples` D_f training samples, drawn with the sample seed as the
+    methods draw theirs (PPP's own forget samples when the sizes agree); they sit in the database.
+  Retain samples are always every sample of the split that carries no forget class.
+"""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from ppp.data.base import Benchmark, Concatenated, LabelledDataset, carries_any
+from ppp.errors import ConfigError, choose
+
+SPLITS = ("test", "val")
+FORGET_QUERIES = ("all", "sampled", "forget_samples")
+
+
+def check_query_settings(cfg: DictConfig, bench: Benchmark) -> None:
+    """One-line errors for the evaluator's split and forget-query keys, before any training."""
+    split, mode = cfg.get("split", "test"), cfg.get("forget_queries", "all")
+    choose("evaluator.split", split, SPLITS)
+    choose("evaluator.forget_queries", mode, FORGET_QUERIES)
+    count = cfg.get("forget_query_samples")
+    if mode != "all" and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
+        raise ConfigError(f"evaluator.forget_query_samples must be a positive integer with "
+                          f"forget_queries={mode}; got '{count}'")
+    data = bench.evaluation_split(split)
+    if data is None or len(data) == 0:
+        key = "n_val" if bench.task == "retrieval" else "val_fraction"
+        raise ConfigError(f"evaluator.split={split}: dataset '{bench.name}' has no {split} samples"
+                          + (f"; set dataset.{key}" if split == "val" else ""))
+
+
+def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:
+    """The samples the evaluator scores: the retain samples of the split, and the forget samples the
+    mode names (the runner checks the keys before training; checked again here for direct callers)."""
+    check_query_settings(cfg, ctx.bench)
+    data = ctx.bench.evaluation_split(cfg.get("split", "test"))
+    mode = cfg.get("forget_queries", "all")
+    if mode == "all":
+        return data
+    is_forget = carries_any(data.labels, ctx.forget_idx)
+    count = int(cfg.forget_query_samples)
+    if mode == "sampled":
+        forget = data.subset(torch.nonzero(is_forget).flatten()).sample(count, ctx.sample_seed)
+    else:
+        forget = ctx.forget_train.sample(count, ctx.sample_seed)
+    return Concatenated(data.subset(torch.nonzero(~is_forget).flatten()), forget)
