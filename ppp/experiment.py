@@ -13,6 +13,7 @@ from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.delta import deltas
+from ppp.evaluation.queries import check_query_settings
 from ppp.memory import PeakMemory
 from ppp.runs import finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
 from ppp.unlearn import METHODS, UnlearnContext
@@ -113,6 +114,7 @@ def execute(cfg: DictConfig) -> dict:
     check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
     check_against_benchmark(cfg, bench.num_classes, forget_idx)
+    check_query_settings(cfg.evaluator, bench)
     ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device, cache=Cache(cfg.cache_dir))
 
     original, train_s = ctx.trained()

@@ -338,7 +338,7 @@ def test_weights_from_local_file_and_cached_tag(tmp_path, monkeypatch):
 # --- end to end -----------------------------------------------------------------------------------------------------
 def test_cli_runs_on_coco_layout(cli, tmp_path):
     make_coco(tmp_path / "data" / "coco")
-    cli(["method=ppp", "dataset=coco", f"data_root={tmp_path / 'data'}", "backbone=clip_tiny", "bits=16",
+    cli(["method=ppp", "dataset=coco", f"data_root={tmp_path / 'data'}", "backbone=clip_tiny", "bits=16", "method.k=1",
          "dataset.n_query=8", "dataset.n_train=16", "dataset.n_val=2", "backbone.train.epochs=1", "backbone.train.batch_size=8"])
     result = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result["dataset"] == "coco" and result["forget"] == ["dog"]

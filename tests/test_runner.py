@@ -39,6 +39,7 @@ def quality(metrics):
     ("method=bad_teacher method.kl_reduction=sum", "method.kl_reduction must be one of mean, batchmean"),
     ("method.k=9", "method.k=9: at most 8 neighbours"),
     ("delta=median", "delta must be one of mean_abs, abs_mean"),
+    ("evaluator.split=bogus", "unknown evaluator.split 'bogus'"),
 ])
 def test_bad_values_fail_before_any_training(tmp_path, override, message):
     cfg = composed(tmp_path, override.split())
