@@ -6,7 +6,7 @@ import torch
 from ppp.data.base import carries_any
 from ppp.evaluation.density import GROUPS, evaluation_set, original_neighbours, prototype_distances
 from ppp.unlearn.prototypes import system_features, system_prototypes
-from tiny_contexts import TinyClassifier, make_context, make_hashing_context, single_thread  # noqa: F401
+from tiny_contexts import make_context, make_hashing_context, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -61,7 +61,8 @@ def sweep(tmp_path_factory):
     for method, table in (("ppp", PPP), ("ssd", SSD)):
         for bits in (16, 32):
             for seed in range(3):
-                references = {"original": seeded(ORIGINAL, bits, seed, 0.002), "retrain": seeded(RETRAIN, bits, seed, 0.002)}
+                references = {"original": seeded(ORIGINAL, bits, seed, 0.002),
+                              "retrain": seeded(RETRAIN, bits, seed, 0.002)}
                 queries = per_query(seed, lead=0.05)
                 arrays = {k.replace(f"{method}/", "method/"): v for k, v in queries.items() if k.startswith(method)}
                 write_run(root / "multirun" / f"{method}_{bits}_{seed}", method, seeded(table, bits, seed),
@@ -153,7 +154,8 @@ def test_sample_seed_repeats_are_labelled(tmp_path):
     markdown = (tmp_path / "out" / "table2.md").read_text()
     assert "± std (ddof = 1) over 3 sample seeds" in markdown
     assert cell(markdown, "16-I2T", "Retrain D_f mAP") == "25.00"  # fixed models: one value, no ±
-    assert repeats_label([(0, 0), (1, 1)]) == "seeds" and repeats_label([(0, 0), (0, 1), (1, 0)]) == "seeds × sample seeds"
+    assert repeats_label([(0, 0), (1, 1)]) == "seeds"
+    assert repeats_label([(0, 0), (0, 1), (1, 0)]) == "seeds × sample seeds"
 
 
 def test_paired_bootstrap_interval(sweep, tmp_path):

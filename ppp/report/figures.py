@@ -16,7 +16,7 @@ from scipy.stats import gaussian_kde  # noqa: E402
 from ppp.evaluation.delta import QUALITY, SIDES  # noqa: E402
 from ppp.report.load import REFERENCES, SETTING, Run, stored, where  # noqa: E402
 from ppp.report.stats import aggregate  # noqa: E402
-from ppp.report.tables import DIRECTIONS, display, ordered  # noqa: E402
+from ppp.report.tables import display, ordered  # noqa: E402
 
 SPLIT_NAMES = {"forget": "D_f (forget set)", "retain": "D_r (retained set)"}
 GROUP_COLOURS = {"forget": "tab:red", "neighbour": "tab:orange", "other": "tab:blue"}

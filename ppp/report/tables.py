@@ -179,7 +179,8 @@ def table1(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
         rows += [("|Δ| D_f (vs Retrain)", [deltas[v][0] for v in variants]),
                  ("|Δ| D_r (vs Original)", [deltas[v][1] for v in variants])]
         note = f"{repeats_note(block)} Accuracy and MIA (attack success on D_f) in %."
-        extra = f", {bits} bits" if classification.loc[classification["dataset"] == dataset, "bits"].nunique() > 1 else ""
+        several_bits = classification.loc[classification["dataset"] == dataset, "bits"].nunique() > 1
+        extra = f", {bits} bits" if several_bits else ""
         tables.append(Table(title(dataset, forget, backbone, extra), "", [display(v) for v in variants], rows,
                             note=note, rule_before={len(rows) - 2}))
     return tables
