@@ -20,21 +20,32 @@ def class_prototypes(features: torch.Tensor, labels: torch.Tensor, num_classes: 
 
 
 @torch.no_grad()
-def retrieval_prototypes(system, data, device, modality: str = "mean", batch_size: int = 256) -> torch.Tensor:
-    """Prototypes from the real-valued (tanh) codes of `data`: image, text, or their mean."""
+def retrieval_features(system, data, device, modality: str = "mean", batch_size: int = 256) -> torch.Tensor:
+    """The real-valued (tanh) codes of every item of `data`: image, text, or their mean."""
     if modality not in MODALITIES:
         raise ConfigError(f"method.prototype_modality must be one of {', '.join(MODALITIES)}, got '{modality}'")
     img, txt = encode(system, data, device, batch_size, binary=False)
-    features = {"image": img, "text": txt, "mean": (img + txt) / 2}[modality]
+    return {"image": img, "text": txt, "mean": (img + txt) / 2}[modality]
+
+
+def retrieval_prototypes(system, data, device, modality: str = "mean", batch_size: int = 256) -> torch.Tensor:
+    """Prototypes from the real-valued (tanh) codes of `data`: image, text, or their mean."""
+    features = retrieval_features(system, data, device, modality, batch_size)
     return class_prototypes(features, data.labels, data.labels.shape[1])
+
+
+@torch.no_grad()
+def system_features(system, data, device, modality: str = "mean") -> torch.Tensor:
+    """The features prototypes average: hash codes for retrieval, penultimate features for classifiers."""
+    if system.task == "retrieval":
+        return retrieval_features(system, data, device, modality)
+    (features,) = collect(system, data, device, system.features)
+    return features
 
 
 def system_prototypes(system, data, device, num_classes: int, modality: str = "mean") -> torch.Tensor:
     """Prior-prototypes of any system: hash codes for retrieval, penultimate features for classifiers."""
-    if system.task == "retrieval":
-        return retrieval_prototypes(system, data, device, modality)
-    (features,) = collect(system, data, device, system.features)
-    return class_prototypes(features, data.labels, num_classes)
+    return class_prototypes(system_features(system, data, device, modality), data.labels, num_classes)
 
 
 @dataclass

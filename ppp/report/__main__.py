@@ -1,0 +1,3 @@
+from ppp.report import main
+
+main()
