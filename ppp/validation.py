@@ -106,6 +106,7 @@ RULES: dict[str, Check] = {
     "evaluator.mia_settings.fit_fraction": number(0, 1, low_open=True),
     "evaluator.mia_settings.n_shadow": integer(1),
     "evaluator.mia_settings.attack": one_of("mlp", "lr"),
+    "evaluator.density": one_of(True, False),
 }
 
 

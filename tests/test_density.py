@@ -4,11 +4,16 @@ import pytest
 import torch
 
 from ppp.data.base import carries_any
-from ppp.evaluation.density import GROUPS, evaluation_set, original_neighbours, prototype_distances
+from ppp.evaluation.density import GROUPS, original_neighbours, prototype_distances
 from ppp.unlearn.prototypes import system_features, system_prototypes
 from tiny_contexts import make_context, make_hashing_context, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+def evaluated(ctx):
+    """What the evaluators score by default: the test split (retrieval: the test queries)."""
+    return ctx.bench.evaluation_split("test")
 
 
 def expected_sizes(labels, forget_idx, neighbours):
@@ -28,7 +33,7 @@ def test_classifier_groups_and_forget_samples_nearest(ctx):
     neighbours = original_neighbours(original, ctx, k=2)
     assert len(neighbours) == 2 and not set(neighbours) & set(ctx.forget_idx)
 
-    distances = prototype_distances(original, ctx, neighbours)
+    distances = prototype_distances(original, ctx, neighbours, evaluated(ctx))
     test = ctx.bench.test
     assert list(distances) == list(GROUPS)
     assert {g: len(d) for g, d in distances.items()} == expected_sizes(test.labels, ctx.forget_idx, neighbours)
@@ -46,7 +51,7 @@ def test_classifier_groups_and_forget_samples_nearest(ctx):
 def test_neighbour_list_fixes_the_groups(ctx):
     """Before and after unlearning share groups: they come from the given list, not from the model."""
     chosen = [c for c in range(ctx.bench.num_classes) if c not in ctx.forget_idx][:3]
-    distances = prototype_distances(ctx.fresh_system(seed=7), ctx, chosen)
+    distances = prototype_distances(ctx.fresh_system(seed=7), ctx, chosen, evaluated(ctx))
     assert {g: len(d) for g, d in distances.items()} == expected_sizes(ctx.bench.test.labels, ctx.forget_idx, chosen)
     assert all(np.isfinite(d).all() and (d >= 0).all() for d in distances.values())
 
@@ -55,8 +60,8 @@ def test_retrieval_uses_the_query_set_and_multi_label_precedence(tmp_path):
     ctx = make_hashing_context(tmp_path)
     original, _ = ctx.trained()
     neighbours = original_neighbours(original, ctx, k=2)
-    distances = prototype_distances(original, ctx, neighbours)
-    query = evaluation_set(ctx.bench)
+    distances = prototype_distances(original, ctx, neighbours, evaluated(ctx))
+    query = evaluated(ctx)
     assert query is ctx.bench.query
     # a query carrying both a forget and a neighbour class counts as forget only
     assert {g: len(d) for g, d in distances.items()} == expected_sizes(query.labels, ctx.forget_idx, neighbours)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -69,8 +70,12 @@ def test_runs_in_one_process_match_separate_processes(tmp_path, cli):
 def test_objective_is_returned_recorded_and_indexed(tmp_path):
     from ppp.experiment import run_experiment
 
-    cfg = composed(tmp_path, ["method=ppp", "method.forget_samples=12", "save_model=true"])
+    cfg = composed(tmp_path, ["method=ppp", "method.forget_samples=12", "save_model=true", "evaluator.density=true"])
     value = run_experiment(cfg)
+    arrays = np.load(tmp_path / "out" / "arrays.npz")
+    for model in ("method", "original", "retrain"):  # Figure 1's groups for every model of the run
+        sizes = [len(arrays[f"{model}/density/{g}"]) for g in ("forget", "neighbour", "other")]
+        assert sum(sizes) == 40 and min(sizes) > 0
     result = json.loads((tmp_path / "out" / "metrics.json").read_text())
     m = result["metrics"]
     assert value == pytest.approx(m["objective/gap"]) and value == pytest.approx(m["delta/forget"] + m["delta/retain"])
@@ -80,7 +85,8 @@ def test_objective_is_returned_recorded_and_indexed(tmp_path):
     state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert any(k.startswith("net.") for k in state)
     # the same config again is skipped and returns the recorded objective; where files go does not matter
-    assert run_experiment(composed(tmp_path, ["method=ppp", "method.forget_samples=12", "num_workers=1"])) == value
+    again = ["method=ppp", "method.forget_samples=12", "evaluator.density=true", "num_workers=1"]
+    assert run_experiment(composed(tmp_path, again)) == value
     assert len(list((tmp_path / "index").glob("*.json"))) == 1
 
 

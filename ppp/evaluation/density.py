@@ -19,21 +19,16 @@ from ppp.unlearn.prototypes import prototype_geometry, system_features, system_p
 GROUPS = ("forget", "neighbour", "other")
 
 
-def evaluation_set(bench):
-    """The samples the evaluators score: retrieval queries, or the classification test split."""
-    return bench.query if bench.task == "retrieval" else bench.test
-
-
 @torch.no_grad()
-def prototype_distances(system, ctx, neighbours: Sequence[int], modality: str = "mean") -> dict[str, np.ndarray]:
-    """Euclidean distance of each evaluation sample's feature to the nearest forget-class prototype, by group.
+def prototype_distances(system, ctx, neighbours: Sequence[int], data, modality: str = "mean") -> dict[str, np.ndarray]:
+    """Euclidean distance of each sample of `data` (the evaluated samples) to the nearest forget-class
+    prototype, by group.
 
     `forget`: samples carrying a forget class; `neighbour`: samples carrying one of `neighbours` and no
     forget class; `other`: the rest. Each group keeps the evaluation set's order.
     """
     bench = ctx.bench
     prototypes = system_prototypes(system, bench.train, ctx.device, bench.num_classes, modality)[ctx.forget_idx]
-    data = evaluation_set(bench)
     features = system_features(system, data, ctx.device, modality)
     distance = torch.cdist(features.float(), prototypes.float()).min(dim=1).values
     is_forget = carries_any(data.labels, ctx.forget_idx)

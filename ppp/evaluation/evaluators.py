@@ -6,9 +6,11 @@ attacks named in `cfg.mia`.
 """
 from __future__ import annotations
 
+import torch
 from omegaconf import DictConfig
 
 from ppp.evaluation.classification import evaluate_classification
+from ppp.evaluation.density import original_neighbours, prototype_distances
 from ppp.evaluation.mia import membership_inference
 from ppp.evaluation.queries import evaluation_set
 from ppp.evaluation.retrieval import evaluate_retrieval
@@ -19,16 +21,27 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 
 @EVALUATORS.register("retrieval")
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
+    data = evaluation_set(ctx, cfg)
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), evaluation_set(ctx, cfg))
-    return {**metrics, **membership(system, ctx, cfg)}
+                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data)
+    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
 
 
 @EVALUATORS.register("classification")
 def classification(system, ctx, cfg: DictConfig) -> dict:
+    data = evaluation_set(ctx, cfg)
     metrics = evaluate_classification(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size,
-                                      int(ctx.cfg.num_workers), evaluation_set(ctx, cfg))
-    return {**metrics, **membership(system, ctx, cfg)}
+                                      int(ctx.cfg.num_workers), data)
+    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
+
+
+def density(system, ctx, cfg: DictConfig, data) -> dict:
+    """Figure 1's distances to the forget prototype (`cfg.density`), grouped by the original model's
+    neighbours so that every model of the run is measured on the same groups."""
+    if not cfg.get("density"):
+        return {}
+    neighbours = original_neighbours(ctx.trained()[0], ctx)
+    return {f"density/{group}": torch.as_tensor(d) for group, d in prototype_distances(system, ctx, neighbours, data).items()}
 
 
 def membership(system, ctx, cfg: DictConfig) -> dict:
