@@ -62,7 +62,7 @@ class UnlearnContext:
         (its training recipe replaced by `recipe` when given) and, for hashing, the code length.
 
         The device type is keyed because kernels differ in floating point: a model trained on CUDA is
-        not the one a CPU run would train (docs/decisions.md, "Caches")."""
+        not the one a CPU run would train (docs/decisions.md, "Cache keys")."""
         backbone = config_identity(self.cfg.backbone, "backbone")
         if recipe is not None:
             backbone["train"] = config_identity(recipe, "backbone.train")
