@@ -1,7 +1,15 @@
-"""Content-addressed artefact cache: keys hash what determines an artefact; writes are atomic.
+"""Content-addressed artefact cache: keys hash what changes an artefact; each entry is one atomic file.
 
-Each artefact is `<kind>/<key>.pt` plus `<key>.sha256` (written after it). A file without a
-matching checksum is partial or corrupt: it is reported, removed and rebuilt, never used.
+An entry is `<kind>/<key>.pt`: a header line (format tag and the SHA-256 of the payload), then the
+`torch.save` payload. It is written to a temporary file in the same folder, fsynced, and renamed
+into place, so a reader sees no file or a complete one, never a payload without its checksum. A
+reader never deletes anything: an entry whose checksum does not match (a bad copy, a truncated
+disk) is reported and rebuilt, and the rebuild replaces it by the same atomic rename. Two processes
+that build one artefact at the same time both build it, and the last rename wins (see
+docs/decisions.md, "Caches").
+
+Keys come from `config_identity`: a config section with the keys that never change an artefact
+removed, and with every key in `NEUTRAL_DEFAULTS` dropped while it holds its declared default.
 """
 from __future__ import annotations
 
@@ -15,20 +23,56 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
 log = logging.getLogger(__name__)
+
+FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format are rebuilt
+
+# Config keys (dotted paths) added after caches existed, with the value that means "the behaviour from
+# before the key existed". While a key holds that value it is left out of every key built by
+# `config_identity`, so adding it does not invalidate existing caches; any other value is keyed.
+# When you add a config key that changes a cached artefact, add it here with its neutral default.
+NEUTRAL_DEFAULTS: dict[str, Any] = {}
+
+# Keys inside hashed config sections that never change an artefact.
+NEVER_KEYED = frozenset({
+    "dataset.forget",           # the original model never depends on it; Retrain keys its forget classes itself
+    "dataset.skip_bad_images",  # only decides between a placeholder and an error: both never build an artefact
+})
 
 
 def content_key(obj: Any) -> str:
     """A stable short hash of a JSON-able object (OmegaConf configs are resolved first)."""
-    if isinstance(obj, DictConfig):
+    if isinstance(obj, (DictConfig, ListConfig)):
         obj = OmegaConf.to_container(obj, resolve=True)
     text = json.dumps(obj, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
+def config_identity(section: Any, prefix: str) -> Any:
+    """`section` (the config at dotted path `prefix`) as plain data, without NEVER_KEYED keys and without
+    NEUTRAL_DEFAULTS keys at their neutral value: what of it may change an artefact."""
+    if isinstance(section, (DictConfig, ListConfig)):
+        section = OmegaConf.to_container(section, resolve=True)
+    if not isinstance(section, dict):
+        return section
+    out = {}
+    for key, value in section.items():
+        path = f"{prefix}.{key}"
+        if path in NEVER_KEYED or (path in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[path]):
+            continue
+        out[key] = config_identity(value, path)
+    return out
+
+
+def index_digest(indices: torch.Tensor) -> str:
+    """A short hash of an ordered index vector (which samples, in which order)."""
+    return hashlib.sha256(indices.to(torch.int64).numpy().tobytes()).hexdigest()[:20]
+
+
 def atomic_write(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
@@ -40,6 +84,15 @@ def atomic_write(path: Path, data: bytes) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _checked_payload(data: bytes) -> bytes | None:
+    """The payload of an entry's bytes, or None when the header is foreign or the checksum does not match."""
+    header, _, payload = data.partition(b"\n")
+    tag, _, digest = header.partition(b" ")
+    if tag != FORMAT or digest.decode(errors="replace") != hashlib.sha256(payload).hexdigest():
+        return None
+    return payload
 
 
 class Cache:
@@ -54,24 +107,21 @@ class Cache:
         torch.save(payload, buf)
         data = buf.getvalue()
         path = self.path(kind, key)
-        atomic_write(path, data)
-        atomic_write(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+        atomic_write(path, FORMAT + b" " + hashlib.sha256(data).hexdigest().encode() + b"\n" + data)
         return path
 
     def load(self, kind: str, key: str) -> Any | None:
-        """The cached payload, or None when absent; a corrupt or partial entry is removed."""
+        """The cached payload, or None when absent or corrupt (a corrupt entry is left for the rebuild to replace)."""
         path = self.path(kind, key)
-        if not path.exists():
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
             return None
-        digest_path = path.with_suffix(".sha256")
-        data = path.read_bytes()
-        expected = digest_path.read_text().strip() if digest_path.exists() else None
-        if expected != hashlib.sha256(data).hexdigest():
-            log.warning("cache entry %s is corrupt or partial; rebuilding it", path)
-            path.unlink(missing_ok=True)
-            digest_path.unlink(missing_ok=True)
+        payload = _checked_payload(data)
+        if payload is None:
+            log.warning("cache entry %s is corrupt or of an older format; rebuilding it", path)
             return None
-        return torch.load(io.BytesIO(data), weights_only=True, map_location="cpu")
+        return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
 
     def get_or_build(self, kind: str, key: str, build: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
         """(payload, hit). Prints whether the artefact was reused or built."""

@@ -6,8 +6,12 @@ Two modes:
   are not differentiated directly: the gradient flows into a zero offset added to the embedding's
   output, and each sample's squared row gradients are scattered into the Fisher, so no dense
   per-sample copy of the table is ever built.
+  Each sample's loss sees one fixed `context` (for DSPH: the codes of a seeded batch drawn from the
+  whole training set), so a sample contributes the same whichever set (D_f, D_n, D_r) and chunk it
+  is measured in.
 - `batch`: sum over mini-batches of (d mean-batch-loss / dtheta)^2, divided by the number of batches,
-  as SSD's official code does (its scale depends on the batch size).
+  as SSD's official code does (its scale depends on the batch size, and on which samples share a
+  batch: `batch_order`).
 Only `system.net` is covered (what serves queries); the loss's own state (DSPH proxies) is constant.
 """
 from __future__ import annotations
@@ -20,10 +24,48 @@ from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from ppp.models.base import batch_to
+from ppp.errors import ConfigError
+from ppp.models.base import System, batch_to
 from ppp.train import make_loader
 
 MODES = ("per_sample", "batch")
+BATCH_ORDERS = ("auto", "official", "dataset")
+REFERENCES = ("full", "retain")
+
+
+def batch_order(settings) -> str:
+    """`official` or `dataset`: `auto` is SSD's own order for SSD in batch mode, dataset order otherwise."""
+    order = settings.get("batch_order", "auto")
+    if order != "auto":
+        return order
+    return "official" if settings.get("name") == "ssd" and settings["fisher_mode"] == "batch" else "dataset"
+
+
+def official_order(labels: torch.Tensor, forget_idx) -> torch.Tensor:
+    """The permutation into SSD's loader order: samples without a forget class first, then those with
+    one (D = D_r then D_f), each block in class order. Class order = by first label (the lowest class
+    index a sample carries; single-label data: its label), ties kept in dataset order."""
+    if labels.dim() == 1:
+        first, carries_forget = labels.long(), torch.isin(labels.long(), torch.as_tensor(list(forget_idx)))
+    else:
+        carried = labels > 0  # argmax of a row picks its first maximum: the first label; unlabelled rows go last
+        first = torch.where(carried.any(1), carried.int().argmax(1), labels.shape[1])
+        carries_forget = carried[:, list(forget_idx)].any(1)
+    block = int(first.max()) + 1 if len(first) else 1
+    return torch.sort(carries_forget.long() * block + first, stable=True).indices
+
+
+def uses_context(system) -> bool:
+    """Whether the system's per-sample loss reads a context (its `loss_context` is its own, not System's)."""
+    return type(system).loss_context is not System.loss_context
+
+
+@torch.no_grad()
+def loss_context(system, data, device) -> dict[str, torch.Tensor]:
+    """The per-sample loss's context, computed once from all of `data` as one batch (eval mode)."""
+    system.to(device).eval()
+    batch = next(iter(make_loader(data, system, len(data))))
+    return system.loss_context(batch_to(batch, device))
 
 
 def trainable_parameters(net: nn.Module) -> dict[str, nn.Parameter]:
@@ -69,8 +111,10 @@ def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tens
             h.remove()
 
 
-def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
-    """Mean over samples of squared per-sample gradients, computed with torch.func in chunks."""
+def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
+                      sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
+    """Mean over samples of squared per-sample gradients, computed with torch.func in chunks; every
+    sample's loss sees the same `context` (from `loss_context`), so chunks do not change it."""
     net = system.net
     system.to(device).eval()
     params = trainable_parameters(net)
@@ -96,7 +140,6 @@ def per_sample_fisher(system, data, device, chunk: int = 32, sparse_min_rows: in
     with _output_offsets(embeddings, offsets), sdpa_kernel(SDPBackend.MATH):
         for batch in tqdm(loader, desc="fisher (per-sample)", leave=False, disable=None):
             batch = batch_to(batch, device)
-            context = system.loss_context(batch)
             size = len(next(iter(batch.values())))
             token_ids = {name: batch["text"] for name in embeddings}  # the tables index text tokens
             zero_offsets = {name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
@@ -122,9 +165,12 @@ def _scatter_squared_rows(target: torch.Tensor, ids: torch.Tensor, grads: torch.
         target.index_add_(0, rows, summed ** 2)
 
 
-def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32) -> dict[str, torch.Tensor]:
+def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32,
+                    context_data=None) -> dict[str, torch.Tensor]:
+    """The diagonal Fisher of `system` on `data`; per_sample mode takes its loss context from `context_data`."""
     if mode == "per_sample":
-        return per_sample_fisher(system, data, device, chunk)
+        context = loss_context(system, context_data, device) if context_data is not None else {}
+        return per_sample_fisher(system, data, device, context, chunk)
     if mode == "batch":
         return batch_fisher(system, data, device, batch_size)
     raise ValueError(f"unknown Fisher mode '{mode}'; valid: {', '.join(MODES)}")

@@ -13,6 +13,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.errors import ConfigError
+from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
 
 Check = Callable[[str, Any], None]
 
@@ -66,8 +67,6 @@ def subset_of(*choices: str) -> Check:
     return check
 
 
-FISHER_MODES = ("per_sample", "batch")
-
 RULES: dict[str, Check] = {
     "seed": integer(0),
     "sample_seed": integer(0),
@@ -85,8 +84,10 @@ RULES: dict[str, Check] = {
     "method.eps": number(0),
     "method.k": integer(1),
     "method.gamma_max": number(0, low_open=True, optional=True),
-    "method.reference": one_of("full", "retain"),
-    "method.fisher_mode": one_of(*FISHER_MODES),
+    "method.reference": one_of(*REFERENCES),
+    "method.fisher_mode": one_of(*MODES),
+    "method.batch_order": one_of(*BATCH_ORDERS),
+    "method.fisher_context_size": integer(1),
     "method.fisher_batch_size": integer(1),
     "method.fisher_chunk": integer(1),
     "method.forget_samples": integer(1, optional=True),

@@ -2,10 +2,14 @@ import math
 
 import pytest
 import torch
+from omegaconf import OmegaConf
 from torch import nn
 
-from ppp.unlearn.dampening import DampeningRule, apply_dampening
+from ppp.data.base import carries_any
+from ppp.fisher import batch_fisher
+from ppp.unlearn.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
 from ppp.unlearn.prototypes import class_prototypes, prototype_geometry
+from tiny_contexts import make_context
 
 
 class Tiny(nn.Module):
@@ -90,3 +94,28 @@ def test_neighbours_of_several_forget_classes():
     assert geometry.neighbours == [1, 3]  # each forget class's own nearest retained class
     assert geometry.mu_n == pytest.approx((1.0 + 1.5) / 2)
     assert geometry.mu_rest == pytest.approx((5.0 + 5.0) / 2)
+
+
+def test_ssd_reference_batches_follow_the_official_loader(tmp_path):
+    """SSD (batch mode, batch_order auto): D's batches are D_r then D_f, each in class order, as the
+    official loader builds them; batch_order=dataset keeps dataset order. The two differ."""
+    ctx = make_context(tmp_path)
+    system = ctx.fresh_system()
+    cfg = OmegaConf.create({"name": "ssd", "reference": "full", "forget_samples": None, "reference_samples": None,
+                            "fisher_mode": "batch", "fisher_batch_size": 64, "batch_order": "auto",
+                            "fisher_chunk": 32, "fisher_context_size": 64})
+    _, i_d, _ = forget_and_reference_fisher(system, ctx, cfg)
+
+    train = ctx.bench.train
+    forget = carries_any(train.labels, ctx.forget_idx)
+    positions = torch.arange(len(train))
+    ordered = torch.cat([positions[~forget][torch.sort(train.labels[~forget], stable=True).indices],
+                         positions[forget]])
+    official = batch_fisher(system, train.subset(ordered), "cpu", 64)
+    dataset = batch_fisher(system, train, "cpu", 64)
+    for name in official:
+        assert torch.allclose(i_d[name], official[name], rtol=1e-5, atol=0)
+    assert not torch.allclose(official["fc.weight"], dataset["fc.weight"], rtol=0.1)
+
+    _, i_d_dataset, _ = forget_and_reference_fisher(system, ctx, OmegaConf.merge(cfg, {"batch_order": "dataset"}))
+    assert all(torch.allclose(i_d_dataset[n], dataset[n], rtol=1e-5, atol=0) for n in dataset)

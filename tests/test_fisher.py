@@ -1,10 +1,15 @@
 import pytest
 import torch
+from omegaconf import OmegaConf
 
+from ppp.data.base import carries_any
 from ppp.data.digits import digit_scenes
-from ppp.fisher import batch_fisher, per_sample_fisher
+from ppp.errors import ConfigError
+from ppp.fisher import (batch_fisher, batch_order, fisher_diagonal, loss_context,
+                        official_order, per_sample_fisher)
 from ppp.models.clip_hashing import ClipHashingSystem
 from ppp.train import make_loader
+from ppp.validation import check_config
 
 
 @pytest.fixture(scope="module")
@@ -12,13 +17,12 @@ def setup():
     torch.manual_seed(0)
     bench = digit_scenes(n_total=200, n_query=20, n_train=100, n_val=0, seed=0)
     system = ClipHashingSystem("clip_tiny", bits=16, num_classes=10).eval()
-    return system, bench.train.subset(range(24))
+    return system, bench.train
 
 
-def loop_fisher(system, data):
-    """Reference: one backward per sample, against its mini-batch (size = len(data)) as context."""
+def loop_fisher(system, data, context):
+    """Reference: one backward per sample, each against the same context."""
     batch = next(iter(make_loader(data, system, len(data))))
-    context = system.loss_context(batch)
     total = {n: torch.zeros_like(p) for n, p in system.net.named_parameters()}
     for i in range(len(data)):
         system.net.zero_grad()
@@ -37,17 +41,41 @@ def assert_close(a, b):
 
 
 def test_per_sample_matches_a_backward_loop(setup):
-    system, data = setup
-    fisher = per_sample_fisher(system, data, "cpu", chunk=len(data))
-    reference = loop_fisher(system, data)
+    system, train = setup
+    data = train.subset(range(24))
+    context = loss_context(system, train.subset(range(40, 72)), "cpu")
+    fisher = per_sample_fisher(system, data, "cpu", context, chunk=5)  # chunks of 5, 5, 5, 5, 4
+    reference = loop_fisher(system, data, context)
     assert_close(fisher, reference)
     # the sparse token-table path is exercised and non-trivial
     table = fisher["clip.token_embedding.weight"]
     assert table.shape == (49408, 64) and 0 < int((table.sum(1) > 0).sum()) < 200
 
 
+def test_a_samples_contribution_does_not_depend_on_the_set_it_is_measured_in(setup):
+    """D_f alone (every sample carries `six`) and D_f beside retained samples: each sample contributes the
+    same, so Fisher sums add up. With the chunk as context, D_f's irrelevant-pair terms were all zero alone
+    and not beside others, and the sums did not add up."""
+    system, train = setup
+    six = train.labels[:, 6] > 0
+    multi = train.labels.sum(1) > 1
+    forget = train.subset(torch.nonzero(six & multi).flatten()[:6])
+    retain = train.subset(torch.nonzero(~six & multi).flatten()[:6])
+    both = train.subset(torch.cat([forget.indices, retain.indices]))
+    context = train.subset(range(64))
+    f, r, fr = (fisher_diagonal(system, d, "cpu", "per_sample", chunk=len(d), context_data=context)
+                for d in (forget, retain, both))
+    assert_close({n: (f[n] * 6 + r[n] * 6) / 12 for n in f}, fr)
+
+    # the defect is real here: measured against D_f itself, D_f's irrelevant-pair terms vanish
+    own = per_sample_fisher(system, forget, "cpu", loss_context(system, forget, "cpu"), chunk=len(forget))
+    head = "image_head.0.weight"
+    assert (own[head] - f[head]).abs().max() > 1e-3 * f[head].abs().max()
+
+
 def test_batch_mode_is_squared_batch_mean_gradient(setup):
-    system, data = setup
+    system, train = setup
+    data = train.subset(range(24))
     fisher = batch_fisher(system, data, "cpu", batch_size=10)  # batches of 10, 10, 4
     expected = {n: torch.zeros_like(p) for n, p in system.net.named_parameters()}
     for start in (0, 10, 20):
@@ -61,7 +89,47 @@ def test_batch_mode_is_squared_batch_mean_gradient(setup):
 
 
 def test_fisher_leaves_parameters_untouched(setup):
-    system, data = setup
+    system, train = setup
     before = {n: p.clone() for n, p in system.net.named_parameters()}
-    per_sample_fisher(system, data.subset(range(4)), "cpu", chunk=2)
+    per_sample_fisher(system, train.subset(range(4)), "cpu", loss_context(system, train.subset(range(8)), "cpu"), chunk=2)
     assert all(torch.equal(before[n], p) for n, p in system.net.named_parameters())
+
+
+def test_official_order_is_retained_then_forget_each_by_first_label():
+    # multi-hot over 4 classes, forget class 2
+    labels = torch.tensor([[0, 1, 1, 0],   # 0: forget, first label 1
+                           [0, 0, 0, 1],   # 1: retain, first label 3
+                           [1, 0, 0, 1],   # 2: retain, first label 0
+                           [0, 0, 1, 0],   # 3: forget, first label 2
+                           [0, 1, 0, 1],   # 4: retain, first label 1
+                           [1, 0, 0, 0],   # 5: retain, first label 0
+                           [1, 0, 1, 0]],  # 6: forget, first label 0
+                          dtype=torch.float)
+    assert official_order(labels, [2]).tolist() == [2, 5, 4, 1, 6, 0, 3]
+    assert official_order(torch.tensor([3, 1, 2, 1, 0]), [1]).tolist() == [4, 2, 0, 1, 3]
+
+
+def test_batch_order_auto_is_official_for_ssd_in_batch_mode_only():
+    assert batch_order({"name": "ssd", "fisher_mode": "batch", "batch_order": "auto"}) == "official"
+    assert batch_order({"name": "ssd", "fisher_mode": "per_sample", "batch_order": "auto"}) == "dataset"
+    assert batch_order({"name": "ppp", "fisher_mode": "batch", "batch_order": "auto"}) == "dataset"
+    assert batch_order({"name": "ppp", "fisher_mode": "batch", "batch_order": "official"}) == "official"
+    assert batch_order({"name": "ssd", "fisher_mode": "batch", "batch_order": "dataset"}) == "dataset"
+
+
+@pytest.mark.parametrize("key, value, message", [
+    ("fisher_mode", "batched", "method.fisher_mode must be one of per_sample, batch; got 'batched'"),
+    ("batch_order", "sorted", "method.batch_order must be one of auto, official, dataset; got 'sorted'"),
+    ("reference", "all", "method.reference must be one of full, retain; got 'all'"),
+    ("fisher_context_size", 0, "method.fisher_context_size must be >= 1, got 0"),
+    ("fisher_chunk", 2.5, "method.fisher_chunk must be an integer >= 1, got '2.5'"),
+    ("fisher_batch_size", None, "method.fisher_batch_size must be an integer >= 1, got 'None'"),
+])
+def test_fisher_settings_are_checked(key, value, message):
+    good = {"name": "ssd", "fisher_mode": "batch", "batch_order": "auto", "reference": "full",
+            "fisher_batch_size": 64, "fisher_chunk": 32, "fisher_context_size": 64}
+    check_config(OmegaConf.create({"method": good}))
+    check_config(OmegaConf.create({"method": {"name": "finetune"}}))  # methods without Fisher keys pass
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as err:
+        check_config(OmegaConf.create({"method": {**good, key: value}}))
+    assert "\n" not in str(err.value)

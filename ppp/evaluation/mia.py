@@ -126,7 +126,8 @@ def trained_shadow(ctx, data: LabelledDataset, index: int, identity: dict, recip
     backbone's recipe, if any); cached under what determines it."""
     overrides = OmegaConf.to_container(recipe_overrides, resolve=True) if recipe_overrides else {}
     recipe = OmegaConf.merge(OmegaConf.to_container(ctx.cfg.backbone.train, resolve=True), overrides)
-    key = {**ctx.model_key(exclude_forget=False), "shadow": identity, "recipe_overrides": overrides}
+    # The effective recipe, not the run's `seed`: a shadow's init and data order come from its own seed.
+    key = {**ctx.training_identity(recipe), "shadow": identity}
     label = f"shadow model {index + 1}"
     seed = int(identity["seed"])
 

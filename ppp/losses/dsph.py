@@ -90,8 +90,10 @@ class DSPHLoss(nn.Module):
 
         Proxy terms are normalised by the sample's own positive / negative counts (the batch loss
         of a batch of one). Irrelevant-pair terms pair the sample, when it has >= 2 labels, with the
-        multi-label samples of its batch that share no label with it; their codes (`batch_*`) are
-        treated as constants. The cross-modal term averages both directions (img_i.txt_j, txt_i.img_j).
+        multi-label samples of a context batch (`batch_*`, constants) that share no label with it. The
+        context must not depend on the set being measured: a batch of forget samples all share the
+        forget label, so it would silence these terms for D_f alone. The cross-modal term averages
+        both directions (img_i.txt_j, txt_i.img_j).
         Written without data-dependent shapes so that torch.func.vmap can batch it.
         """
         label = label.float()

@@ -195,10 +195,13 @@ class ClipHashingSystem(System):
 
     @torch.no_grad()
     def loss_context(self, batch):
+        """Codes and labels of a context batch: the partners of a sample's irrelevant-pair terms. Fisher
+        draws one such batch from the whole training set, so every sample is measured against the same one."""
         img, txt = self.codes(batch)
         return {"img": img, "txt": txt, "label": batch["label"]}
 
     def sample_loss(self, net_forward, sample, context):
+        """The DSPH loss of one sample against the (constant) `context` from `loss_context`."""
         img, txt = net_forward(sample["image"][None], sample["text"][None])
         return self.criterion.sample_loss(img[0], txt[0], sample["label"], context["img"], context["txt"], context["label"])
 

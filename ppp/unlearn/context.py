@@ -1,21 +1,29 @@
 """What every unlearning method may use, and nothing method-specific."""
 from __future__ import annotations
 
-import hashlib
 import time
 from dataclasses import dataclass
 
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from ppp.cache import Cache, content_key
+from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
-from ppp.fisher import fisher_diagonal
+from ppp.fisher import batch_order, fisher_diagonal, official_order, uses_context
 from ppp.models import System, build_system
 from ppp.train import train
 
-# Bump when a change to training code alters what a cached model would be.
+# Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
+# their losses) for models and MIA shadows; the estimator or a per-sample loss (ppp/fisher.py, a system's
+# loss_context / sample_loss) for Fisher diagonals; ppp/unlearn/prototypes.py for prototypes.
 TRAINING_VERSION = 1
+FISHER_VERSION = 2  # 2: per-sample losses see one fixed context batch, not their chunk
+PROTOTYPE_VERSION = 1
+
+
+def root_indices(data: LabelledDataset) -> torch.Tensor:
+    """The samples of `data` as indices into its underlying dataset, in order: their identity in keys."""
+    return data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
 
 
 @dataclass
@@ -49,46 +57,75 @@ class UnlearnContext:
         return build_system(cfg.backbone, self.bench.num_classes, int(cfg.bits),
                             int(cfg.seed if seed is None else seed)).to(self.device)
 
-    def model_key(self, exclude_forget: bool) -> dict:
-        """Everything that determines a trained model (forget classes only for retrain)."""
-        cfg = self.cfg
-        dataset = {k: v for k, v in OmegaConf.to_container(cfg.dataset, resolve=True).items() if k != "forget"}
+    def training_identity(self, recipe=None) -> dict:
+        """What determines a model besides its data and seed: code version, device type, dataset, backbone
+        (its training recipe replaced by `recipe` when given) and, for hashing, the code length.
+
+        The device type is keyed because kernels differ in floating point: a model trained on CUDA is
+        not the one a CPU run would train (docs/decisions.md, "Cache keys")."""
+        backbone = config_identity(self.cfg.backbone, "backbone")
+        if recipe is not None:
+            backbone["train"] = config_identity(recipe, "backbone.train")
         return {
             "version": TRAINING_VERSION,
-            "dataset": dataset,
-            "backbone": OmegaConf.to_container(cfg.backbone, resolve=True),
-            "bits": int(cfg.bits),
-            "seed": int(cfg.seed),
-            "excluded": sorted(cfg.forget) if exclude_forget else None,
+            "device": self.device.type,
+            "dataset": config_identity(self.cfg.dataset, "dataset"),
+            "backbone": backbone,
+            "bits": int(self.cfg.bits) if self.bench.task == "retrieval" else None,
         }
+
+    def model_key(self, exclude_forget: bool) -> dict:
+        """Everything that determines a trained model (forget classes only for retrain)."""
+        return {**self.training_identity(), "seed": int(self.cfg.seed),
+                "excluded": sorted(self.cfg.forget) if exclude_forget else None}
 
     @property
     def original_key(self) -> str:
         return content_key(self.model_key(exclude_forget=False))
 
-    def fisher(self, system: System, data: LabelledDataset, mode: str, batch_size: int = 64,
-               chunk: int = 32, label: str = "fisher") -> tuple[dict[str, torch.Tensor], float]:
-        """Diagonal Fisher of the original model on `data`, cached by model, samples, loss and mode; and the
-        seconds it took to build or to load (the same key either way, so runs in one process stay alike)."""
-        indices = data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
+    def fisher_context(self, settings) -> LabelledDataset:
+        """The per-sample loss's context samples: `fisher_context_size` drawn from the whole training set
+        with `seed` (not `sample_seed`), so every set, chunk and sample seed sees the same context."""
+        return self.bench.train.sample(int(settings.fisher_context_size), int(self.cfg.seed))
+
+    def fisher(self, system: System, data: LabelledDataset, settings: DictConfig,
+               label: str = "fisher") -> tuple[dict[str, torch.Tensor], float]:
+        """Diagonal Fisher of the original model on `data` under a method's Fisher settings (`fisher_mode`,
+        `fisher_batch_size`, `batch_order`, `fisher_chunk`, `fisher_context_size`), cached; and the seconds
+        it took to build or to load (the same key either way, so runs in one process stay alike).
+
+        Keyed on the samples in the order the estimator sees them, the mode, and what the mode depends
+        on: batch mode its batch size (and, through the order, which samples share a batch), per-sample
+        mode its context samples. Not the chunk: with a fixed context it does not change the loss."""
+        mode = settings.fisher_mode
+        context = None
+        if mode == "batch" and batch_order(settings) == "official":
+            data = data.subset(official_order(data.labels, self.forget_idx))
+        elif mode == "per_sample" and uses_context(system):
+            context = self.fisher_context(settings)
         key = content_key({
+            "version": FISHER_VERSION,
             "model": self.original_key,
-            "samples": hashlib.sha256(indices.numpy().tobytes()).hexdigest(),
+            "samples": index_digest(root_indices(data)),
             "mode": mode,
-            "batch_size": batch_size if mode == "batch" else None,
+            "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
+            "context": index_digest(root_indices(context)) if context is not None else None,
         })
 
+        def build():
+            return fisher_diagonal(system, data, self.device, mode, int(settings.fisher_batch_size),
+                                   int(settings.fisher_chunk), context)
+
         start = time.perf_counter()
-        diag, _ = self.cache.get_or_build("fisher", key,
-                                          lambda: fisher_diagonal(system, data, self.device, mode, batch_size, chunk),
-                                          f"{label} ({mode}, {len(data)} samples)")
+        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
         return diag, time.perf_counter() - start
 
     def prototypes(self, system: System, modality: str) -> torch.Tensor:
         """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""
         from ppp.unlearn.prototypes import system_prototypes
 
-        key = content_key({"model": self.original_key, "modality": modality})
+        key = content_key({"version": PROTOTYPE_VERSION, "model": self.original_key,
+                           "modality": modality if system.task == "retrieval" else None})
         payload, _ = self.cache.get_or_build(
             "prototypes", key,
             lambda: {"prototypes": system_prototypes(system, self.bench.train, self.device,

@@ -59,19 +59,13 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
 
 def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict, dict]:
     """I_f on (a seeded sample of) D_f; I_r on D = D_f u D_r ('full', SSD's code) or D_r ('retain');
-    and the seconds each took."""
+    and the seconds each took. In batch mode the batches follow `cfg.batch_order` (`ctx.fisher`)."""
     seed = ctx.sample_seed
     forget = ctx.forget_train.sample(cfg.get("forget_samples"), seed)
-    if cfg.reference == "full":
-        reference = ctx.bench.train
-    elif cfg.reference == "retain":
-        reference = ctx.retain_train
-    else:
-        raise ValueError(f"method.reference must be 'full' or 'retain', got '{cfg.reference}'")
+    reference = {"full": ctx.bench.train, "retain": ctx.retain_train}[cfg.reference]
     reference = reference.sample(cfg.get("reference_samples"), seed)
-    i_f, forget_s = ctx.fisher(system, forget, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk, "fisher_forget")
-    i_r, reference_s = ctx.fisher(system, reference, cfg.fisher_mode, cfg.fisher_batch_size, cfg.fisher_chunk,
-                                  "fisher_reference")
+    i_f, forget_s = ctx.fisher(system, forget, cfg, "fisher_forget")
+    i_r, reference_s = ctx.fisher(system, reference, cfg, "fisher_reference")
     return i_f, i_r, {"time/fisher_forget_s": forget_s, "time/fisher_reference_s": reference_s}
 
 

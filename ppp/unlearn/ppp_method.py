@@ -35,8 +35,7 @@ def ppp(system, ctx, cfg):
     # 4. Empirical Fisher on D_f, D_n, D_r (Eq. 4).
     fisher = {}
     for label, data in (("fisher_forget", forget), ("fisher_neighbour", neighbours), ("fisher_retain", retain)):
-        fisher[label], diagnostics[f"time/{label}_s"] = ctx.fisher(system, data, cfg.fisher_mode, cfg.fisher_batch_size,
-                                                                   cfg.fisher_chunk, label)
+        fisher[label], diagnostics[f"time/{label}_s"] = ctx.fisher(system, data, cfg, label)
 
     # 5-7. Regions S / B / C (Eq. 5), base factor w (Eq. 6), hierarchical update (Eq. 7).
     rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam), tau=float(cfg.tau),
