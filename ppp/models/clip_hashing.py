@@ -1,4 +1,5 @@
-"""CLIP cross-modal hashing (DSPH): an open_clip model with one hash head per modality."""
+"""CLIP cross-modal hashing (DSPH): an open_clip model with one hash head per modality, trained with
+DSAP (DSPH's loss)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +12,7 @@ from torch.func import functional_call
 
 from ppp.errors import ConfigError
 from ppp.utils import reachable
-from ppp.losses import DSPHLoss
+from ppp.losses import LOSSES
 from ppp.models.base import System
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -199,14 +200,14 @@ class ClipHashingSystem(System):
 
     def __init__(self, arch: str, bits: int, num_classes: int, pretrained: str | None = None,
                  dropout: float = 0.2, delta: float | None = None, irrelevant_weight: float = 0.8,
-                 proxy_seed: int = 0, context_length: int | None = None):
+                 proxy_seed: int = 0, context_length: int | None = None, loss: str = "dsap"):
         super().__init__()
         import open_clip
 
         clip, embed_dim, self.image_size, self.mean, self.std = create_clip(arch, pretrained)
         check_context_length(clip, arch, context_length)
         self.net = ClipHashNet(clip, embed_dim, bits, dropout)
-        self.criterion = DSPHLoss(num_classes, bits, delta, irrelevant_weight, proxy_seed)
+        self.criterion = LOSSES.get(loss)(num_classes, bits, delta, irrelevant_weight, proxy_seed)
         self.tokenizer = open_clip.get_tokenizer(arch, context_length=context_length)
         self._preprocess = None
         self._arch, self._pretrained = arch, pretrained
