@@ -30,6 +30,16 @@ def test_short_context_equals_the_full_context_padded(short):
         assert torch.equal(encode_text(short.net.clip, tokens), short.net.clip.encode_text(padded))
 
 
+def test_pretrained_weights_load_with_every_position(short, tmp_path):
+    torch.save(short.net.clip.state_dict(), tmp_path / "clip.pt")
+    loaded = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, pretrained=str(tmp_path / "clip.pt"),
+                               context_length=16).eval()
+    assert torch.equal(loaded.net.clip.positional_embedding, short.net.clip.positional_embedding)  # 24 rows
+    tokens = short.tokenizer(CAPTIONS)
+    with torch.no_grad():
+        assert torch.equal(encode_text(loaded.net.clip, tokens), encode_text(short.net.clip, tokens))
+
+
 def test_full_context_is_open_clips_own_encoding():
     torch.manual_seed(0)
     tiny = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24).eval()
