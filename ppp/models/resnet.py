@@ -51,7 +51,7 @@ def load_body(net: nn.Module, state: dict[str, torch.Tensor], fresh: tuple[str, 
     unfit = [k for k in body if k not in state or state[k].shape != own[k].shape]
     if unfit:
         raise ConfigError(f"backbone.weights={weights}: {len(unfit)} of the {len(body)} body tensors are missing or "
-                          f"shaped otherwise (first: {unfit[0]}); is it a torchvision {type(net).__name__} state dict?")
+                          f"shaped otherwise (first: {unfit[0]}); is it a torchvision ResNet state dict of this depth?")
     net.load_state_dict({k: state[k] for k in body}, strict=False)
 
 
