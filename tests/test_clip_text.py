@@ -2,6 +2,7 @@
 clip_tiny (24 positions) with 16 tokens; and the retrieval loss by its paper name, DSAP."""
 import pytest
 import torch
+from scored import compose_config
 from test_fisher import assert_close, loop_fisher
 
 from ppp.data.digits import digit_scenes
@@ -10,7 +11,6 @@ from ppp.fisher import per_sample_fisher
 from ppp.losses import LOSSES, DSAPLoss, DSPHLoss
 from ppp.models import build_system
 from ppp.models.clip_hashing import ClipHashingSystem, encode_text
-from scored import compose_config
 
 CAPTIONS = ["one two three six", "a photo of zero and nine, eight seven six five four three two one zero"]
 

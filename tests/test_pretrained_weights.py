@@ -7,10 +7,8 @@ from conftest import TINY, run_cli
 from scored import compose_config, scored_models
 from test_real_datasets import WNIDS, make_coco, make_imagenet
 
-from ppp.errors import ConfigError
 from ppp.models import build_system
 from ppp.models.clip_hashing import create_clip
-from ppp.models.resnet import build_resnet
 
 
 @pytest.mark.parametrize("overrides, backbone, weights", [
@@ -75,15 +73,6 @@ def test_bad_is_random_in_every_layer_despite_pretrained_weights(files, backbone
     assert len(body) > 10
     for name, p in body.items():
         assert not torch.equal(p, weights[name[len(prefix):]]), name
-
-
-def test_resnet_weights_file_must_fit_the_body(files, tmp_path):
-    with pytest.raises(ConfigError, match="body tensors are missing or shaped otherwise"):
-        build_resnet("resnet50", 10, small_stem=False, weights=str(files["resnet18"]))
-    small = build_resnet("resnet18", 10, small_stem=True, weights=str(files["resnet18"]))
-    weights = torch.load(files["resnet18"], weights_only=True)
-    assert small.conv1.weight.shape == (64, 3, 3, 3) and torch.equal(small.layer1[0].conv1.weight,
-                                                                      weights["layer1.0.conv1.weight"])
 
 
 def test_uncached_weights_offline_stop_the_run_in_one_line(tmp_path, monkeypatch):
