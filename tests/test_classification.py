@@ -44,7 +44,7 @@ def test_small_input_stem():
         use_small_stem("sometimes", 32)
 
 
-def test_local_weights_load_except_tensors_that_no_longer_fit(tmp_path):
+def test_local_weights_load_into_the_body_only(tmp_path):
     imagenet = torchvision.models.resnet18(weights=None)  # a 1000-class fc
     path = tmp_path / "resnet18.pth"
     torch.save(imagenet.state_dict(), path)
@@ -53,6 +53,10 @@ def test_local_weights_load_except_tensors_that_no_longer_fit(tmp_path):
     small = ClassifierSystem("resnet18", 10, 32, small_input=True, weights=str(path)).net
     assert torch.equal(small.layer1[0].conv1.weight, imagenet.layer1[0].conv1.weight)
     assert small.conv1.weight.shape == (64, 3, 3, 3)
+    same_shape_head = ClassifierSystem("resnet18", 1000, 32, weights=str(path)).net.fc
+    assert not torch.equal(same_shape_head.weight, imagenet.fc.weight)  # the head is never loaded
+    with pytest.raises(ConfigError, match="resnet18.pth: .* body tensors are missing or shaped otherwise"):
+        ClassifierSystem("resnet50", 10, 32, weights=str(path))
 
 
 def test_weights_tag_errors_are_fast_config_errors(tmp_path, monkeypatch):
@@ -61,7 +65,7 @@ def test_weights_tag_errors_are_fast_config_errors(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     monkeypatch.setattr(resnet, "reachable", lambda url: False)
     start = time.perf_counter()
-    with pytest.raises(ConfigError, match="cannot download"):
+    with pytest.raises(ConfigError, match=r"IMAGENET1K_V2: .* not in .* unreachable; .*backbone.weights=/path"):
         ClassifierSystem("resnet50", 10, 32, weights="IMAGENET1K_V2")
     assert time.perf_counter() - start < 10
     with pytest.raises(ConfigError, match="unknown ResNet"):

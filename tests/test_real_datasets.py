@@ -101,7 +101,9 @@ def test_coco_from_config_with_data_root(coco_root):
     from omegaconf import OmegaConf
 
     root, _ = coco_root
-    cfg = OmegaConf.create({"data_root": str(root.parent), "dataset": OmegaConf.load(ROOT / "conf" / "dataset" / "coco.yaml")})
+    dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "coco.yaml")
+    dataset.pop("defaults")  # Hydra's defaults list (the backbone it picks), not a dataset key
+    cfg = OmegaConf.create({"data_root": str(root.parent), "dataset": dataset})
     cfg.dataset.n_query, cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.splits = 2, 4, 1, ["val2017"]
     bench = build_benchmark(cfg.dataset)
     assert len(bench.query) + len(bench.val) + len(bench.database) == 7  # val2017 only: 8 images, one without instances

@@ -1,4 +1,5 @@
-"""CLIP cross-modal hashing (DSPH): an open_clip model with one hash head per modality."""
+"""CLIP cross-modal hashing (DSPH): an open_clip model with one hash head per modality, trained with
+DSAP (DSPH's loss)."""
 from __future__ import annotations
 
 import os
@@ -7,10 +8,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import functional_call
 
 from ppp.errors import ConfigError
 from ppp.utils import reachable
-from ppp.losses import DSPHLoss
+from ppp.losses import LOSSES
 from ppp.models.base import System
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
@@ -34,6 +36,34 @@ class HashHead(nn.Sequential):
         super().__init__(nn.Linear(embed_dim, bits), nn.Dropout(dropout), nn.Tanh())
 
 
+class _TextForward(nn.Module):
+    """`clip.encode_text` as a forward, so that functional_call can stand sliced tensors in for the clip's own."""
+
+    def __init__(self, clip: nn.Module):
+        super().__init__()
+        self.clip = clip
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.clip.encode_text(tokens)
+
+
+def encode_text(clip: nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    """open_clip's text encoding of token rows that may be shorter than the model's context.
+
+    DSPH tokenises to 32 tokens for a 77-position CLIP: the first 32 rows of the positional embedding
+    and a 32 x 32 causal mask are used. The parameter keeps all its rows (pretrained weights load as
+    they are); the slice is taken at each call, so gradients reach the rows in use. Causal attention
+    makes this exactly what the first positions of the full context would compute.
+    """
+    length = tokens.shape[-1]
+    if length == clip.positional_embedding.shape[0]:
+        return clip.encode_text(tokens)
+    sliced = {"clip.positional_embedding": clip.positional_embedding[:length]}
+    if clip.attn_mask is not None:
+        sliced["clip.attn_mask"] = clip.attn_mask[:length, :length]
+    return functional_call(_TextForward(clip), sliced, (tokens,), strict=False)
+
+
 class ClipHashNet(nn.Module):
     def __init__(self, clip: nn.Module, embed_dim: int, bits: int, dropout: float):
         super().__init__()
@@ -45,7 +75,7 @@ class ClipHashNet(nn.Module):
         return self.image_head(self.clip.encode_image(images))
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        return self.text_head(self.clip.encode_text(tokens))
+        return self.text_head(encode_text(self.clip, tokens))
 
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(tokens)
@@ -151,18 +181,33 @@ def create_clip(arch: str, pretrained: str | None) -> tuple[nn.Module, int, int,
     return clip, cfg.get("embed_dim", clip.text_projection.shape[-1]), int(size), tuple(mean), tuple(std)
 
 
+def check_context_length(clip: nn.Module, arch: str, context_length: int | None) -> None:
+    """A text context longer than the model's positions cannot be encoded; a shorter one needs
+    open_clip's own text tower (its positional embedding is sliced, see `encode_text`)."""
+    if context_length is None:
+        return
+    positions = getattr(clip, "positional_embedding", None)
+    if positions is None:
+        raise ConfigError(f"backbone.context_length={context_length}: {arch} has no open_clip text tower with a "
+                          f"positional embedding to slice; set backbone.context_length=null")
+    if not 0 < context_length <= len(positions):
+        raise ConfigError(f"backbone.context_length={context_length}: {arch} has {len(positions)} text positions; "
+                          f"use 1 to {len(positions)}")
+
+
 class ClipHashingSystem(System):
     task = "retrieval"
 
     def __init__(self, arch: str, bits: int, num_classes: int, pretrained: str | None = None,
                  dropout: float = 0.2, delta: float | None = None, irrelevant_weight: float = 0.8,
-                 proxy_seed: int = 0, context_length: int | None = None):
+                 proxy_seed: int = 0, context_length: int | None = None, loss: str = "dsap"):
         super().__init__()
         import open_clip
 
         clip, embed_dim, self.image_size, self.mean, self.std = create_clip(arch, pretrained)
+        check_context_length(clip, arch, context_length)
         self.net = ClipHashNet(clip, embed_dim, bits, dropout)
-        self.criterion = DSPHLoss(num_classes, bits, delta, irrelevant_weight, proxy_seed)
+        self.criterion = LOSSES.get(loss)(num_classes, bits, delta, irrelevant_weight, proxy_seed)
         self.tokenizer = open_clip.get_tokenizer(arch, context_length=context_length)
         self._preprocess = None
         self._arch, self._pretrained = arch, pretrained

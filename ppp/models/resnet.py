@@ -37,15 +37,29 @@ def load_weights_file_or_tag(arch: str, weights: str) -> dict[str, torch.Tensor]
     url = tags[weights].url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not cached.exists() and not reachable(url):  # offline: fail in seconds, not minutes
-        raise ConfigError(f"cannot download {arch} {weights} weights ({url}) and they are not in {cached.parent}; "
-                          f"put the file there or set backbone.weights=/path/to/state_dict.pth")
+        raise ConfigError(f"backbone.weights={weights}: the {arch} weights are not in {cached.parent} and {url} is "
+                          f"unreachable; download {os.path.basename(url)} once with network and put it there, or give a "
+                          f"local state-dict file: backbone.weights=/path/to/state_dict.pth (null: random init)")
     return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
+
+
+def load_body(net: nn.Module, state: dict[str, torch.Tensor], fresh: tuple[str, ...], weights: str) -> None:
+    """Pretrained weights for every tensor except those under the `fresh` prefixes, which keep their
+    random init; a file that lacks a body tensor, or holds it in another shape, is a ConfigError."""
+    own = net.state_dict()
+    body = [k for k in own if not k.startswith(fresh) and not k.endswith("num_batches_tracked")]
+    unfit = [k for k in body if k not in state or state[k].shape != own[k].shape]
+    if unfit:
+        raise ConfigError(f"backbone.weights={weights}: {len(unfit)} of the {len(body)} body tensors are missing or "
+                          f"shaped otherwise (first: {unfit[0]}); is it a torchvision ResNet state dict of this depth?")
+    net.load_state_dict({k: state[k] for k in body}, strict=False)
 
 
 def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | None = None) -> nn.Module:
     """torchvision ResNet with a `num_classes` fc; optionally the CIFAR stem (3x3 stride-1 conv, no max-pool).
 
-    Pretrained tensors whose shape no longer fits (the fc, and conv1 under the small stem) stay random.
+    `weights` give the body only: the fc head (and conv1 under the small stem) always start random, so
+    Original and Retrain both begin from the pretrained body with a newly initialised head.
     """
     if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         raise ConfigError(f"unknown ResNet architecture '{arch}'; use resnet18, resnet34, resnet50, resnet101 or resnet152")
@@ -55,9 +69,8 @@ def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | N
         nn.init.kaiming_normal_(net.conv1.weight, mode="fan_out", nonlinearity="relu")
         net.maxpool = nn.Identity()
     if weights:
-        own = net.state_dict()
-        state = load_weights_file_or_tag(arch, str(weights))
-        net.load_state_dict({k: v for k, v in state.items() if k in own and own[k].shape == v.shape}, strict=False)
+        fresh = ("fc.", "conv1.") if small_stem else ("fc.",)
+        load_body(net, load_weights_file_or_tag(arch, str(weights)), fresh, str(weights))
     return net
 
 

@@ -1,0 +1,71 @@
+"""CLIP text shorter than the model's context (DSPH's 32 tokens on ViT-B/32's 77 positions), shown on
+clip_tiny (24 positions) with 16 tokens; and the retrieval loss by its paper name, DSAP."""
+import pytest
+import torch
+from scored import compose_config
+from test_fisher import assert_close, loop_fisher
+
+from ppp.data.digits import digit_scenes
+from ppp.errors import ConfigError
+from ppp.fisher import per_sample_fisher
+from ppp.losses import LOSSES, DSAPLoss, DSPHLoss
+from ppp.models import build_system
+from ppp.models.clip_hashing import ClipHashingSystem, encode_text
+
+CAPTIONS = ["one two three six", "a photo of zero and nine, eight seven six five four three two one zero"]
+
+
+@pytest.fixture(scope="module")
+def short():
+    torch.manual_seed(0)
+    return ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=16).eval()
+
+
+def test_short_context_equals_the_full_context_padded(short):
+    """Causal attention: the first 16 positions compute the same with or without the 8 after them."""
+    tokens = short.tokenizer(CAPTIONS)
+    assert tokens.shape == (2, 16) and short.net.clip.positional_embedding.shape[0] == 24
+    padded = torch.cat([tokens, torch.zeros(2, 8, dtype=tokens.dtype)], dim=1)
+    with torch.no_grad():
+        assert torch.equal(encode_text(short.net.clip, tokens), short.net.clip.encode_text(padded))
+
+
+def test_pretrained_weights_load_with_every_position(short, tmp_path):
+    torch.save(short.net.clip.state_dict(), tmp_path / "clip.pt")
+    loaded = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, pretrained=str(tmp_path / "clip.pt"),
+                               context_length=16).eval()
+    assert torch.equal(loaded.net.clip.positional_embedding, short.net.clip.positional_embedding)  # 24 rows
+    tokens = short.tokenizer(CAPTIONS)
+    with torch.no_grad():
+        assert torch.equal(encode_text(loaded.net.clip, tokens), encode_text(short.net.clip, tokens))
+
+
+def test_full_context_is_open_clips_own_encoding():
+    torch.manual_seed(0)
+    tiny = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24).eval()
+    tokens = tiny.tokenizer(CAPTIONS)
+    with torch.no_grad():
+        assert torch.equal(tiny.net.encode_text(tokens), tiny.net.text_head(tiny.net.clip.encode_text(tokens)))
+
+
+def test_per_sample_fisher_through_the_slice(short):
+    data = digit_scenes(n_total=60, n_query=10, n_train=30, seed=0).train.subset(range(10))
+    fisher = per_sample_fisher(short, data, "cpu", chunk=len(data))  # one context, as the loop
+    assert_close(fisher, loop_fisher(short, data))
+    positions = fisher["clip.positional_embedding"]
+    assert positions[:16].sum() > 0 and positions[16:].abs().sum() == 0  # unused rows: no gradient
+
+
+def test_context_longer_than_the_model_is_a_config_error():
+    with pytest.raises(ConfigError, match="context_length=30: clip_tiny has 24 text positions"):
+        ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=30)
+
+
+def test_dsap_is_the_papers_name_for_dsph():
+    assert DSAPLoss is DSPHLoss and LOSSES.get("dsap") is LOSSES.get("dsph") is DSPHLoss
+    assert compose_config([]).backbone.loss.name == "dsap"
+    for name in ("dsap", "dsph"):
+        system = build_system(compose_config([f"backbone.loss.name={name}"]).backbone, 10, 16, seed=0)
+        assert isinstance(system.criterion, DSAPLoss)
+    with pytest.raises(ConfigError, match="^unknown backbone.loss.name 'dpsh'; valid choices: dsap, dsph$"):
+        build_system(compose_config(["backbone.loss.name=dpsh"]).backbone, 10, 16, seed=0)
