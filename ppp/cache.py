@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from pathlib import Path
 from typing import Any, Callable
 
@@ -96,8 +97,13 @@ def _checked_payload(data: bytes) -> bytes | None:
 
 
 class Cache:
-    def __init__(self, root: str | os.PathLike):
+    """One run's view of the cache folder: it records which entries the run used (for provenance) and
+    notes beside each entry it builds which run made it (`<key>.json`, read by `python -m ppp.cache`)."""
+
+    def __init__(self, root: str | os.PathLike, made_by: dict | None = None):
         self.root = Path(root)
+        self.made_by = made_by or {}
+        self.used: list[dict] = []
 
     def path(self, kind: str, key: str) -> Path:
         return self.root / kind / f"{key}.pt"
@@ -127,10 +133,56 @@ class Cache:
         """(payload, hit). Prints whether the artefact was reused or built."""
         payload = self.load(kind, key)
         label = label or kind
+        self.used.append({"kind": kind, "key": key, "label": label, "reused": payload is not None})
         if payload is not None:
             print(f"[cache] reusing {label} ({self.path(kind, key)})")
             return payload, True
         payload = build()
         path = self.save(kind, key, payload)
+        note = {"label": label, "made_by": self.made_by, "created": time.time()}
+        atomic_write(path.with_suffix(".json"), json.dumps(note).encode())
         print(f"[cache] saved {label} ({path})")
         return payload, False
+
+
+def entries(root: Path, kind: str | None = None) -> list[dict]:
+    """Every cache entry under `root` (of one kind): kind, key, size, age and the note of what made it."""
+    out = []
+    for path in sorted(root.glob(f"{kind or '*'}/*.pt")):
+        note_path = path.with_suffix(".json")
+        note = json.loads(note_path.read_text()) if note_path.exists() else {}
+        stat = path.stat()
+        out.append({"kind": path.parent.name, "key": path.stem, "size_mb": stat.st_size / 2**20,
+                    "age_days": (time.time() - stat.st_mtime) / 86400, "label": note.get("label", ""),
+                    "made_by": note.get("made_by", {}), "path": path})
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m ppp.cache list|prune [--root DIR] [--kind K] [--older-than DAYS] [--dry-run]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m ppp.cache", description="List or prune cached artefacts.")
+    parser.add_argument("action", choices=["list", "prune"])
+    parser.add_argument("--root", default=os.environ.get("PPP_CACHE_DIR", "outputs/cache"))
+    parser.add_argument("--kind", help="models, fisher, prototypes, checkpoints, ...")
+    parser.add_argument("--older-than", type=float, default=0.0, help="prune: only entries older than this many days")
+    parser.add_argument("--dry-run", action="store_true", help="prune: say what would go, remove nothing")
+    args = parser.parse_args(argv)
+    if args.action == "prune" and not args.kind and not args.older_than:
+        parser.error("prune needs --kind and/or --older-than (refusing to empty the whole cache)")
+    chosen = [e for e in entries(Path(args.root), args.kind) if e["age_days"] >= args.older_than]
+    for e in chosen:
+        made_by = " ".join(f"{k}={v}" for k, v in e["made_by"].items())
+        print(f"{e['kind']:<12} {e['key']}  {e['size_mb']:9.1f} MB  {e['age_days']:7.2f} d  {e['label']}  {made_by}")
+    total = sum(e["size_mb"] for e in chosen)
+    if args.action == "prune" and not args.dry_run:
+        for e in chosen:
+            e["path"].unlink(missing_ok=True)
+            e["path"].with_suffix(".json").unlink(missing_ok=True)
+    verb = {"list": "listed", "prune": "would remove" if args.dry_run else "removed"}[args.action]
+    print(f"{verb} {len(chosen)} entries, {total:.1f} MB")
+
+
+if __name__ == "__main__":
+    main()

@@ -115,7 +115,10 @@ def execute(cfg: DictConfig) -> dict:
     forget_idx = bench.class_indices(list(cfg.forget))
     check_against_benchmark(cfg, bench.num_classes, forget_idx)
     check_query_settings(cfg.evaluator, bench)
-    ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device, cache=Cache(cfg.cache_dir))
+    ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device,
+                        cache=Cache(cfg.cache_dir, made_by={"run_hash": key, "method": cfg.method.name,
+                                                            "dataset": cfg.dataset.name, "bits": int(cfg.bits),
+                                                            "seed": int(cfg.seed)}))
 
     original, train_s = ctx.trained()
     method = METHODS.get(cfg.method.name)
@@ -156,7 +159,7 @@ def execute(cfg: DictConfig) -> dict:
         "forget": list(cfg.forget),
         "config": resolved(cfg),
         "metrics": metrics,
-        "provenance": provenance(device),
+        "provenance": {**provenance(device), "cache": ctx.cache.used},
     }
     if references:
         result["references"] = references

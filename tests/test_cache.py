@@ -237,3 +237,26 @@ def test_shadow_key_holds_its_own_seed_data_and_effective_recipe(tmp_path, monke
     assert shadow(ident={**identity, "seed": 101}) == 2
     assert shadow(ident={**identity, "in": [0, 1, 3]}) == 3
     assert shadow(overrides={"epochs": 1}) == 4 and trained[-1]["epochs"] == 1
+
+
+def test_cache_command_lists_and_prunes_by_kind(tmp_path, capsys):
+    from ppp.cache import main
+
+    cache = Cache(tmp_path, made_by={"method": "ppp", "seed": 3})
+    cache.get_or_build("models", "a" * 20, lambda: {"w": torch.ones(3)}, "original model")
+    cache.get_or_build("fisher", "b" * 20, lambda: {"w": torch.ones(3)}, "fisher_forget")
+    assert [u["reused"] for u in cache.used] == [False, False]
+    cache.get_or_build("models", "a" * 20, lambda: {"w": torch.zeros(3)}, "original model")
+    assert cache.used[-1] == {"kind": "models", "key": "a" * 20, "label": "original model", "reused": True}
+
+    main(["list", "--root", str(tmp_path)])
+    listing = capsys.readouterr().out
+    assert "original model" in listing and "method=ppp seed=3" in listing and "listed 2 entries" in listing
+    main(["prune", "--root", str(tmp_path), "--kind", "fisher", "--dry-run"])
+    assert "would remove 1 entries" in capsys.readouterr().out and cache.path("fisher", "b" * 20).exists()
+    main(["prune", "--root", str(tmp_path), "--kind", "fisher"])
+    assert not cache.path("fisher", "b" * 20).exists() and cache.path("models", "a" * 20).exists()
+    main(["prune", "--root", str(tmp_path), "--older-than", "1"])  # nothing is a day old
+    assert cache.path("models", "a" * 20).exists()
+    with pytest.raises(SystemExit):
+        main(["prune", "--root", str(tmp_path)])  # never empties everything by accident

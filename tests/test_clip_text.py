@@ -7,7 +7,7 @@ from test_fisher import assert_close, loop_fisher
 
 from ppp.data.digits import digit_scenes
 from ppp.errors import ConfigError
-from ppp.fisher import per_sample_fisher
+from ppp.fisher import loss_context, per_sample_fisher
 from ppp.losses import LOSSES, DSAPLoss, DSPHLoss
 from ppp.models import build_system
 from ppp.models.clip_hashing import ClipHashingSystem, encode_text
@@ -49,9 +49,10 @@ def test_full_context_is_open_clips_own_encoding():
 
 
 def test_per_sample_fisher_through_the_slice(short):
-    data = digit_scenes(n_total=60, n_query=10, n_train=30, seed=0).train.subset(range(10))
-    fisher = per_sample_fisher(short, data, "cpu", chunk=len(data))  # one context, as the loop
-    assert_close(fisher, loop_fisher(short, data))
+    data = digit_scenes(n_total=60, n_query=10, n_train=30, n_val=10, seed=0).train.subset(range(10))
+    context = loss_context(short, data, "cpu")
+    fisher = per_sample_fisher(short, data, "cpu", context, chunk=4)  # chunks share the one context
+    assert_close(fisher, loop_fisher(short, data, context))
     positions = fisher["clip.positional_embedding"]
     assert positions[:16].sum() > 0 and positions[16:].abs().sum() == 0  # unused rows: no gradient
 

@@ -82,6 +82,8 @@ def test_objective_is_returned_recorded_and_indexed(tmp_path):
     assert (tmp_path / "index" / f"{result['run_hash']}.json").exists()
     assert result["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert result["provenance"]["device"] == "cpu" and "git_dirty" in result["provenance"]
+    used = {(u["kind"], u["label"].split(" (")[0]) for u in result["provenance"]["cache"]}
+    assert {("models", "original model"), ("fisher", "fisher_forget"), ("fisher", "fisher_retain")} <= used
     state = torch.load(tmp_path / "out" / "model.pt", weights_only=True)
     assert any(k.startswith("net.") for k in state)
     # the same config again is skipped and returns the recorded objective; where files go does not matter
