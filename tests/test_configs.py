@@ -36,6 +36,8 @@ def test_every_config_file_is_covered():
     files = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml")}
     covered = {f"{g}/{p.stem}.yaml" for g in GROUPS for p in (CONF / g).glob("*.yaml")}
     covered |= {f"experiment/{e}.yaml" for e in EXPERIMENTS} | {"config.yaml", "mia/default.yaml"}
+    # blocks other configs pull in through their defaults (composed with them above)
+    covered |= {"method/fisher_estimate/default.yaml", "backbone_weights/imagenet1k.yaml"}
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 
@@ -60,7 +62,10 @@ def test_every_experiment_and_each_grid_value_composes_and_validates(experiment)
 
 
 def test_real_data_experiments_pick_the_papers_backbones():
-    assert compose_with(["experiment=table1_imagenet100"]).backbone.name == "resnet50"
+    imagenet = compose_with(["experiment=table1_imagenet100"]).backbone
+    assert imagenet.name == "resnet50" and imagenet.weights == "IMAGENET1K_V1"
+    assert compose_with(["experiment=table2_coco"]).backbone.pretrained == "openai"
+    assert compose_with(["method=ppp"]).method.fisher_context_size > 0  # the shared Fisher block
     assert compose_with(["experiment=table1_digits"]).evaluator.name == "classification"
     assert compose_with(["experiment=fig3_coco"]).bits == 64
 

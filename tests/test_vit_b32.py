@@ -14,7 +14,7 @@ from scored import scored_models
 
 SMALL = [
     "backbone=clip_vit_b32", "backbone.pretrained=null", "device=cpu",
-    "dataset.n_total=32", "dataset.n_query=6", "dataset.n_train=12",
+    "dataset.n_total=32", "dataset.n_query=6", "dataset.n_train=12", "dataset.n_val=6",
     "backbone.train.epochs=1", "backbone.train.batch_size=8",
 ]
 # Per-sample gradients of 151M parameters: a chunk of 2 is ~1.2 GB.
