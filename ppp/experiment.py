@@ -6,6 +6,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.cache import Cache
@@ -79,6 +80,13 @@ def format_table(rows: dict[str, dict[str, float]]) -> str:
     return "\n".join(lines)
 
 
+def split_arrays(result: dict) -> dict:
+    """Move the non-scalar metrics (per-query vectors) out of the JSON result, keyed by where they were."""
+    rows = {"": result["metrics"], **{f"references/{n}/": m for n, m in result.get("references", {}).items()}}
+    return {prefix + key: row.pop(key).numpy() for prefix, row in rows.items()
+            for key in [k for k, v in row.items() if getattr(v, "ndim", 0)]}
+
+
 def run_experiment(cfg: DictConfig) -> dict:
     validate(cfg)
     device = resolve_device(cfg.device)
@@ -119,6 +127,9 @@ def run_experiment(cfg: DictConfig) -> dict:
         result["references"] = reference_metrics(ctx, evaluate, names)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
+    arrays = split_arrays(result)
+    if arrays:
+        np.savez(out / "arrays.npz", **arrays)
     (out / "metrics.json").write_text(json.dumps(result, indent=2))
     references = result.get("references", {})
     print(format_table({**references, cfg.method.name: metrics}))

@@ -18,7 +18,7 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 @EVALUATORS.register("retrieval")
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers))
+                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), cfg.ties)
     return {**metrics, **membership(system, ctx, cfg)}
 
 
