@@ -22,8 +22,8 @@ EXACT_FLOAT = 2 ** 24    # float32 holds every integer below this exactly
 
 
 def binarise(codes: torch.Tensor) -> torch.Tensor:
-    """{-1, +1} codes as float (real inputs by sign, 0 -> +1)."""
-    return torch.where(codes >= 0, 1.0, -1.0)
+    """{-1, +1} codes as float32 (real inputs by sign, 0 -> +1)."""
+    return torch.where(codes >= 0, 1.0, -1.0).float()
 
 
 def hamming_distance(query_codes: torch.Tensor, db_codes: torch.Tensor) -> torch.Tensor:
@@ -57,8 +57,8 @@ def average_precisions(query_codes: torch.Tensor, db_codes: torch.Tensor, query_
     BLOCK_ENTRIES query-item pairs), so memory is bounded whatever the database size.
     """
     check_map_settings(ties, topk)
-    q, d = binarise(query_codes.float()), binarise(db_codes.float())
-    query_labels, db_labels = (query_labels > 0).float(), (db_labels > 0).float()
+    q, d = binarise(query_codes), binarise(db_codes)
+    query_labels, db_labels = query_labels.float(), db_labels.float()
     n_query, n_db = q.shape[0], d.shape[0]
     rows = chunk or max(1, BLOCK_ENTRIES // max(n_db, 1))
     if ties == "average":
@@ -117,28 +117,27 @@ class TieAveraged:
     """Tie-averaged AP of a block of queries, from a histogram of (query, shared labels, distance).
 
     One matrix product gives, for every query-item pair, the integer key
-    distance + (bits + 1) * shared_labels + a per-query offset; one bincount then counts, per query, the
+    distance + (bits + 1) * shared_labels + a per-query offset; one histogram then counts, per query, the
     items and the relevant items (shared_labels > 0) at each distance. Every key is an integer below
     2^24, exact in float32 whatever order the product sums in.
     """
 
     def __init__(self, db_codes: torch.Tensor, db_labels: torch.Tensor):
         self.bits = db_codes.shape[1]
-        self.db = torch.cat([db_codes, db_labels], 1)
-        self.db_max_labels = int(db_labels.sum(1).max()) if db_labels.shape[0] else 0
-
-    def shared_max(self, query_labels: torch.Tensor) -> int:
-        """The largest number of labels a query of the block can share with an item."""
-        return min(int(query_labels.sum(1).max()) if query_labels.shape[0] else 0, self.db_max_labels)
+        self.db = torch.cat([db_codes, db_labels > 0], 1)  # float: codes in {-1, +1}, labels in {0, 1}
 
     def bins(self, query_labels: torch.Tensor) -> int:
-        return (self.bits + 1) * (self.shared_max(query_labels) + 1)
+        """Keys per query: bits + 1 distances x (0 ... the most labels a query of the block carries) shared."""
+        return (self.bits + 1) * (int((query_labels > 0).sum(1).max()) + 1 if query_labels.shape[0] else 1)
 
     def __call__(self, q: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
         n, bits, bins = q.shape[0], self.bits, self.bins(query_labels)
         offsets = bits / 2 + bins * torch.arange(n, dtype=q.dtype, device=q.device)
-        key = torch.addmm(offsets[:, None], torch.cat([-0.5 * q, (bits + 1) * query_labels], 1), self.db.T)
-        counts = torch.bincount(key.int().view(-1), minlength=n * bins).view(n, -1, bits + 1)
+        key = torch.addmm(offsets[:, None], torch.cat([-0.5 * q, (bits + 1) * (query_labels > 0)], 1), self.db.T)
+        key = key.int().view(-1)  # index_add_ rather than bincount, which first scans for the min and max
+        ones = torch.ones(1, dtype=torch.int32, device=key.device).expand(key.numel())
+        counts = torch.zeros(n * bins, dtype=torch.int32, device=key.device).index_add_(0, key, ones)
+        counts = counts.view(n, -1, bits + 1)
         items = counts.sum(1)
         return tie_averaged_ap(items, items - counts[:, 0])
 
