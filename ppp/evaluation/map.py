@@ -47,7 +47,7 @@ def check_map_settings(ties: str, topk: int | None) -> None:
 
 
 def average_precisions(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
-                       db_labels: torch.Tensor, topk: int | None = None, ties: str = "stable",
+                       db_labels: torch.Tensor, topk: int | None = None, ties: str = "average",
                        chunk: int | None = None) -> torch.Tensor:
     """AP of every query's Hamming ranking (float64, shape (n_query,)).
 
@@ -59,35 +59,27 @@ def average_precisions(query_codes: torch.Tensor, db_codes: torch.Tensor, query_
     check_map_settings(ties, topk)
     q, d = binarise(query_codes), binarise(db_codes)
     query_labels, db_labels = query_labels.float(), db_labels.float()
-    n_query, n_db = q.shape[0], d.shape[0]
-    rows = chunk or max(1, BLOCK_ENTRIES // max(n_db, 1))
+    rows = chunk or max(1, BLOCK_ENTRIES // max(d.shape[0], 1))
     if ties == "average":
-        block = TieAveraged(d, db_labels)
-        rows = min(rows, max(1, EXACT_FLOAT // block.bins(query_labels)))
-    else:
-        block = StableRanking(d, db_labels, n_db if topk is None else min(topk, n_db))
-    aps = [block(q[s:s + rows], query_labels[s:s + rows]) for s in range(0, n_query, rows)]
-    return torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64)
+        return tie_averaged_aps(q, d, query_labels, db_labels, rows)
+    return stable_aps(q, d, query_labels, db_labels, d.shape[0] if topk is None else min(topk, d.shape[0]), rows)
 
 
 def mean_average_precision(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
-                           db_labels: torch.Tensor, topk: int | None = None, ties: str = "stable",
+                           db_labels: torch.Tensor, topk: int | None = None, ties: str = "average",
                            chunk: int | None = None) -> float:
     """The mean of `average_precisions` (queries without a relevant item count as 0; NaN for no query)."""
     return float(average_precisions(query_codes, db_codes, query_labels, db_labels, topk, ties, chunk).mean())
 
 
-class StableRanking:
-    """AP of a block of queries, ties broken by database index."""
-
-    def __init__(self, db_codes: torch.Tensor, db_labels: torch.Tensor, k: int):
-        self.db_codes, self.db_labels, self.k = db_codes, db_labels, k
-
-    def __call__(self, q: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
-        dist = sign_distance(q, self.db_codes)
-        order = stable_order(dist, bits=q.shape[1])[:, :self.k]
-        ranked = torch.gather(query_labels @ self.db_labels.T > 0, 1, order)
-        return precision_at_hits(ranked)
+def stable_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor, k: int,
+               rows: int) -> torch.Tensor:
+    """AP over the first k of each ranking, ties broken by database index; `rows` queries at a time."""
+    aps = []
+    for s in range(0, q.shape[0], rows):
+        order = stable_order(sign_distance(q[s:s + rows], d), bits=q.shape[1])[:, :k]
+        aps.append(precision_at_hits(torch.gather(query_labels[s:s + rows] @ db_labels.T > 0, 1, order)))
+    return torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64, device=q.device)
 
 
 def stable_order(dist: torch.Tensor, bits: int) -> torch.Tensor:
@@ -113,33 +105,32 @@ def precision_at_hits(ranked: torch.Tensor) -> torch.Tensor:
     return total.index_add_(0, rows, m.double() / (pos + 1).double()) / hits.clamp_min(1)
 
 
-class TieAveraged:
-    """Tie-averaged AP of a block of queries, from a histogram of (query, shared labels, distance).
+def tie_averaged_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor,
+                     rows: int) -> torch.Tensor:
+    """Tie-averaged AP from a histogram of (query, shared labels, distance); `rows` queries at a time.
 
     One matrix product gives, for every query-item pair, the integer key
-    distance + (bits + 1) * shared_labels + a per-query offset; one histogram then counts, per query, the
-    items and the relevant items (shared_labels > 0) at each distance. Every key is an integer below
-    2^24, exact in float32 whatever order the product sums in.
+    distance + (bits + 1) * shared_labels + (bits + 1) * (S + 1) * query, S the most labels a query
+    carries; one histogram then counts, per query, the items and the relevant items (shared_labels > 0)
+    at each distance. Every key is an integer below 2^24, exact in float32 whatever order the product
+    sums in; no sort at all.
     """
-
-    def __init__(self, db_codes: torch.Tensor, db_labels: torch.Tensor):
-        self.bits = db_codes.shape[1]
-        self.db = torch.cat([db_codes, db_labels > 0], 1)  # float: codes in {-1, +1}, labels in {0, 1}
-
-    def bins(self, query_labels: torch.Tensor) -> int:
-        """Keys per query: bits + 1 distances x (0 ... the most labels a query of the block carries) shared."""
-        return (self.bits + 1) * (int((query_labels > 0).sum(1).max()) + 1 if query_labels.shape[0] else 1)
-
-    def __call__(self, q: torch.Tensor, query_labels: torch.Tensor) -> torch.Tensor:
-        n, bits, bins = q.shape[0], self.bits, self.bins(query_labels)
-        offsets = bits / 2 + bins * torch.arange(n, dtype=q.dtype, device=q.device)
-        key = torch.addmm(offsets[:, None], torch.cat([-0.5 * q, (bits + 1) * (query_labels > 0)], 1), self.db.T)
-        key = key.int().view(-1)  # index_add_ rather than bincount, which first scans for the min and max
-        ones = torch.ones(1, dtype=torch.int32, device=key.device).expand(key.numel())
-        counts = torch.zeros(n * bins, dtype=torch.int32, device=key.device).index_add_(0, key, ones)
-        counts = counts.view(n, -1, bits + 1)
-        items = counts.sum(1)
-        return tie_averaged_ap(items, items - counts[:, 0])
+    bits, n_query, query_labels = q.shape[1], q.shape[0], query_labels > 0
+    shared = int(query_labels.sum(1).max()) + 1 if n_query else 1  # 0 ... S labels in common
+    bins = (bits + 1) * shared
+    rows = min(rows, max(1, EXACT_FLOAT // bins))
+    queries = torch.cat([-0.5 * q, (bits + 1) * query_labels], 1)
+    items = torch.cat([d, db_labels > 0], 1)  # float: codes in {-1, +1}, labels in {0, 1}
+    offsets = bits / 2 + bins * torch.arange(rows, dtype=q.dtype, device=q.device)[:, None]
+    ones = torch.ones(1, dtype=torch.int32, device=q.device).expand(rows * d.shape[0])
+    counts = torch.zeros(n_query * bins, dtype=torch.int32, device=q.device)
+    for s in range(0, n_query, rows):
+        n = min(rows, n_query - s)
+        key = torch.addmm(offsets[:n], queries[s:s + n], items.T).int().view(-1)
+        counts[s * bins:(s + n) * bins].index_add_(0, key, ones[:key.numel()])  # bincount would scan min and max
+    counts = counts.view(n_query, shared, bits + 1)
+    per_distance = counts.sum(1)
+    return tie_averaged_ap(per_distance, per_distance - counts[:, 0])
 
 
 def tie_averaged_ap(items: torch.Tensor, relevant: torch.Tensor) -> torch.Tensor:
