@@ -13,6 +13,7 @@ from typing import Any, Callable
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.errors import ConfigError
+from ppp.evaluation.map import TIES, check_map_settings
 from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
 
 Check = Callable[[str, Any], None]
@@ -108,6 +109,7 @@ RULES: dict[str, Check] = {
     "evaluator.mia_settings.n_shadow": integer(1),
     "evaluator.mia_settings.attack": one_of("mlp", "lr"),
     "evaluator.density": one_of(True, False),
+    "evaluator.ties": one_of(*TIES),
 }
 
 
@@ -117,6 +119,13 @@ def check_config(cfg: DictConfig) -> None:
         value = OmegaConf.select(cfg, path, default="<absent>")
         if not (isinstance(value, str) and value == "<absent>"):
             check(path, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
+    check_combinations(cfg)
+
+
+def check_combinations(cfg: DictConfig) -> None:
+    """Values that are valid alone but not together."""
+    if OmegaConf.select(cfg, "evaluator.ties") is not None:
+        check_map_settings(cfg.evaluator.ties, cfg.evaluator.get("topk"))
 
 
 def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[int]) -> None:

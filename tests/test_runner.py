@@ -41,6 +41,8 @@ def quality(metrics):
     ("method.k=9", "method.k=9: at most 8 neighbours"),
     ("delta=median", "delta must be one of mean_abs, abs_mean"),
     ("evaluator.split=bogus", "unknown evaluator.split 'bogus'"),
+    ("evaluator.ties=random", "evaluator.ties must be one of stable, average"),
+    ("evaluator.topk=100", "evaluator.ties=average is defined for mAP@all only"),
 ])
 def test_bad_values_fail_before_any_training(tmp_path, override, message):
     cfg = composed(tmp_path, override.split())

@@ -23,7 +23,7 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     data = evaluation_set(ctx, cfg)
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data)
+                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data, cfg.ties)
     return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from ppp.data.base import Benchmark, LabelledDataset, carries_any
-from ppp.evaluation.map import mean_average_precision
+from ppp.evaluation.map import average_precisions
 from ppp.train import collect
 
 
@@ -31,8 +31,9 @@ def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, for
 
 def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, forget_relevance: str = "forget_classes",
                        topk: int | None = None, batch_size: int = 256, num_workers: int = 0,
-                       queries: LabelledDataset | None = None) -> dict[str, float]:
-    """mAP of `queries` (default: the test queries) against the database, split into forget and retain."""
+                       queries: LabelledDataset | None = None, ties: str = "average") -> dict:
+    """Mean AP of `queries` (default: the test queries) against the database per split and direction
+    (floats), and each query's AP under `per_query/...` (tensors)."""
     queries = bench.query if queries is None else queries
     q_img, q_txt = encode(system, queries, device, batch_size, num_workers)
     d_img, d_txt = encode(system, bench.database, device, batch_size, num_workers)
@@ -44,8 +45,10 @@ def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, 
             ql, dl = forget_split_labels(q_lab[mask], d_lab, forget_idx, forget_relevance)
         else:
             ql, dl = q_lab[mask], d_lab
-        out[f"{split}/i2t_map"] = mean_average_precision(q_img[mask], d_txt, ql, dl, topk)
-        out[f"{split}/t2i_map"] = mean_average_precision(q_txt[mask], d_img, ql, dl, topk)
+        for direction, codes, items in (("i2t", q_img, d_txt), ("t2i", q_txt, d_img)):
+            ap = average_precisions(codes[mask], items, ql, dl, topk, ties)
+            out[f"{split}/{direction}_map"] = float(ap.mean())
+            out[f"per_query/{split}/{direction}_map"] = ap
     out["count/forget_queries"] = int(is_forget.sum())
     out["count/retain_queries"] = int((~is_forget).sum())
     return out

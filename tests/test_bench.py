@@ -1,0 +1,51 @@
+import csv
+import json
+
+import pytest
+
+from ppp import bench
+
+MAP_COLUMNS = ["bits", "queries", "items", "floor_s", "average_s", "stable_s", "argsort_s", "average/floor",
+               "stable/floor", "argsort/floor", "argsort/average", "argsort/stable", "stable_vs_argsort_max_diff"]
+
+
+@pytest.fixture
+def tiny_sizes(monkeypatch):
+    monkeypatch.setitem(bench.MAP_SIZES, "quick", (60, 400))
+    monkeypatch.setitem(bench.SCALING_SIZES, "quick", (20, (200, 400, 800)))
+
+
+def test_map_sections_print_one_table_each_and_write_json_csv_and_plot(tiny_sizes, tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--json", str(out),
+                           "--figures", str(tmp_path / "fig")])
+    printed = capsys.readouterr().out
+    assert "| " + " | ".join(MAP_COLUMNS) + " |" in printed
+
+    rows = sections["map"].rows
+    assert [r["bits"] for r in rows] == [16, 32, 64] and list(rows[0]) == MAP_COLUMNS
+    assert all(r["stable_vs_argsort_max_diff"] < 1e-12 for r in rows)  # the same values as the argsort
+    assert all(r["argsort/stable"] == pytest.approx(r["argsort_s"] / r["stable_s"]) for r in rows)
+
+    payload = json.loads(out.read_text())
+    assert set(payload["sections"]) == {"map", "map_scaling"} and payload["machine"]["cores"] >= 1
+    assert payload["command"].startswith("python -m ppp.bench --quick")
+    with open(tmp_path / "bench.map.csv") as f:
+        assert list(csv.DictReader(f).fieldnames) == MAP_COLUMNS
+
+    scaling = sections["map_scaling"]
+    assert [r["items"] for r in scaling.rows] == [200, 400, 800]
+    assert list(scaling.rows[0]) == ["items", "floor_s", "average_s", "stable_s", "argsort_s"]
+    assert (tmp_path / "fig" / "map_scaling.png").stat().st_size > 1000
+
+
+def test_only_runs_the_named_section_and_rejects_unknown_ones(tiny_sizes, tmp_path):
+    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "map"])
+    assert list(sections) == ["map"]
+    with pytest.raises(SystemExit):
+        bench.main(["--only", "fisher_throughput_typo"])
+
+
+def test_loglog_slope():
+    assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.2, 0.4]) == pytest.approx(1.0)
+    assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.4, 1.6]) == pytest.approx(2.0)
