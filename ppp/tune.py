@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import logging
 import math
 import os
 import socket
@@ -22,6 +23,7 @@ import time
 import warnings
 from pathlib import Path
 
+import numpy as np
 import optuna
 import yaml
 from hydra import compose, initialize_config_dir
@@ -152,9 +154,10 @@ def open_study(tune: DictConfig) -> optuna.Study:
     with file_lock(Path(tune.dir) / ".study.lock"):
         study = optuna.create_study(study_name=tune.study_name, storage=storage, direction=tune.direction,
                                     load_if_exists=True)
-    # Each worker's seed: the search's seed + the trials already there + tune.worker, so a resumed
+    # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
     # worker does not replay its first proposals and concurrent workers (distinct tune.worker) differ.
-    seed = int(tune.sampler.seed) + len(study.trials) + int(tune.get("worker", 0))
+    entropy = [int(tune.sampler.seed), int(tune.get("worker", 0)), len(study.trials)]
+    seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     return optuna.load_study(study_name=tune.study_name, storage=storage,
                              sampler=make_sampler(tune.sampler, seed), pruner=make_pruner(tune.pruner))
 
@@ -278,7 +281,14 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
 
 # ---------------------------------------------------------------- outputs
 
-def write_outputs(study: optuna.Study, cfg: DictConfig) -> list[Path]:
+def paste_overrides(overrides: list[str]) -> list[str]:
+    """The run config's own overrides (groups chosen by the search file first), for run.py."""
+    choices = compose("config", overrides=overrides, return_hydra_config=True).hydra.runtime.choices
+    own = [o for o in overrides if not o.lstrip("+").startswith(("hparams_search=", "tune.", "evaluator.split="))]
+    return [f"method={choices.method}", f"dataset={choices.dataset}"] + own
+
+
+def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) -> list[Path]:
     """trials.csv, best.yaml, best_overrides.txt and the plots (PNG) under tune.dir."""
     out = Path(cfg.tune.dir)
     frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs",
@@ -288,11 +298,12 @@ def write_outputs(study: optuna.Study, cfg: DictConfig) -> list[Path]:
     if n_complete(study) == 0:
         return written
     best = study.best_trial
-    line = " ".join([f"method={cfg.method.name}"] + [f"method.{k}={v!r}" for k, v in best.params.items()])
+    line = " ".join(paste_overrides(overrides) + [f"method.{k}={v!r}" for k, v in best.params.items()])
     atomic_write(out / "best_overrides.txt", (line + "\n").encode())
     atomic_write(out / "best.yaml", yaml.safe_dump({
         "study": study.study_name, "trial": best.number, "objective": cfg.optimized_metric,
         "aggregate": cfg.tune.aggregate, "value": best.value, "split": "val",
+        "grid": OmegaConf.to_container(cfg.tune.grid),
         "method": {"name": cfg.method.name, **best.params}}, sort_keys=False).encode())
     written += [out / "best_overrides.txt", out / "best.yaml"]
     return written + write_plots(study, cfg, out / "plots")
@@ -303,6 +314,7 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
     from optuna.visualization import matplotlib as ovm
 
     params = list(cfg.tune.params)
@@ -319,9 +331,12 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
         for name, plot in plots.items():
             axes = plot()
             figure = (axes.flat[0] if hasattr(axes, "flat") else axes).figure
-            figure.set_size_inches(max(figure.get_size_inches()[0], 7), max(figure.get_size_inches()[1], 5))
-            figure.tight_layout()
-            figure.savefig(out / f"{name}.png", dpi=110)
+            for ax in figure.axes:  # log axes label their minor ticks, which overlap
+                ax.xaxis.set_minor_formatter(NullFormatter())
+                ax.yaxis.set_minor_formatter(NullFormatter())
+            if name == "slice":
+                figure.set_size_inches(4 * len(params) + 2, 4.5)
+            figure.savefig(out / f"{name}.png", dpi=110, bbox_inches="tight")
             plt.close(figure)
             written.append(out / f"{name}.png")
     return written
@@ -337,6 +352,7 @@ def tune(argv: list[str]) -> optuna.Study:
         OmegaConf.resolve(cfg.tune)
         check_search(cfg, overrides)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
+        logging.getLogger().setLevel(logging.ERROR)  # as run.py's job_logging: open_clip warns on every build
         study = open_study(cfg.tune)
         retried = recover_dead_trials(study, cfg.tune.max_retry)
         if retried:
@@ -347,7 +363,7 @@ def tune(argv: list[str]) -> optuna.Study:
             with cached_benchmarks():
                 study.optimize(make_objective(cfg, overrides), callbacks=[
                     optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))])
-        written = write_outputs(study, cfg)
+        written = write_outputs(study, cfg, overrides)
     if n_complete(study):
         best = study.best_trial
         print(f"[tune] best trial {best.number}: {cfg.optimized_metric} ({cfg.tune.aggregate}) = {best.value:.4f}")
