@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import optuna
+import sqlalchemy.exc
 import yaml
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
@@ -122,11 +123,17 @@ def open_storage(tune: DictConfig):
                           f"got '{url}'")
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return optuna.storages.RDBStorage(
-            url, heartbeat_interval=tune.heartbeat_interval, grace_period=tune.grace_period,
-            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=tune.max_retry))
+    def rdb():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=tune.heartbeat_interval, grace_period=tune.grace_period,
+                heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
+                    max_retry=tune.max_retry))
+    try:
+        return rdb()
+    except sqlalchemy.exc.IntegrityError:  # a worker on another machine created the schema at this moment
+        return rdb()
 
 
 def make_sampler(spec: DictConfig, worker_seed: int):
@@ -142,7 +149,7 @@ def make_pruner(spec: DictConfig):
 
 @contextlib.contextmanager
 def file_lock(path: Path):
-    """Serialises study creation between local workers (sqlite's schema creation races otherwise)."""
+    """Serialises schema and study creation between the workers of one machine."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -150,8 +157,8 @@ def file_lock(path: Path):
 
 
 def open_study(tune: DictConfig) -> optuna.Study:
-    storage = open_storage(tune)
-    with file_lock(Path(tune.dir) / ".study.lock"):
+    with file_lock(Path(tune.dir) / ".study.lock"):  # schema and study creation race between workers
+        storage = open_storage(tune)
         study = optuna.create_study(study_name=tune.study_name, storage=storage, direction=tune.direction,
                                     load_if_exists=True)
     # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
