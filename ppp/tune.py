@@ -75,8 +75,6 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
                           f"got '{cfg.evaluator.split}' (report the best parameters with evaluator.split=test)")
     if tune.direction not in ("minimize", "maximize"):
         raise ConfigError(f"tune.direction must be minimize or maximize, got '{tune.direction}'")
-    if isinstance(tune.n_trials, bool) or not isinstance(tune.n_trials, int) or tune.n_trials < 1:
-        raise ConfigError(f"tune.n_trials must be an integer >= 1, got '{tune.n_trials}'")
     if tune.aggregate not in AGGREGATES:
         raise ConfigError(f"tune.aggregate must be one of {', '.join(AGGREGATES)}; got '{tune.aggregate}'")
     if tune.sampler.name not in SAMPLERS:
@@ -85,9 +83,9 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
         raise ConfigError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}; got '{tune.pruner.name}'")
     if not tune.grid or any(not OmegaConf.is_list(v) or len(v) == 0 for v in tune.grid.values()):
         raise ConfigError("tune.grid must map config keys to non-empty lists, e.g. {bits: [16, 32, 64]}")
-    for key in ("heartbeat_interval", "grace_period", "max_retry"):
-        if not isinstance(tune[key], int) or tune[key] < 1:
-            raise ConfigError(f"tune.{key} must be an integer >= 1, got '{tune[key]}'")
+    for key, low in (("n_trials", 1), ("heartbeat_interval", 1), ("grace_period", 1), ("max_retry", 1), ("worker", 0)):
+        if isinstance(tune[key], bool) or not isinstance(tune[key], int) or tune[key] < low:
+            raise ConfigError(f"tune.{key} must be an integer >= {low}, got '{tune[key]}'")
     if not tune.params:
         raise ConfigError("tune.params is empty: nothing to search")
     for name, spec in tune.params.items():
@@ -163,7 +161,7 @@ def open_study(tune: DictConfig) -> optuna.Study:
                                     load_if_exists=True)
     # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
     # worker does not replay its first proposals and concurrent workers (distinct tune.worker) differ.
-    entropy = [int(tune.sampler.seed), int(tune.get("worker", 0)), len(study.trials)]
+    entropy = [int(tune.sampler.seed), int(tune.worker), len(study.trials)]
     seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     return optuna.load_study(study_name=tune.study_name, storage=storage,
                              sampler=make_sampler(tune.sampler, seed), pruner=make_pruner(tune.pruner))
@@ -203,7 +201,7 @@ def recover_dead_trials(study: optuna.Study, max_retry: int) -> list[int]:
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if worker_alive(trial):
             continue
-        try:
+        try:  # Optuna has no public call to finish another process's trial
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
         except UpdateFinishedTrialError:
             continue
