@@ -154,17 +154,27 @@ def file_lock(path: Path):
         yield
 
 
-def open_study(tune: DictConfig) -> optuna.Study:
+def open_study(cfg: DictConfig) -> optuna.Study:
+    """Create or load the study; a new one starts with the config's own values (the method's defaults),
+    so the search never ends worse than them on the validation split."""
+    tune = cfg.tune
     with file_lock(Path(tune.dir) / ".study.lock"):  # schema and study creation race between workers
         storage = open_storage(tune)
         study = optuna.create_study(study_name=tune.study_name, storage=storage, direction=tune.direction,
                                     load_if_exists=True)
+        if not study.trials and all(within(cfg.method[n], spec) for n, spec in tune.params.items()):
+            study.enqueue_trial({n: cfg.method[n] for n in tune.params}, user_attrs={"start": "config values"},
+                                skip_if_exists=True)
     # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
     # worker does not replay its first proposals and concurrent workers (distinct tune.worker) differ.
     entropy = [int(tune.sampler.seed), int(tune.worker), len(study.trials)]
     seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
     return optuna.load_study(study_name=tune.study_name, storage=storage,
                              sampler=make_sampler(tune.sampler, seed), pruner=make_pruner(tune.pruner))
+
+
+def within(value, spec: DictConfig) -> bool:
+    return value in spec.choices if spec.type == "categorical" else spec.low <= value <= spec.high
 
 
 def process_start(pid: int) -> str | None:
@@ -358,7 +368,7 @@ def tune(argv: list[str]) -> optuna.Study:
         check_search(cfg, overrides)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger().setLevel(logging.ERROR)  # as run.py's job_logging: open_clip warns on every build
-        study = open_study(cfg.tune)
+        study = open_study(cfg)
         retried = recover_dead_trials(study, cfg.tune.max_retry)
         if retried:
             print(f"[tune] trials {retried} lost their worker: failed and queued again")

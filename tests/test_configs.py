@@ -36,6 +36,7 @@ def test_every_config_file_is_covered():
     files = {p.relative_to(CONF).as_posix() for p in CONF.rglob("*.yaml")}
     covered = {f"{g}/{p.stem}.yaml" for g in GROUPS for p in (CONF / g).glob("*.yaml")}
     covered |= {f"experiment/{e}.yaml" for e in EXPERIMENTS} | {"config.yaml", "mia/default.yaml"}
+    covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 

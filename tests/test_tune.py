@@ -101,6 +101,8 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3 and len(builds) == 1  # the benchmark is built once for every trial
+    defaults = yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())
+    assert complete[0].params == {k: defaults[k] for k in ("alpha", "tau", "lam", "lam_max")}  # starts there
     assert_distinct_params(complete)
     for t in complete:  # the objective is the run's objective/gap on the validation split
         run = yaml.safe_load((tmp_path / "trials" / str(t.number) / "bits16" / "metrics.json").read_text())
