@@ -38,6 +38,8 @@ def test_every_config_file_is_covered():
     covered |= {f"experiment/{e}.yaml" for e in EXPERIMENTS} | {"config.yaml", "mia/default.yaml"}
     # blocks other configs pull in through their defaults (composed with them above)
     covered |= {"method/fisher_estimate/default.yaml", "backbone_weights/imagenet1k.yaml"}
+
+    covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 

@@ -89,7 +89,7 @@ def test_uncached_weights_offline_stop_the_run_in_one_line(tmp_path, monkeypatch
         "backbone.pretrained=openai: the ViT-B-32 weights are not in the local cache":
             ["method=ppp", "dataset=coco", "bits=64", "dataset.n_query=8", "dataset.n_train=16", "dataset.n_val=2", "method.k=1"],
         "backbone.weights=IMAGENET1K_V1: the resnet50 weights are not in":
-            ["method=ppp", "dataset=imagenet100", f"dataset.classes=[{','.join(WNIDS)}]", "dataset.per_class=4"],
+            ["method=ppp", "dataset=imagenet100", f"dataset.classes=[{','.join(WNIDS)}]", "dataset.per_class=4", "method.k=1"],
     }
     for message, args in cases.items():
         proc = run_cli([*args, f"data_root={tmp_path / 'data'}"], tmp_path, check=False)
