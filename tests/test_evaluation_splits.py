@@ -22,7 +22,7 @@ def context(bench, sample_seed=0) -> UnlearnContext:
 
 
 def settings(**kw):
-    return OmegaConf.create({"forget_relevance": "forget_classes", "batch_size": 64, "mia": [], "split": "test",
+    return OmegaConf.create({"forget_relevance": "forget_classes", "ties": "average", "batch_size": 64, "mia": [], "split": "test",
                              "forget_queries": "all", "forget_query_samples": 20, **kw})
 
 
