@@ -120,6 +120,16 @@ def test_per_query_shape_and_chunking_does_not_change_the_values(ties):
     assert average_precisions(q[:0], db, ql[:0], dl, ties=ties).shape == (0,)
 
 
+def test_average_is_the_same_when_float32_matmuls_may_run_in_reduced_precision():
+    q, db, ql, dl = random_case(50, 300, 32, 6, seed=5)
+    exact = average_precisions(q, db, ql, dl, ties="average")
+    torch.set_float32_matmul_precision("high")  # offsets are then added after the product, in float32
+    try:
+        torch.testing.assert_close(average_precisions(q, db, ql, dl, ties="average"), exact, rtol=0, atol=0)
+    finally:
+        torch.set_float32_matmul_precision("highest")
+
+
 def test_bad_settings_are_one_line_config_errors():
     with pytest.raises(ConfigError, match="ties must be one of stable, average"):
         check_map_settings("random", None)

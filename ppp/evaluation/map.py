@@ -18,7 +18,7 @@ from ppp.errors import ConfigError
 
 TIES = ("stable", "average")
 BLOCK_ENTRIES = 2 ** 23  # query x database pairs per block: bounds memory (a few hundred MB) at any database size
-EXACT_FLOAT = 2 ** 24    # float32 holds every integer below this exactly
+EXACT_KEYS = 2 ** 22     # keys (and so every partial sum, a multiple of 1/2) stay below 2^23: exact in float32
 
 
 def binarise(codes: torch.Tensor) -> torch.Tensor:
@@ -110,24 +110,28 @@ def tie_averaged_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tenso
     """Tie-averaged AP from a histogram of (query, shared labels, distance); `rows` queries at a time.
 
     One matrix product gives, for every query-item pair, the integer key
-    distance + (bits + 1) * shared_labels + (bits + 1) * (S + 1) * query, S the most labels a query
-    carries; one histogram then counts, per query, the items and the relevant items (shared_labels > 0)
-    at each distance. Every key is an integer below 2^24, exact in float32 whatever order the product
-    sums in; no sort at all.
+    distance + (bits + 1) * shared_labels + (bits + 1) * (S + 1) * (query's row in its block), S the most
+    labels a query carries: the query side is [-q / 2, (bits + 1) * labels, bits / 2 + row offset], the
+    item side [codes, labels, 1]. One bincount then counts, per query, the items and the relevant items
+    (shared_labels > 0) at each distance; no sort at all. Every partial sum is a multiple of 1/2 below
+    2^23, so float32 gets each key exactly whatever order the product sums in. Reduced-precision float32
+    matmuls (TF32, bf16) would round the large offsets, so there they are added after the product.
     """
     bits, n_query, query_labels = q.shape[1], q.shape[0], query_labels > 0
     shared = int(query_labels.sum(1).max()) + 1 if n_query else 1  # 0 ... S labels in common
     bins = (bits + 1) * shared
-    rows = min(rows, max(1, EXACT_FLOAT // bins))
-    queries = torch.cat([-0.5 * q, (bits + 1) * query_labels], 1)
-    items = torch.cat([d, db_labels > 0], 1)  # float: codes in {-1, +1}, labels in {0, 1}
-    offsets = bits / 2 + bins * torch.arange(rows, dtype=q.dtype, device=q.device)[:, None]
-    ones = torch.ones(1, dtype=torch.int32, device=q.device).expand(rows * d.shape[0])
-    counts = torch.zeros(n_query * bins, dtype=torch.int32, device=q.device)
+    rows = min(rows, max(1, EXACT_KEYS // bins))
+    offsets = bits / 2 + bins * (torch.arange(n_query, dtype=q.dtype, device=q.device) % rows)[:, None]
+    folded = torch.get_float32_matmul_precision() == "highest"
+    queries = torch.cat([-0.5 * q, (bits + 1) * query_labels, offsets if folded else offsets[:, :0]], 1)
+    items = torch.cat([d, db_labels > 0, d.new_ones(d.shape[0], int(folded))], 1)  # codes ±1, labels 0/1, 1
+    counts = torch.zeros(n_query * bins, dtype=torch.int64, device=q.device)
     for s in range(0, n_query, rows):
         n = min(rows, n_query - s)
-        key = torch.addmm(offsets[:n], queries[s:s + n], items.T).int().view(-1)
-        counts[s * bins:(s + n) * bins].index_add_(0, key, ones[:key.numel()])  # bincount would scan min and max
+        key = queries[s:s + n] @ items.T
+        if not folded:
+            key += offsets[s:s + n]
+        counts[s * bins:(s + n) * bins] = torch.bincount(key.int().view(-1), minlength=n * bins)
     counts = counts.view(n_query, shared, bits + 1)
     per_distance = counts.sum(1)
     return tie_averaged_ap(per_distance, per_distance - counts[:, 0])
