@@ -28,7 +28,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
-from ppp.models import System, build_system
+from ppp.models import System, build_system, from_scratch
 from ppp.models.scores import class_scores
 from ppp.train import train
 from ppp.unlearn.registry import METHODS
@@ -97,9 +97,7 @@ def incompetent_teacher(ctx, cfg) -> System:
     seed = ctx.sample_seed + int(cfg.teacher_seed_offset)
     if cfg.incompetent_pretrained:
         return ctx.fresh_system(seed=seed)
-    backbone = ctx.cfg.backbone
-    scratch = OmegaConf.merge(backbone, {k: None for k in ("pretrained", "weights") if k in backbone})
-    return build_system(scratch, ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(ctx.device)
+    return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(ctx.device)
 
 
 def kl_divergence(log_student: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:
