@@ -57,3 +57,14 @@ def test_config_errors_are_one_line(cli):
 
     bad_device = cli(["device=tpu"], check=False)
     assert bad_device.returncode != 0 and "unknown device" in bad_device.stderr
+
+
+def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
+    """`sample_seed` redraws D_f / D_n / D_r and the method's randomness; the models (shadows included) stay."""
+    cli(["-m", "seed=0", "sample_seed=0,1,2,3,4", "method=ppp", "method.forget_samples=5", "evaluator.mia=[shokri]",
+         "evaluator.mia_settings.n_shadow=2", *TINY])
+    runs = [json.loads(p.read_text()) for p in (tmp_path / "multi").glob("*/metrics.json")]
+    assert sorted(r["sample_seed"] for r in runs) == [0, 1, 2, 3, 4]
+    models = list((tmp_path / "cache" / "models").glob("*.pt"))
+    assert len(models) == 4  # Original, Retrain and two shadows, trained once for all five draws
+    assert len({r["metrics"]["forget/i2t_map"] for r in runs}) > 1  # the draws did change the unlearning
