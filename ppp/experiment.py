@@ -69,8 +69,8 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A small text table: one row per model; mAP, accuracy, MIA rates and AUC in percent."""
-    groups = ("forget/", "retain/", "mia/")
+    """A small text table: one row per model; mAP, accuracy, MIA rates and AUCs in percent."""
+    groups = ("forget/", "retain/", "mia/", "probe/")
     cols = sorted({k for r in rows.values() for k in r if k.startswith(groups)},
                   key=lambda k: (groups.index(k[:k.index("/") + 1]), "/mia" in k, k))  # MIA after mAP / accuracy
     width = max([16] + [len(c) + 2 for c in cols])

@@ -109,6 +109,7 @@ RULES: dict[str, Check] = {
     "evaluator.mia_settings.n_shadow": integer(1),
     "evaluator.mia_settings.attack": one_of("mlp", "lr"),
     "evaluator.density": one_of(True, False),
+    "evaluator.residual": one_of(True, False),
     "evaluator.ties": one_of(*TIES),
 }
 
