@@ -278,3 +278,17 @@ def test_residual_rows_beside_the_cross_modal_ones_and_out_of_delta(tmp_path):
     assert cell(probes, "Probe AUC, image codes", "PPP") == "99.50"
     assert cell(probes, "Probe AUC, image codes", "Retrain") == "83.00"
     assert cell(probes, "D_f I2I mAP", "Original") == "65.00" and cell(probes, "Probe AUC, text codes", "Original") == "–"
+
+
+def test_parameter_changes_in_the_residual_table(tmp_path):
+    changed = {"changed/token_table_share": 0.00002, "changed/image_tower_share": 0.001,
+               "changed/image_tower_median_rel": 1.2}
+    write_run(tmp_path / "runs" / "ppp", "ppp", {**seeded(PPP, 16, 1), **changed},
+              references={"original": {**seeded(ORIGINAL, 16, 1), "changed/image_tower_share": 0.0}})
+    write_report([tmp_path / "runs"], tmp_path / "out", figures=False)
+    table = (tmp_path / "out" / "residual.md").read_text()
+    assert cell(table, "Changed image tower: share", "PPP") == "0.10"
+    assert cell(table, "Changed image tower: median rel. change", "PPP") == "120.00"
+    assert cell(table, "Changed image tower: share", "Original") == "0.00"
+    assert cell(table, "D_f I2T mAP", "PPP") == "30.00"
+    assert "Probe AUC, image codes" not in table and "Changed heads" not in table

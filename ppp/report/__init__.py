@@ -58,7 +58,7 @@ def write_report(dirs, out: Path, compare: str | None = None, resamples: int = 2
     frame.to_csv(written[0], index=False)
     stats.to_csv(written[1], index=False)
     written += write_tables(table2(stats, frame, delta), out, "table2", "Table 2: retrieval mAP (%)")
-    written += write_tables(residual_table(stats), out, "residual", "Residual knowledge per tower (%)")
+    written += write_tables(residual_table(stats), out, "residual", "Residual knowledge per tower and parameter changes (%)")
     written += write_tables(table1(stats, frame, delta), out, "table1", "Table 1: classification accuracy and MIA (%)")
     if pair:
         written += write_tables(bootstrap_table(runs, stats, pair, resamples, seed), out, "bootstrap",

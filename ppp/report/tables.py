@@ -19,6 +19,9 @@ DISPLAY = {"original": "Original", "bad": "Bad", "retrain": "Retrain", "finetune
 DIRECTIONS = ("i2t", "t2i")
 UNIMODAL = ("i2i", "t2t")  # residual mAP (evaluator.residual): shown beside the cross-modal rows, not in |Δ|
 PROBE_ROWS = {"probe/image_auc": "Probe AUC, image codes", "probe/text_auc": "Probe AUC, text codes"}
+CHANGED_GROUPS = ("token_table", "text_tower", "image_tower", "heads", "body", "head", "text", "image", "all")
+CHANGED_ROWS = {f"changed/{g}_{stat}": f"Changed {g.replace('_', ' ')}: {label}" for g in CHANGED_GROUPS
+                for stat, label in (("share", "share"), ("median_rel", "median rel. change"))}
 MIA_ROWS = {"forget/mia": "MIA", "forget/mia_shokri": "MIA (Shokri)"}
 BLOCK = ["dataset", "backbone", "forget"]
 
@@ -193,21 +196,22 @@ def table1(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
 
 
 def residual_table(stats: pd.DataFrame) -> list[Table]:
-    """Retrieval runs with `evaluator.residual`: per bits, the forget mAP in every direction beside the
-    linear-probe AUCs of each tower, one column per method (does the class leave each tower?)."""
+    """Per setting and bits, one column per method: the forget mAP in every direction beside the
+    linear-probe AUCs of each tower (`evaluator.residual`), and which parameters the method changed
+    (`changed/*`): does the class leave each tower, and what moved?"""
     tables = []
-    retrieval = stats[stats["task"] == "retrieval"]
-    for (dataset, backbone, forget, bits), block in retrieval.groupby(BLOCK + ["bits"]):
+    for (dataset, backbone, forget, bits), block in stats.groupby(BLOCK + ["bits"]):
         present = set(block["metric"])
-        if not present & set(PROBE_ROWS):
+        if not present & (set(PROBE_ROWS) | set(CHANGED_ROWS)):
             continue
         variants, cells = ordered(block["variant"]), lookup(block)
         names = {**{f"forget/{d}_map": f"D_f {d.upper()} mAP" for d in DIRECTIONS + UNIMODAL},
-                 **PROBE_ROWS}
+                 "forget/acc": "D_f acc", **PROBE_ROWS, **CHANGED_ROWS}
         rows = [(label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
                 for metric, label in names.items() if metric in present]
         note = (f"{repeats_note(block)} In %. Probe: logistic regression on the database codes of one tower, "
-                f"target 'carries a forget class', ROC AUC on the queries (50 = no trace of the class).")
+                f"target 'carries a forget class', ROC AUC on the queries (50 = no trace of the class). Changed: "
+                f"entries that moved by more than 1e-6 of their Original value, and their median relative change.")
         tables.append(Table(title(dataset, forget, backbone, f", {bits} bits"), "", [display(v) for v in variants],
                             rows, note=note))
     return tables
