@@ -76,6 +76,9 @@ RULES: dict[str, Check] = {
     "delta": one_of("mean_abs", "abs_mean"),
     "save_model": one_of(True, False),
     "skip_finished": one_of(True, False),
+    # datasets
+    "dataset.surface_forms": one_of(True, False),
+    "dataset.mention_prob": number(0, 1, low_open=True),
     # dampening methods (ppp, ssd, fisher)
     "method.alpha": number(0),
     "method.lam": number(0),
