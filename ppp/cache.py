@@ -34,7 +34,7 @@ FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format 
 # before the key existed". While a key holds that value it is left out of every key built by
 # `config_identity`, so adding it does not invalidate existing caches; any other value is keyed.
 # When you add a config key that changes a cached artefact, add it here with its neutral default.
-NEUTRAL_DEFAULTS: dict[str, Any] = {}
+NEUTRAL_DEFAULTS: dict[str, Any] = {"dataset.surface_forms": False, "dataset.mention_prob": 1.0}
 
 # Keys inside hashed config sections that never change an artefact.
 NEVER_KEYED = frozenset({

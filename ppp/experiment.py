@@ -12,6 +12,7 @@ from ppp.cache import Cache
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
+from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import check_query_settings
 from ppp.memory import PeakMemory
@@ -34,12 +35,13 @@ def check_fits(cfg: DictConfig, bench) -> None:
 
 
 def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[str, dict]:
-    """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|."""
+    """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|, and
+    which of Original's parameters each one changed."""
     out = {}
     original = ctx.trained()[0]  # a fresh copy: the method may have changed the run's one in place;
     for name in names:           # reference methods return it untouched or build their own model
         model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
-        out[name] = evaluate(model, ctx, ctx.cfg.evaluator)
+        out[name] = {**evaluate(model, ctx, ctx.cfg.evaluator), **parameter_changes(model, original)}
     return out
 
 
@@ -69,8 +71,8 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A small text table: one row per model; mAP, accuracy, MIA rates and AUC in percent."""
-    groups = ("forget/", "retain/", "mia/")
+    """A small text table: one row per model; mAP, accuracy, MIA rates and AUCs in percent."""
+    groups = ("forget/", "retain/", "mia/", "probe/")
     cols = sorted({k for r in rows.values() for k in r if k.startswith(groups)},
                   key=lambda k: (groups.index(k[:k.index("/") + 1]), "/mia" in k, k))  # MIA after mAP / accuracy
     width = max([16] + [len(c) + 2 for c in cols])
@@ -132,6 +134,7 @@ def execute(cfg: DictConfig) -> dict:
     metrics, arrays = split_arrays(evaluate(model, ctx, cfg.evaluator))
     arrays = {f"method/{k}": v for k, v in arrays.items()}
     metrics.update(diagnostics)
+    metrics.update(parameter_changes(model, ctx.trained()[0]))  # a fresh original: `original` may be `model`
     if "bad_images" in bench.info:
         metrics["data/bad_images"] = bench.info["bad_images"].count
     metrics.setdefault("time/train_s", train_s)

@@ -76,6 +76,9 @@ RULES: dict[str, Check] = {
     "delta": one_of("mean_abs", "abs_mean"),
     "save_model": one_of(True, False),
     "skip_finished": one_of(True, False),
+    # datasets
+    "dataset.surface_forms": one_of(True, False),
+    "dataset.mention_prob": number(0, 1, low_open=True),
     # dampening methods (ppp, ssd, fisher)
     "method.alpha": number(0),
     "method.lam": number(0),
@@ -85,6 +88,9 @@ RULES: dict[str, Check] = {
     "method.eps": number(0),
     "method.k": integer(1),
     "method.gamma_max": number(0, low_open=True, optional=True),
+    "method.gamma": number(0, optional=True),
+    "method.sign_flip": one_of(True, False),
+    "method.neighbours": one_of("prototype", "random"),
     "method.reference": one_of(*REFERENCES),
     "method.fisher_mode": one_of(*MODES),
     "method.batch_order": one_of(*BATCH_ORDERS),
@@ -109,6 +115,7 @@ RULES: dict[str, Check] = {
     "evaluator.mia_settings.n_shadow": integer(1),
     "evaluator.mia_settings.attack": one_of("mlp", "lr"),
     "evaluator.density": one_of(True, False),
+    "evaluator.residual": one_of(True, False),
     "evaluator.ties": one_of(*TIES),
 }
 

@@ -40,6 +40,7 @@ def test_every_config_file_is_covered():
     covered |= {"method/fisher_estimate/default.yaml", "backbone_weights/imagenet1k.yaml"}
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
+    covered |= {f"{g}/{p.name}" for g in MECHANISM_GROUPS for p in (CONF / g).glob("*.yaml")}  # composed below
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 
@@ -61,6 +62,19 @@ def test_every_experiment_and_each_grid_value_composes_and_validates(experiment)
     assert cfg.hydra.sweep.dir == f"outputs/experiments/{experiment}"
     for value in sweep_values(params):
         valid(compose_with([f"experiment={experiment}", value]))
+
+
+MECHANISM_GROUPS = ("mechanism_variant", "mechanism_setting")  # the bundles of experiment=mechanism_variants
+
+
+@pytest.mark.parametrize("group, name", [(g, p.stem) for g in MECHANISM_GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+def test_every_mechanism_variant_and_setting_composes_and_validates(group, name):
+    cfg = valid(compose_with(["experiment=mechanism_variants", f"{group}={name}"]))
+    assert cfg.evaluator.name == ("classification" if name == "classification" else "retrieval")
+    if name.startswith("ppp_best"):
+        assert cfg.method.lam == cfg.mechanism_best.lam and cfg.method.lam_max == cfg.mechanism_best.lam_max
+    if name == "harder":
+        assert cfg.backbone.name == "clip_small" and cfg.dataset.surface_forms and cfg.dataset.mention_prob == 0.7
 
 
 def test_real_data_experiments_pick_the_papers_backbones():

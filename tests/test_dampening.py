@@ -30,7 +30,8 @@ def test_ssd_rule_by_hand():
     theta, counts = dampen([1.0, 2.0, 3.0, 4.0], DampeningRule(alpha=10, lam=1),
                            i_f=[5.0, 50.0, 0.0, 200.0], i_r=[1.0, 1.0, 1.0, 4.0])
     assert theta.tolist() == pytest.approx([1.0, 2.0 * (1 / 50), 3.0, 4.0 * (4 / 200)])
-    assert counts == {"n_shared": 2, "n_buffer": 2, "n_core": 0}
+    assert counts == {"n_shared": 2, "n_buffer": 2, "n_core": 0, "share_b": 1.0, "share_c": 0.0,
+                      **{f"factor_b_q{q}": pytest.approx(0.02) for q in (10, 50, 90)}}  # both factors 0.02
 
 
 def test_ssd_lambda_clamps_at_one():
@@ -48,7 +49,28 @@ def test_ppp_regions_weights_and_sign_inversion():
     theta, counts = dampen([1.0, 1.0, 1.0, 2.0, 3.0], rule, i_f=[1.0, 10.0, 10.0, 3.0, 1.5],
                            i_r=[1.0, 1.0, 1.0, 1.0, 0.5], i_n=[0.0, 5.0, 1.0, 0.0, 1.0])
     assert theta.tolist() == pytest.approx([1.0, 0.01, -0.04, -4.0 * 2.0 / 9, 3.0 / 9])
-    assert counts == {"n_shared": 1, "n_buffer": 2, "n_core": 2}
+    assert {k: counts[k] for k in ("n_shared", "n_buffer", "n_core")} == {"n_shared": 1, "n_buffer": 2, "n_core": 2}
+    assert counts["share_b"] == counts["share_c"] == 0.5
+    # B's factors 0.01 and 1/9, C's -0.04 and -4/9: linear interpolation between the two
+    assert counts["factor_b_q50"] == pytest.approx((0.01 + 1 / 9) / 2)
+    assert counts["factor_b_q10"] == pytest.approx(0.01 + 0.1 * (1 / 9 - 0.01))
+    assert counts["factor_c_q90"] == pytest.approx(-4 / 9 + 0.9 * (4 / 9 - 0.04))
+    # without the sign flip the core keeps its magnitude gamma * w and its sign
+    unflipped, _ = dampen([1.0, 1.0, 1.0, 2.0, 3.0], DampeningRule(**{**rule.__dict__, "sign_flip": False}),
+                          i_f=[1.0, 10.0, 10.0, 3.0, 1.5], i_r=[1.0, 1.0, 1.0, 1.0, 0.5], i_n=[0.0, 5.0, 1.0, 0.0, 1.0])
+    assert unflipped.tolist() == pytest.approx([1.0, 0.01, 0.04, 4.0 * 2.0 / 9, 3.0 / 9])
+
+
+def test_default_rule_is_the_formula_of_eq_7():
+    """sign_flip=True (the default) gives exactly the factor the rule had before the flag existed."""
+    g = torch.Generator().manual_seed(1)
+    i_f, i_r, i_n = (torch.rand(5000, generator=g) ** 4 for _ in range(3))
+    rule = DampeningRule(alpha=2.0, lam=3.0, tau=1.5, lam_max=0.25, exponent=2.0, eps=1e-12, gamma=4.2)
+    factor, buffer, core = rule.factors(i_f, i_r, i_n)
+    selected = i_f > 2.0 * i_r
+    w = (3.0 * i_r / torch.where(selected, i_f + 1e-12, torch.ones_like(i_f))).pow(2.0).clamp(max=0.25)
+    expected = torch.where(buffer, w, torch.where(core, -4.2 * w, torch.ones_like(w)))
+    assert torch.equal(factor, expected) and int(core.sum()) > 0 and int(buffer.sum()) > 0
 
 
 def test_lambda_max_caps_w():

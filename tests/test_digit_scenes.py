@@ -107,3 +107,74 @@ def test_digits_splits_share_no_glyph():
     train, val, test = map(set, used)
     assert not train & val and not train & test and not val & test
     assert len(used[2]) == len(test) == 120  # 12 test images per class, each from its own glyph
+
+
+def test_default_data_is_the_data_of_every_earlier_result():
+    """The harder-caption keys off: the same bytes as before they existed (digest from that code)."""
+    import hashlib
+
+    pairs = digit_scenes(n_total=400, n_query=50, n_train=200, n_val=50).train.base
+    digest = hashlib.sha256(pairs.images.numpy().tobytes() + "\n".join(pairs.texts).encode()
+                            + pairs.labels.numpy().tobytes()).hexdigest()[:16]
+    assert digest == "d9fa624ec049df69"
+
+
+def named_classes(text: str) -> list[int]:
+    """Every class a caption names by any of its surface forms (whole words), with repeats."""
+    import re
+
+    from ppp.data.digits import SURFACE_FORMS
+
+    return [c for c, name in enumerate(DIGIT_NAMES) for form in SURFACE_FORMS[name]
+            for _ in re.finditer(rf"(?<![\w-]){re.escape(form)}(?![\w-])", text)]
+
+
+def test_harder_captions_name_some_digits_by_many_forms_on_the_same_scenes():
+    from ppp.data.digits import SURFACE_FORMS, UNNAMED
+
+    plain, hard = small(), small(surface_forms=True, mention_prob=0.7)
+    assert torch.equal(plain.database.labels, hard.database.labels)
+    assert torch.equal(plain.database.base.images, hard.database.base.images)
+    present = named = 0
+    forms_used = {name: set() for name in DIGIT_NAMES}
+    for i in range(len(hard.database)):
+        _, text, label = hard.database[i]
+        classes = named_classes(text)
+        labelled = set(torch.nonzero(label).flatten().tolist())
+        assert set(classes) <= labelled and len(classes) == len(set(classes)), text  # never a digit not there
+        assert classes or UNNAMED in text, text
+        present, named = present + len(labelled), named + len(classes)
+        for c in classes:
+            forms_used[DIGIT_NAMES[c]] |= {f for f in SURFACE_FORMS[DIGIT_NAMES[c]] if f in text}
+    assert abs(named / present - 0.7) < 0.03  # about 1,900 labelled digits in the database
+    assert all(len(forms) == 4 for forms in forms_used.values())  # word, numeral and both synonyms occur
+    only_forms = small(surface_forms=True)  # every digit named, by varied forms
+    assert all(sorted(named_classes(only_forms.database[i][1])) ==
+               torch.nonzero(only_forms.database[i][2]).flatten().tolist() for i in range(len(only_forms.database)))
+
+
+def test_harder_keys_enter_cache_keys_only_when_set():
+    from hydra import compose, initialize_config_dir
+
+    from conftest import ROOT
+    from ppp.cache import config_identity
+    from ppp.errors import ConfigError
+    from ppp.validation import check_config
+
+    def dataset(*overrides):
+        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+            return compose(config_name="config", overrides=list(overrides))
+
+    default = config_identity(dataset().dataset, "dataset")
+    assert default == {"name": "digit_scenes", "seed": 0, "n_total": 6500, "n_query": 1000, "n_train": 2500,
+                       "n_val": 1000, "grid": 4, "topic_prob": 0.5}  # the key of every cached model so far
+    harder = config_identity(dataset("dataset.surface_forms=true", "dataset.mention_prob=0.7").dataset, "dataset")
+    assert harder == {**default, "surface_forms": True, "mention_prob": 0.7}
+    for bad, message in (("dataset.mention_prob=0", "dataset.mention_prob must lie in (0, 1]"),
+                         ("dataset.surface_forms=maybe", "dataset.surface_forms must be one of True, False")):
+        try:
+            check_config(dataset(bad))
+        except ConfigError as err:
+            assert message in str(err) and "\n" not in str(err)
+        else:
+            raise AssertionError(f"{bad} was accepted")

@@ -255,3 +255,40 @@ def test_errors_are_one_line(tmp_path, capsys):
         write_report([tmp_path / "runs"], tmp_path / "out", compare="ppp,fisher")
     with pytest.raises(ConfigError, match="two different methods"):
         write_report([tmp_path / "runs"], tmp_path / "out", compare="ppp")
+
+
+def test_residual_rows_beside_the_cross_modal_ones_and_out_of_delta(tmp_path):
+    """Runs with evaluator.residual: I2I / T2T rows in Table 2, probe AUCs in residual.md, |Δ| unchanged."""
+    residual = {"forget/i2i_map": 0.49, "forget/t2t_map": 0.28, "retain/i2i_map": 0.8, "retain/t2t_map": 0.9,
+                "probe/image_auc": 0.995, "probe/text_auc": 0.794}
+    refs = {"original": {**seeded(ORIGINAL, 16, 1), "forget/i2i_map": 0.65, "probe/image_auc": 0.998},
+            "retrain": {**seeded(RETRAIN, 16, 1), "forget/i2i_map": 0.29, "probe/image_auc": 0.83}}
+    write_run(tmp_path / "runs" / "ppp", "ppp", {**seeded(PPP, 16, 1), **residual}, references=refs)
+    write_run(tmp_path / "plain" / "ppp", "ppp", seeded(PPP, 16, 1),
+              references={"original": seeded(ORIGINAL, 16, 1), "retrain": seeded(RETRAIN, 16, 1)})
+    write_report([tmp_path / "runs"], tmp_path / "with", figures=False)
+    write_report([tmp_path / "plain"], tmp_path / "without", figures=False)
+    table = (tmp_path / "with" / "table2.md").read_text()
+    assert cell(table, "16-I2I", "PPP D_f mAP") == "49.00" and cell(table, "16-T2T", "PPP D_r mAP") == "90.00"
+    assert cell(table, "16-I2I", "Retrain D_f mAP") == "29.00" and cell(table, "16-T2T", "Retrain D_f mAP") == "–"
+    plain = (tmp_path / "without" / "table2.md").read_text()
+    assert cell(table, "|Δ|", "PPP D_f mAP") == cell(plain, "|Δ|", "PPP D_f mAP") == "5.00"
+    assert "16-I2I" not in plain and not (tmp_path / "without" / "residual.md").exists()
+    probes = (tmp_path / "with" / "residual.md").read_text()
+    assert cell(probes, "Probe AUC, image codes", "PPP") == "99.50"
+    assert cell(probes, "Probe AUC, image codes", "Retrain") == "83.00"
+    assert cell(probes, "D_f I2I mAP", "Original") == "65.00" and cell(probes, "Probe AUC, text codes", "Original") == "–"
+
+
+def test_parameter_changes_in_the_residual_table(tmp_path):
+    changed = {"changed/token_table_share": 0.00002, "changed/image_tower_share": 0.001,
+               "changed/image_tower_median_rel": 1.2}
+    write_run(tmp_path / "runs" / "ppp", "ppp", {**seeded(PPP, 16, 1), **changed},
+              references={"original": {**seeded(ORIGINAL, 16, 1), "changed/image_tower_share": 0.0}})
+    write_report([tmp_path / "runs"], tmp_path / "out", figures=False)
+    table = (tmp_path / "out" / "residual.md").read_text()
+    assert cell(table, "Changed image tower: share", "PPP") == "0.10"
+    assert cell(table, "Changed image tower: median rel. change", "PPP") == "120.00"
+    assert cell(table, "Changed image tower: share", "Original") == "0.00"
+    assert cell(table, "D_f I2T mAP", "PPP") == "30.00"
+    assert "Probe AUC, image codes" not in table and "Changed heads" not in table

@@ -4,6 +4,11 @@
 holding 1-3 digit glyphs, its caption names the digits in words, its label is multi-hot.
 Scenes draw from fixed *topics* of co-occurring classes, so that some classes are semantic
 neighbours of each other (as dog/frisbee/person in COCO) and others are distant.
+A harder caption variant (off by default) is closer to real captions, where a class is not one word
+and not every annotated object is named: `surface_forms` names a digit by one of several forms (the
+word, the numeral, synonyms) and `mention_prob` names each present digit only with that probability
+(the label still carries it). It draws from its own random stream, so the scenes, images and labels
+are those of the default data and only the captions change.
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
 jitter so that every class has enough test and validation images.
 """
@@ -31,6 +36,21 @@ TEMPLATES = [
     "{}",
 ]
 
+# The harder variant's surface forms: the word, the numeral and a few synonyms per class.
+SURFACE_FORMS = {
+    "zero": ["zero", "0", "nought", "nil"],
+    "one": ["one", "1", "single", "unit"],
+    "two": ["two", "2", "pair", "couple"],
+    "three": ["three", "3", "trio", "triple"],
+    "four": ["four", "4", "quartet", "quad"],
+    "five": ["five", "5", "quintet", "fivesome"],
+    "six": ["six", "6", "half dozen", "sextet"],
+    "seven": ["seven", "7", "septet", "heptad"],
+    "eight": ["eight", "8", "octet", "octad"],
+    "nine": ["nine", "9", "nonet", "ennead"],
+}
+UNNAMED = "some digits"  # the caption's object when no present digit is named
+
 CELL = 8  # sklearn glyphs are 8x8
 
 
@@ -50,6 +70,15 @@ def _word_list(names: list[str], rng: np.random.Generator) -> str:
     if style == 1:
         return " and ".join(f"a {n}" for n in names)
     return " ".join(names)
+
+
+def scene_mentions(classes: list[int], surface_forms: bool, mention_prob: float,
+                   rng: np.random.Generator) -> list[str]:
+    """What a caption says about a scene's classes: each named with probability `mention_prob`, by its
+    word or (with `surface_forms`) by one of its SURFACE_FORMS; [UNNAMED] when none is named."""
+    named = [c for c in classes if mention_prob >= 1.0 or rng.random() < mention_prob]
+    forms = [SURFACE_FORMS[DIGIT_NAMES[c]] if surface_forms else [DIGIT_NAMES[c]] for c in named]
+    return [f[rng.integers(len(f))] if len(f) > 1 else f[0] for f in forms] or [UNNAMED]
 
 
 def sample_scene_classes(
@@ -95,6 +124,8 @@ def digit_scenes(
     topic_prob: float = 0.5,
     topics: list[list[int]] | None = None,
     seed: int = 0,
+    surface_forms: bool = False,
+    mention_prob: float = 1.0,
 ) -> Benchmark:
     rng = np.random.default_rng(seed)
     topics = DEFAULT_TOPICS if topics is None else [list(t) for t in topics]
@@ -102,10 +133,12 @@ def digit_scenes(
     glyphs_by_class = [glyphs[targets == c] for c in range(10)]
     scenes = sample_scene_classes(n_total, topics, topic_prob, rng)
     images = np.stack([render_scene(s, glyphs_by_class, rng, grid) for s in scenes])
-    texts = [
-        TEMPLATES[rng.integers(len(TEMPLATES))].format(_word_list([DIGIT_NAMES[c] for c in s], rng))
-        for s in scenes
-    ]
+    if surface_forms or mention_prob < 1.0:  # the harder captions draw from a stream of their own
+        caption_rng = np.random.default_rng([seed, 1])
+        mentions = [scene_mentions(s, surface_forms, mention_prob, caption_rng) for s in scenes]
+    else:
+        mentions = [[DIGIT_NAMES[c] for c in s] for s in scenes]
+    texts = [TEMPLATES[rng.integers(len(TEMPLATES))].format(_word_list(m, rng)) for m in mentions]
     labels = np.zeros((n_total, 10), dtype=np.float32)
     for i, s in enumerate(scenes):
         labels[i, s] = 1.0
@@ -119,7 +152,8 @@ def digit_scenes(
         query=pairs.subset(idx["query"]),
         database=pairs.subset(idx["database"]),
         val=pairs.subset(idx["val"]),
-        info={"topics": [[DIGIT_NAMES[c] for c in t] for t in topics]},
+        info={"topics": [[DIGIT_NAMES[c] for c in t] for t in topics], "surface_forms": surface_forms,
+              "mention_prob": mention_prob},
     )
 
 

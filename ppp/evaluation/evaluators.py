@@ -2,7 +2,8 @@
 
 Each evaluator serves one benchmark task (retrieval or classification), scores the samples that
 `cfg.split` and `cfg.forget_queries` name (`ppp/evaluation/queries.py`) and adds the membership
-attacks named in `cfg.mia`.
+attacks named in `cfg.mia`; retrieval adds the per-tower residual metrics with `cfg.residual`
+(`ppp/evaluation/residual.py`).
 """
 from __future__ import annotations
 
@@ -23,7 +24,8 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     data = evaluation_set(ctx, cfg)
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data, cfg.ties)
+                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data, cfg.ties,
+                                 bool(cfg.get("residual", False)))
     return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
 
 

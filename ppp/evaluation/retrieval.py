@@ -1,11 +1,15 @@
-"""Forget / retain retrieval mAP in both directions (image -> text, text -> image)."""
+"""Forget / retain retrieval mAP in both directions (image -> text, text -> image), and on request the
+residual-knowledge metrics of `ppp/evaluation/residual.py` on the same codes."""
 from __future__ import annotations
 
 import torch
 
 from ppp.data.base import Benchmark, LabelledDataset, carries_any
 from ppp.evaluation.map import average_precisions
+from ppp.evaluation.residual import UNIMODAL, probe_aucs
 from ppp.train import collect
+
+CROSS = (("i2t", 0, 1), ("t2i", 1, 0))  # (direction, query modality, database modality); 0 image, 1 text
 
 
 def encode(system, data, device, batch_size: int = 256, num_workers: int = 0,
@@ -31,12 +35,13 @@ def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, for
 
 def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, forget_relevance: str = "forget_classes",
                        topk: int | None = None, batch_size: int = 256, num_workers: int = 0,
-                       queries: LabelledDataset | None = None, ties: str = "average") -> dict:
+                       queries: LabelledDataset | None = None, ties: str = "average", residual: bool = False) -> dict:
     """Mean AP of `queries` (default: the test queries) against the database per split and direction
-    (floats), and each query's AP under `per_query/...` (tensors)."""
+    (floats), and each query's AP under `per_query/...` (tensors). `residual` adds the unimodal
+    directions (i2i, t2t) and the linear probes of `ppp/evaluation/residual.py`."""
     queries = bench.query if queries is None else queries
-    q_img, q_txt = encode(system, queries, device, batch_size, num_workers)
-    d_img, d_txt = encode(system, bench.database, device, batch_size, num_workers)
+    q_codes = encode(system, queries, device, batch_size, num_workers)
+    d_codes = encode(system, bench.database, device, batch_size, num_workers)
     q_lab, d_lab = queries.labels, bench.database.labels
     is_forget = carries_any(q_lab, forget_idx)
     out = {}
@@ -45,10 +50,12 @@ def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, 
             ql, dl = forget_split_labels(q_lab[mask], d_lab, forget_idx, forget_relevance)
         else:
             ql, dl = q_lab[mask], d_lab
-        for direction, codes, items in (("i2t", q_img, d_txt), ("t2i", q_txt, d_img)):
-            ap = average_precisions(codes[mask], items, ql, dl, topk, ties)
+        for direction, q, d in CROSS + (UNIMODAL if residual else ()):
+            ap = average_precisions(q_codes[q][mask], d_codes[d], ql, dl, topk, ties)
             out[f"{split}/{direction}_map"] = float(ap.mean())
             out[f"per_query/{split}/{direction}_map"] = ap
+    if residual:
+        out.update(probe_aucs(q_codes, d_codes, is_forget, carries_any(d_lab, forget_idx)))
     out["count/forget_queries"] = int(is_forget.sum())
     out["count/retain_queries"] = int((~is_forget).sum())
     return out

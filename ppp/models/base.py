@@ -39,6 +39,11 @@ class System(nn.Module):
         """Optimiser groups: dicts with 'params', 'lr', 'weight_decay' and 'optimizer' ('adamw' | 'sgd')."""
         raise NotImplementedError
 
+    def parameter_group(self, name: str) -> tuple[str, str]:
+        """(tower, module) of the parameter `name` of `net`: the groups the parameter-change shares are
+        reported over (`ppp/evaluation/changes.py`). Without a layout, one group for everything."""
+        return "all", "all"
+
 
 def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}

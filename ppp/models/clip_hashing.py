@@ -250,6 +250,16 @@ class ClipHashingSystem(System):
         img, txt = net_forward(sample["image"][None], sample["text"][None])
         return self.criterion.sample_loss(img[0], txt[0], sample["label"], context["img"], context["txt"], context["label"])
 
+    def parameter_group(self, name: str) -> tuple[str, str]:
+        """Image tower: `clip.visual` and the image hash head; text tower: the token table, every other
+        CLIP parameter (positional embedding, transformer, ln_final, text projection, the unused logit
+        scale) and the text hash head. Modules: token_table, text_tower, image_tower, heads."""
+        if name.startswith(("image_head.", "text_head.")):
+            return name.split("_")[0], "heads"
+        if name.startswith("clip.visual."):
+            return "image", "image_tower"
+        return "text", "token_table" if name.startswith("clip.token_embedding.") else "text_tower"
+
     def param_groups(self, settings):
         heads = list(self.net.image_head.parameters()) + list(self.net.text_head.parameters())
         head_ids = {id(p) for p in heads}

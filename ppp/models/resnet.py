@@ -120,6 +120,10 @@ class ClassifierSystem(System):
     def sample_loss(self, net_forward, sample, context):
         return F.cross_entropy(net_forward(sample["image"][None]), sample["label"][None])
 
+    def parameter_group(self, name: str) -> tuple[str, str]:
+        """One (image) tower; modules: the class head `fc` and the body before it."""
+        return "image", "head" if name.startswith("fc.") else "body"
+
     def param_groups(self, settings):
         """One group: `optimizer` sgd (with `momentum`) or adamw (with optional `betas`, `eps`).
 

@@ -15,7 +15,7 @@ from ppp.evaluation.delta import DEFINITIONS
 from ppp.report.figures import figure1, figure3, figure4
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate
-from ppp.report.tables import Table, bootstrap_table, table1, table2
+from ppp.report.tables import Table, bootstrap_table, residual_table, table1, table2
 
 DEFAULT_PAIR = ("ppp", "ssd")
 
@@ -58,6 +58,7 @@ def write_report(dirs, out: Path, compare: str | None = None, resamples: int = 2
     frame.to_csv(written[0], index=False)
     stats.to_csv(written[1], index=False)
     written += write_tables(table2(stats, frame, delta), out, "table2", "Table 2: retrieval mAP (%)")
+    written += write_tables(residual_table(stats), out, "residual", "Residual knowledge per tower and parameter changes (%)")
     written += write_tables(table1(stats, frame, delta), out, "table1", "Table 1: classification accuracy and MIA (%)")
     if pair:
         written += write_tables(bootstrap_table(runs, stats, pair, resamples, seed), out, "bootstrap",

@@ -17,6 +17,11 @@ METHOD_ORDER = (*REFERENCES, "finetune", "bad_teacher", "amnesiac", "fisher", "s
 DISPLAY = {"original": "Original", "bad": "Bad", "retrain": "Retrain", "finetune": "Finetune",
            "bad_teacher": "Bad Teacher", "amnesiac": "Amnesiac", "fisher": "Fisher", "ssd": "SSD", "ppp": "PPP"}
 DIRECTIONS = ("i2t", "t2i")
+UNIMODAL = ("i2i", "t2t")  # residual mAP (evaluator.residual): shown beside the cross-modal rows, not in |Δ|
+PROBE_ROWS = {"probe/image_auc": "Probe AUC, image codes", "probe/text_auc": "Probe AUC, text codes"}
+CHANGED_GROUPS = ("token_table", "text_tower", "image_tower", "heads", "body", "head", "text", "image", "all")
+CHANGED_ROWS = {f"changed/{g}_{stat}": f"Changed {g.replace('_', ' ')}: {label}" for g in CHANGED_GROUPS
+                for stat, label in (("share", "share"), ("median_rel", "median rel. change"))}
 MIA_ROWS = {"forget/mia": "MIA", "forget/mia_shokri": "MIA (Shokri)"}
 BLOCK = ["dataset", "backbone", "forget"]
 
@@ -150,14 +155,18 @@ def table2(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
     for (dataset, backbone, forget), block in retrieval.groupby(BLOCK):
         definition = definition_of(where(frame, dataset=dataset, backbone=backbone, forget=forget), delta)
         variants, bits, cells = ordered(block["variant"]), sorted(block["bits"].unique()), lookup(block)
+        present = set(block["metric"])
+        directions = DIRECTIONS + tuple(d for d in UNIMODAL if f"forget/{d}_map" in present)
         rows = [(f"{b}-{d.upper()}", [fmt(*cells.get((v, b, f"{s}/{d}_map"), (np.nan, np.nan)))
                                       for v in variants for s in ("forget", "retain")])
-                for b in bits for d in DIRECTIONS]
+                for b in bits for d in directions]
         deltas = [c for v in variants for c in
                   (["", ""] if v in REFERENCES else delta_cells(cells, v, "retrieval", bits, definition))]
         rows.append(("|Δ|", deltas))
         note = (f"{repeats_note(block)} |Δ| ({definition}) over {len(bits) * 2} settings (bits × direction): "
-                f"D_f vs Retrain, D_r vs Original. mAP in %.")
+                f"D_f vs Retrain, D_r vs Original. mAP in %."
+                + (" I2I / T2T: unimodal mAP on the same codes (residual knowledge per tower), not in |Δ|."
+                   if len(directions) > len(DIRECTIONS) else ""))
         tables.append(Table(title(dataset, forget, backbone), "Bits", ["D_f mAP", "D_r mAP"] * len(variants), rows,
                             [(display(v), 2) for v in variants], note, {len(rows) - 1}))
     return tables
@@ -183,6 +192,28 @@ def table1(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
         extra = f", {bits} bits" if several_bits else ""
         tables.append(Table(title(dataset, forget, backbone, extra), "", [display(v) for v in variants], rows,
                             note=note, rule_before={len(rows) - 2}))
+    return tables
+
+
+def residual_table(stats: pd.DataFrame) -> list[Table]:
+    """Per setting and bits, one column per method: the forget mAP in every direction beside the
+    linear-probe AUCs of each tower (`evaluator.residual`), and which parameters the method changed
+    (`changed/*`): does the class leave each tower, and what moved?"""
+    tables = []
+    for (dataset, backbone, forget, bits), block in stats.groupby(BLOCK + ["bits"]):
+        present = set(block["metric"])
+        if not present & (set(PROBE_ROWS) | set(CHANGED_ROWS)):
+            continue
+        variants, cells = ordered(block["variant"]), lookup(block)
+        names = {**{f"forget/{d}_map": f"D_f {d.upper()} mAP" for d in DIRECTIONS + UNIMODAL},
+                 "forget/acc": "D_f acc", **PROBE_ROWS, **CHANGED_ROWS}
+        rows = [(label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
+                for metric, label in names.items() if metric in present]
+        note = (f"{repeats_note(block)} In %. Probe: logistic regression on the database codes of one tower, "
+                f"target 'carries a forget class', ROC AUC on the queries (50 = no trace of the class). Changed: "
+                f"entries that moved by more than 1e-6 of their Original value, and their median relative change.")
+        tables.append(Table(title(dataset, forget, backbone, f", {bits} bits"), "", [display(v) for v in variants],
+                            rows, note=note))
     return tables
 
 

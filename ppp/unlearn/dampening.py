@@ -4,15 +4,18 @@ For every parameter theta_i, with forget importance I_f, reference importance I_
 neighbour importance I_n:
     shared  S: I_f <= alpha * I_r                      -> unchanged
     buffer  B: not S and I_f <  tau * I_n              -> w * theta
-    core    C: not S and not B                         -> -gamma * w * theta
+    core    C: not S and not B                         -> -gamma * w * theta  (+gamma * w without sign_flip)
     w = min((lam * I_r / (I_f + eps)) ** exponent, lam_max)
 SSD is the case tau = inf (no core), exponent 1, lam_max 1, eps 0; Fisher forgetting is lam = 0 (w = 0).
+`apply_dampening` also reports the factor's quantiles in B and C, so a run shows whether the scaling
+acted at all (e.g. w < (lam / alpha) ** exponent on every selected entry).
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ppp.fisher import trainable_parameters
@@ -28,6 +31,7 @@ class DampeningRule:
     exponent: float = 1.0
     eps: float = 0.0
     gamma: float = 1.0
+    sign_flip: bool = True
 
     def factors(self, i_f: torch.Tensor, i_r: torch.Tensor, i_n: torch.Tensor | None = None):
         """(multiplicative factor per entry, buffer mask, core mask)."""
@@ -39,14 +43,22 @@ class DampeningRule:
         buffer = selected & ~core
         denominator = torch.where(selected, i_f + self.eps, torch.ones_like(i_f))
         w = (self.lam * i_r / denominator).pow(self.exponent).clamp(max=self.lam_max)
-        factor = torch.where(buffer, w, torch.where(core, -self.gamma * w, torch.ones_like(w)))
+        core_factor = (-self.gamma if self.sign_flip else self.gamma) * w
+        factor = torch.where(buffer, w, torch.where(core, core_factor, torch.ones_like(w)))
         return factor, buffer, core
 
 
+QUANTILES = (0.1, 0.5, 0.9)
+
+
 @torch.no_grad()
-def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | None = None) -> dict[str, int]:
-    """Scale `net`'s parameters in place by the rule; returns the sizes of the three regions."""
+def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | None = None) -> dict[str, float]:
+    """Scale `net`'s parameters in place by the rule. Returns the sizes of the three regions
+    (`n_shared`, `n_buffer`, `n_core`), the share of the selected entries in B and in C (`share_b`,
+    `share_c`; 0 when nothing is selected) and the quantiles of the factor in each non-empty region
+    (`factor_b_q10`, `factor_b_q50`, `factor_b_q90`, the same for `c`)."""
     counts = {"n_shared": 0, "n_buffer": 0, "n_core": 0}
+    region_factors: dict[str, list[torch.Tensor]] = {"b": [], "c": []}
     for name, p in trainable_parameters(net).items():
         factor, buffer, core = rule.factors(i_f[name].to(p.device), i_r[name].to(p.device),
                                             None if i_n is None else i_n[name].to(p.device))
@@ -54,7 +66,17 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
         counts["n_buffer"] += int(buffer.sum())
         counts["n_core"] += int(core.sum())
         counts["n_shared"] += p.numel() - int(buffer.sum()) - int(core.sum())
-    return counts
+        region_factors["b"].append(factor[buffer].double().cpu())
+        region_factors["c"].append(factor[core].double().cpu())
+    selected = counts["n_buffer"] + counts["n_core"]
+    out: dict[str, float] = {**counts, "share_b": counts["n_buffer"] / selected if selected else 0.0,
+                             "share_c": counts["n_core"] / selected if selected else 0.0}
+    for region, values in region_factors.items():
+        values = torch.cat(values).numpy()
+        if values.size:
+            out.update({f"factor_{region}_q{round(100 * q)}": float(v)
+                        for q, v in zip(QUANTILES, np.quantile(values, QUANTILES))})
+    return out
 
 
 def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict, dict]:

@@ -1,4 +1,8 @@
-"""PPP: Prior-Prototype guided Partitioned dampening (Lu, Li & Qian, AAAI 2026), Algorithm 1."""
+"""PPP: Prior-Prototype guided Partitioned dampening (Lu, Li & Qian, AAAI 2026), Algorithm 1.
+
+Flags that take the mechanism apart (defaults: the paper's method): `neighbours` (prototype | random,
+drawn with the sample seed), `gamma` (null: Eq. 3's gamma; a number replaces it) and `sign_flip`
+(false: the core is scaled by +gamma * w instead of -gamma * w)."""
 from __future__ import annotations
 
 import time
@@ -7,7 +11,7 @@ import torch
 
 from ppp.data.base import carries_any
 from ppp.unlearn.dampening import DampeningRule, apply_dampening
-from ppp.unlearn.prototypes import prototype_geometry
+from ppp.unlearn.prototypes import prototype_geometry, random_neighbours
 from ppp.unlearn.registry import METHODS
 
 
@@ -21,10 +25,14 @@ def ppp(system, ctx, cfg):
     protos = ctx.prototypes(system, cfg.prototype_modality)
     geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), cfg.get("gamma_max"))
     diagnostics = {"time/prototypes_s": time.perf_counter() - start}
+    neighbour_classes = geometry.neighbours
+    if cfg.get("neighbours", "prototype") == "random":
+        neighbour_classes = random_neighbours(len(names), ctx.forget_idx, len(geometry.neighbours), seed)
+    gamma = geometry.gamma if cfg.get("gamma") is None else float(cfg.gamma)
 
     # D_n: retained samples carrying a neighbour class; D_r for Fisher excludes them by default.
     retain = ctx.retain_train
-    is_neighbour = carries_any(retain.labels, geometry.neighbours)
+    is_neighbour = carries_any(retain.labels, neighbour_classes)
     neighbours = retain.subset(torch.nonzero(is_neighbour).flatten())
     if cfg.retain_excludes_neighbours:
         retain = retain.subset(torch.nonzero(~is_neighbour).flatten())
@@ -40,22 +48,22 @@ def ppp(system, ctx, cfg):
     # 5-7. Regions S / B / C (Eq. 5), base factor w (Eq. 6), hierarchical update (Eq. 7).
     rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam), tau=float(cfg.tau),
                          lam_max=float(cfg.lam_max), exponent=float(cfg.exponent), eps=float(cfg.eps),
-                         gamma=geometry.gamma)
+                         gamma=gamma, sign_flip=bool(cfg.get("sign_flip", True)))
     counts = apply_dampening(system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"],
                              fisher["fisher_neighbour"])
     diagnostics.update({f"ppp/{k}": v for k, v in counts.items()})
     diagnostics.update({
-        "ppp/gamma": geometry.gamma,
+        "ppp/gamma": gamma,
         "ppp/gamma_uncapped": geometry.ratio ** 2,
         "ppp/mu_n": geometry.mu_n,
         "ppp/mu_rest": geometry.mu_rest,
-        "ppp/neighbours": [names[c] for c in geometry.neighbours],
+        "ppp/neighbours": [names[c] for c in neighbour_classes],
         "ppp/n_forget_samples": len(forget),
         "ppp/n_neighbour_samples": len(neighbours),
         "ppp/n_retain_samples": len(retain),
     })
     print(f"[ppp] neighbours of {', '.join(names[c] for c in ctx.forget_idx)}: "
-          f"{', '.join(names[c] for c in geometry.neighbours)}; gamma={geometry.gamma:.3f} "
+          f"{', '.join(names[c] for c in neighbour_classes)}; gamma={gamma:.3f} "
           f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
           f"C={counts['n_core']}")
     return system, diagnostics

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 import torch
 
 from ppp.errors import ConfigError
-from ppp.evaluation.retrieval import encode
 from ppp.train import collect
 
 MODALITIES = ("image", "text", "mean")
@@ -24,7 +23,7 @@ def retrieval_features(system, data, device, modality: str = "mean", batch_size:
     """The real-valued (tanh) codes of every item of `data`: image, text, or their mean."""
     if modality not in MODALITIES:
         raise ConfigError(f"method.prototype_modality must be one of {', '.join(MODALITIES)}, got '{modality}'")
-    img, txt = encode(system, data, device, batch_size, binary=False)
+    img, txt = collect(system, data, device, system.codes, batch_size)
     return {"image": img, "text": txt, "mean": (img + txt) / 2}[modality]
 
 
@@ -79,3 +78,11 @@ def prototype_geometry(protos: torch.Tensor, forget_idx: list[int], k: int, gamm
     if gamma_max is not None:
         gamma = min(gamma, float(gamma_max))
     return Geometry(neighbours, mu_n, mu_rest, gamma)
+
+
+def random_neighbours(num_classes: int, forget_idx: list[int], count: int, seed: int) -> list[int]:
+    """`count` retained classes drawn uniformly with `seed`: the ablation of the prototype-guided choice
+    (`method.neighbours=random`), as many classes as the prototypes picked."""
+    retained = [c for c in range(num_classes) if c not in forget_idx]
+    order = torch.randperm(len(retained), generator=torch.Generator().manual_seed(seed)).tolist()
+    return sorted(retained[i] for i in order[:count])
