@@ -245,6 +245,9 @@ class ClipHashingSystem(System):
         img, txt = self.codes(batch)
         return {"img": img, "txt": txt, "label": batch["label"]}
 
+    def net_inputs(self, batch):
+        return batch["image"], batch["text"]
+
     def sample_loss(self, net_forward, sample, context):
         """The DSPH loss of one sample against the (constant) `context` from `loss_context`."""
         img, txt = net_forward(sample["image"][None], sample["text"][None])

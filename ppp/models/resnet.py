@@ -117,6 +117,9 @@ class ClassifierSystem(System):
     def loss(self, batch):
         return F.cross_entropy(self.logits(batch), batch["label"])
 
+    def net_inputs(self, batch):
+        return (batch["image"],)
+
     def sample_loss(self, net_forward, sample, context):
         return F.cross_entropy(net_forward(sample["image"][None]), sample["label"][None])
 
