@@ -129,7 +129,9 @@ def execute(cfg: DictConfig) -> dict:
     unlearn_s = time.perf_counter() - start
 
     evaluate = EVALUATORS.get(cfg.evaluator.name)
+    start = time.perf_counter()
     metrics, arrays = split_arrays(evaluate(model, ctx, cfg.evaluator))
+    metrics["time/evaluate_s"] = time.perf_counter() - start
     arrays = {f"method/{k}": v for k, v in arrays.items()}
     metrics.update(diagnostics)
     if "bad_images" in bench.info:
