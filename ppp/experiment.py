@@ -110,7 +110,7 @@ def execute(cfg: DictConfig) -> dict:
 
     device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
-    bench = build_benchmark(cfg.dataset)
+    bench = build_benchmark(cfg.dataset, cfg.cache_dir)
     check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
     check_against_benchmark(cfg, bench.num_classes, forget_idx)

@@ -1,0 +1,44 @@
+"""Embedded datasets are built once per dataset config identity and loaded from the cache afterwards."""
+import torch
+from omegaconf import OmegaConf
+
+from ppp.data import build_benchmark
+from ppp.data.base import SPLITS
+
+
+def dataset_cfg(name="digit_scenes", **overrides):
+    base = {"digit_scenes": {"name": "digit_scenes", "forget": ["six"], "n_total": 120, "n_query": 20,
+                             "n_train": 60, "n_val": 10, "seed": 0},
+            "digits": {"name": "digits", "forget": ["six"], "per_class": 12, "seed": 0}}[name]
+    return OmegaConf.create({**base, **overrides})
+
+
+def assert_same(a, b):
+    assert (a.name, a.class_names, a.task, a.info) == (b.name, b.class_names, b.task, b.info)
+    for split in SPLITS:
+        x, y = getattr(a, split), getattr(b, split)
+        assert (x is None) == (y is None)
+        if x is not None:
+            assert torch.equal(x.indices, y.indices) and len(x) == len(y)
+            for i in (0, len(x) - 1):
+                for u, v in zip(x[i], y[i]):
+                    assert torch.equal(u, v) if isinstance(u, torch.Tensor) else u == v
+
+
+def test_embedded_datasets_come_back_identical_from_the_cache(tmp_path):
+    for name in ("digit_scenes", "digits"):
+        built = build_benchmark(dataset_cfg(name))
+        first = build_benchmark(dataset_cfg(name), tmp_path)   # builds and stores
+        again = build_benchmark(dataset_cfg(name), tmp_path)   # loads
+        assert_same(first, built)
+        assert_same(again, built)
+    assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
+
+
+def test_dataset_key_follows_the_config_identity(tmp_path, capsys):
+    build_benchmark(dataset_cfg(), tmp_path)
+    build_benchmark(dataset_cfg(forget=["two"]), tmp_path)  # forget never changes the dataset: reused
+    assert "[cache] reusing digit_scenes dataset" in capsys.readouterr().out
+    other = build_benchmark(dataset_cfg(seed=1), tmp_path)
+    assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
+    assert not torch.equal(other.train.base.images, build_benchmark(dataset_cfg()).train.base.images)
