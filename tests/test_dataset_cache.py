@@ -42,3 +42,30 @@ def test_dataset_key_follows_the_config_identity(tmp_path, capsys):
     other = build_benchmark(dataset_cfg(seed=1), tmp_path)
     assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
     assert not torch.equal(other.train.base.images, build_benchmark(dataset_cfg()).train.base.images)
+
+
+def test_coco_annotations_are_parsed_once_until_a_file_changes(tmp_path, capsys):
+    import os
+
+    from ppp.cache import Cache
+    from ppp.data.coco import coco
+    from test_real_datasets import make_coco
+
+    root = tmp_path / "coco"
+    make_coco(root)
+    cache = Cache(tmp_path / "cache")
+    plain = coco(root, n_query=5, n_train=12, n_val=4)
+    first = coco(root, n_query=5, n_train=12, n_val=4, annotation_cache=cache)
+    again = coco(root, n_query=5, n_train=12, n_val=4, annotation_cache=cache)
+    for bench in (first, again):
+        assert bench.train.base.texts == plain.train.base.texts and bench.train.base.paths == plain.train.base.paths
+        assert torch.equal(bench.train.base.labels, plain.train.base.labels)
+    printed = capsys.readouterr().out
+    assert printed.count("[cache] saved coco") == 2 and printed.count("[cache] reusing coco") == 2  # two splits
+
+    captions = root / "annotations" / "captions_val2017.json"
+    stat = captions.stat()
+    os.utime(captions, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: val2017 parsed again
+    coco(root, n_query=5, n_train=12, n_val=4, annotation_cache=cache)
+    printed = capsys.readouterr().out
+    assert "[cache] saved coco val2017 annotations" in printed and "[cache] reusing coco train2017" in printed
