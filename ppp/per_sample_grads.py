@@ -123,7 +123,10 @@ RULES: dict[type, tuple[Callable, Callable | None]] = {
 
 
 def _rule(module: nn.Module) -> tuple[Callable, Callable | None] | None:
-    return next((rule for kind, rule in RULES.items() if isinstance(module, kind)), None)
+    """The rule of the module's type; a subclass with its own forward (a weight-standardised conv, a
+    LayerNorm that casts) computes something else and has none."""
+    return next((rule for kind, rule in RULES.items()
+                 if isinstance(module, kind) and type(module).forward is kind.forward), None)
 
 
 def parameter_owners(net: nn.Module) -> dict[str, nn.Module]:
@@ -193,7 +196,8 @@ class _Recorder:
             scatter_squared_rows(self.fisher[prefix + "weight"], x.reshape(len(x), -1), g.reshape(len(x), -1, g.shape[-1]))
             return
         for param, squares in _rule(module)[1](module, x, g.detach()).items():
-            self.fisher[prefix + param] += squares
+            if prefix + param in self.fisher:  # frozen parameters are not in it
+                self.fisher[prefix + param] += squares
 
     def backward(self, outputs: tuple[torch.Tensor, ...], grad_outputs: tuple[torch.Tensor, ...]) -> None:
         """Back-propagate to every recorded layer output (no parameter gradients are formed); the hooks

@@ -103,13 +103,35 @@ def test_embedding_padding_row_gets_nothing_and_only_seen_rows_are_filled():
     assert filled == set(x.flatten().tolist()) - {0}
 
 
+class StandardisedConv(nn.Conv2d):
+    """A subclass with its own forward (as timm's StdConv2d): the Conv2d rule would be wrong for it."""
+
+    def forward(self, x):
+        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True))
+        return self._conv_forward(x, w, self.bias)
+
+
 @pytest.mark.parametrize("net", [
     nn.MultiheadAttention(4, 2, batch_first=True),           # in_proj_weight is its own, used functionally
+    StandardisedConv(3, 3, 3),
     nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),       # train mode: batch statistics mix samples
     nn.Conv2d(3, 3, 3, padding="same"),
-], ids=["attention", "batchnorm_train", "conv_same_padding"])
+], ids=["attention", "own_forward", "batchnorm_train", "conv_same_padding"])
 def test_layers_without_an_exact_rule_are_refused(net):
     assert not supports(net)
+
+
+def test_frozen_parameters_are_left_out():
+    torch.manual_seed(0)
+    net, x = nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3)).eval(), torch.randn(6, 5)
+    net[0].bias.requires_grad_(False)
+    sums = {n: torch.zeros_like(p) for n, p in net.named_parameters() if p.requires_grad}
+    with squared_gradient_sums(net, sums) as recorder:
+        out = net(x)
+        leaf = out.detach().requires_grad_()
+        recorder.backward((out,), torch.autograd.grad(sum(sample_loss(leaf[i:i + 1]) for i in range(6)), leaf))
+    reference = loop_sums(net, x)
+    assert_close(sums, {n: reference[n] for n in sums})
 
 
 def test_a_layer_run_twice_per_forward_is_refused():
