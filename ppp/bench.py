@@ -2,18 +2,22 @@
 
 Each section is a function registered in SECTIONS that takes the Settings and returns a Section: one
 table (rows of the same columns) and notes. Every figure is the median of several timed repeats after
-a warm-up. Sections still to come (per-sample Fisher throughput, warm run start-up, unlearning times,
-peak memory) register the same way.
+a warm-up. Sections: mAP and its scaling, per-sample Fisher throughput, a warm run's start-up, the
+unlearning times of the methods; peak memory sits beside the times it belongs to.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
+import io
 import json
 import os
 import platform
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -206,6 +210,196 @@ def plot_scaling(rows: list[dict], slopes: dict[str, float], path: Path, title: 
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+# --- per-sample Fisher ---------------------------------------------------------------------------
+
+# (model, image px, samples) per size; models at random initialisation, as the Fisher's cost does not
+# depend on the weights. ViT-B/32 only at full size: one of its per-sample loops takes minutes on a CPU.
+FISHER_MODELS = {
+    "quick": (("clip_tiny", 32, 16), ("resnet18", 32, 8), ("resnet50", 32, 4)),
+    "full": (("clip_tiny", 32, 256), ("resnet18", 32, 64), ("resnet50", 32, 64), ("vit_b32", 224, 8)),
+}
+FISHER_CONTEXT = 64  # samples of the per-sample loss's context batch (fisher_context_size's default)
+
+
+def fisher_system(model: str, px: int):
+    """A randomly initialised system and training samples for it (digit_scenes for CLIP, digits for ResNets)."""
+    from ppp.data.digits import digit_scenes, digits
+    from ppp.models.clip_hashing import ClipHashingSystem
+    from ppp.models.resnet import ClassifierSystem
+
+    torch.manual_seed(0)
+    if model.startswith("resnet"):
+        return ClassifierSystem(model, num_classes=10, image_size=px, small_input=False), digits(seed=0).train
+    arch, length = {"clip_tiny": ("clip_tiny", None), "vit_b32": ("ViT-B-32", 32)}[model]
+    system = ClipHashingSystem(arch, bits=16, num_classes=10, context_length=length)
+    return system, digit_scenes(n_total=900, n_query=100, n_train=600, n_val=0, seed=0).train
+
+
+def loop_fisher(system, data, device, context: dict) -> dict[str, torch.Tensor]:
+    """The straightforward per-sample Fisher: one backward per sample, squared gradients summed."""
+    from ppp.fisher import trainable_parameters
+    from ppp.models.base import batch_to
+    from ppp.train import make_loader
+
+    batch = batch_to(next(iter(make_loader(data, system, len(data)))), device)
+    params = trainable_parameters(system.net)
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for i in range(len(data)):
+        system.net.zero_grad(set_to_none=True)
+        system.sample_loss(system.net, {k: v[i] for k, v in batch.items()}, context).backward()
+        for n, p in params.items():
+            if p.grad is not None:
+                total[n] += p.grad ** 2
+    system.net.zero_grad(set_to_none=True)
+    return {n: t.div_(len(data)).cpu() for n, t in total.items()}
+
+
+def batch_gradient(system, data, device) -> None:
+    """The floor: one backward pass of the batch-mean loss over the same samples."""
+    from ppp.models.base import batch_to
+    from ppp.train import make_loader
+
+    system.net.zero_grad(set_to_none=True)
+    system.loss(batch_to(next(iter(make_loader(data, system, len(data)))), device)).backward()
+    system.net.zero_grad(set_to_none=True)
+
+
+def max_relative_gap(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    """Largest |a - b| of a parameter tensor relative to that tensor's largest value in b."""
+    return max(float((a[n] - b[n]).abs().max() / b[n].abs().max().clamp_min(1e-30)) for n in b)
+
+
+@SECTIONS.register("fisher")
+def fisher_section(settings: Settings) -> Section:
+    from ppp.fisher import functorch_fisher, loss_context, per_sample_fisher, uses_context, uses_hooks
+    from ppp.memory import PeakMemory
+
+    rows = []
+    for model, px, n in FISHER_MODELS[settings.size]:
+        system, train = fisher_system(model, px)
+        system.to(settings.device).eval()
+        data = train.subset(range(n))
+        context = loss_context(system, train.subset(range(n, n + FISHER_CONTEXT)), settings.device) \
+            if uses_context(system) else {}
+        runs = {
+            "path": lambda: per_sample_fisher(system, data, settings.device, context),
+            "torch_func": lambda: functorch_fisher(system, data, settings.device, context),
+            "loop": lambda: loop_fisher(system, data, settings.device, context),
+            "floor": lambda: batch_gradient(system, data, settings.device),
+        }
+        hooks = uses_hooks(system)
+        if not hooks:
+            del runs["torch_func"]  # it is the path
+        with PeakMemory(settings.device) as memory:
+            path = runs["path"]()
+        gap = max_relative_gap(path, runs["loop"]())
+        runs["floor"]()
+        times = {name: [] for name in runs}
+        for _ in range(settings.repeats):
+            for name, run in runs.items():
+                times[name].append(seconds(run, settings.device))
+        rate = {name: n / statistics.median(t) for name, t in times.items()}
+        rate.setdefault("torch_func", rate["path"])
+        rows.append({
+            "model": model, "px": px, "samples": n, "engine": "hooks" if hooks else "torch.func",
+            "path_per_s": rate["path"], "torch_func_per_s": rate["torch_func"], "loop_per_s": rate["loop"],
+            "floor_per_s": rate["floor"], "path/loop": rate["path"] / rate["loop"],
+            "floor/path": rate["floor"] / rate["path"], "path_peak_mb": memory.mb, "path_vs_loop_max_rel_diff": gap,
+        })
+        del system
+    return Section(f"Per-sample Fisher diagonal, samples per second (median of {settings.repeats})", rows,
+                   ["path: ppp.fisher.per_sample_fisher (chunks of 32); torch_func: vmap(grad) over the whole "
+                    "network (the path before issue 10); loop: one backward per sample; floor: one backward of "
+                    "the batch-mean loss over the same samples. Random initialisation; ResNets with their "
+                    "configs' stem (small_input=false)."])
+
+
+# --- whole runs ------------------------------------------------------------------------------------
+
+RUN_SIZES = {  # overrides of the embedded default run per size
+    "quick": ["dataset.n_total=280", "dataset.n_query=40", "dataset.n_train=120", "dataset.n_val=40",
+              "backbone.train.epochs=1", "backbone.train.batch_size=32"],
+    "full": [],
+}
+UNLEARNING_METHODS = ("ppp", "ssd", "fisher", "finetune", "retrain")
+
+
+def run_overrides(settings: Settings, root: Path) -> list[str]:
+    return [*RUN_SIZES[settings.size], f"device={settings.device}", f"cache_dir={root / 'cache'}",
+            f"run_index={root / 'index'}", "skip_finished=false"]
+
+
+def execute_run(overrides: list[str], root: Path) -> dict:
+    """One run in this process (imports warm), as `python run.py OVERRIDES` would do it."""
+    from hydra import compose, initialize_config_dir
+
+    from ppp.experiment import execute
+
+    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=[*overrides, f"out_dir={root / 'out'}"])
+    with contextlib.redirect_stdout(io.StringIO()):  # the run's own table is not the benchmark's
+        return execute(cfg)
+
+
+@SECTIONS.register("startup")
+def startup_section(settings: Settings) -> Section:
+    """A warm `python run.py` (every model and Fisher cached) against what it must do: import torch,
+    unlearn, evaluate the unlearned model."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        overrides = run_overrides(settings, root)
+        command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), *overrides,
+                   f"hydra.run.dir={root / 'hydra'}"]
+        subprocess.run(command, check=True, capture_output=True)  # cold: trains and caches everything
+        for _ in range(settings.repeats):
+            start = time.perf_counter()
+            subprocess.run(command, check=True, capture_output=True)
+            wall = time.perf_counter() - start
+            start = time.perf_counter()
+            subprocess.run([sys.executable, "-c", "import torch"], check=True)
+            torch_s = time.perf_counter() - start
+            metrics = json.loads(next((root / "hydra").rglob("metrics.json")).read_text())["metrics"]
+            floor = torch_s + metrics["time/unlearn_s"] + metrics["time/evaluate_s"]
+            rows.append({"run_wall_s": wall, "import_torch_s": torch_s, "unlearn_s": metrics["time/unlearn_s"],
+                         "evaluate_s": metrics["time/evaluate_s"], "overhead_s": wall - floor,
+                         "run/floor": wall / floor})
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    return Section(f"Warm `python run.py` (PPP, every model and Fisher cached; seconds, median of "
+                   f"{settings.repeats})", [median],
+                   ["floor = import torch (a bare interpreter) + unlearning + evaluation of the unlearned model; "
+                    "overhead = run_wall_s - floor: the rest of the imports, building the dataset, loading the "
+                    "cached models, the reference rows' evaluation and writing the results. "
+                    + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
+
+
+@SECTIONS.register("unlearning")
+def unlearning_section(settings: Settings) -> Section:
+    """Each method's unlearning time on the embedded default (digit_scenes, clip_tiny, 16 bits), cold (no
+    Fisher cached; models cached) and warm, with its peak memory; Retrain's is its training time."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        overrides = run_overrides(settings, root)
+        execute_run([*overrides, "method=original", "references=[original,retrain]"], root)  # trains both models
+        for method in UNLEARNING_METHODS:
+            runs = [execute_run([*overrides, f"method={method}", "references=[]"], root)["metrics"]
+                    for _ in range(2)]
+            key = "time/train_s" if method == "retrain" else "time/unlearn_s"
+            rows.append({"method": method, "cold_s": runs[0][key], "warm_s": runs[1][key],
+                         "peak_mb": runs[0]["mem/peak_mb"]})
+    retrain = next(r for r in rows if r["method"] == "retrain")
+    for row in rows:
+        row["retrain/cold"] = retrain["cold_s"] / row["cold_s"]
+        row["retrain/warm"] = retrain["cold_s"] / row["warm_s"]
+    return Section("Unlearning time on the embedded default (digit_scenes, clip_tiny, 16 bits; seconds, one run "
+                   "each)", rows,
+                   ["cold: the first run (models cached, no Fisher); warm: the same run again (Fisher cached); "
+                    "Retrain: its training time (cached models report it too); retrain/x: Retrain's time over "
+                    "the method's. peak_mb: ppp.memory.PeakMemory of the unlearning step (cold). "
+                    + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
 
 
 # --- output --------------------------------------------------------------------------------------

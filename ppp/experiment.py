@@ -112,7 +112,7 @@ def execute(cfg: DictConfig) -> dict:
 
     device = resolve_device(cfg.device)
     seed_everything(int(cfg.seed))
-    bench = build_benchmark(cfg.dataset)
+    bench = build_benchmark(cfg.dataset, cfg.cache_dir)
     check_fits(cfg, bench)
     forget_idx = bench.class_indices(list(cfg.forget))
     check_against_benchmark(cfg, bench.num_classes, forget_idx)
@@ -131,7 +131,9 @@ def execute(cfg: DictConfig) -> dict:
     unlearn_s = time.perf_counter() - start
 
     evaluate = EVALUATORS.get(cfg.evaluator.name)
+    start = time.perf_counter()
     metrics, arrays = split_arrays(evaluate(model, ctx, cfg.evaluator))
+    metrics["time/evaluate_s"] = time.perf_counter() - start
     arrays = {f"method/{k}": v for k, v in arrays.items()}
     metrics.update(diagnostics)
     metrics.update(parameter_changes(model, ctx.trained()[0]))  # a fresh original: `original` may be `model`

@@ -1,8 +1,11 @@
 """Diagonal empirical Fisher information of the training loss, one implementation for every method.
 
 Two modes:
-- `per_sample`: E_x[(dL(x)/dtheta)^2] (PPP's Eq. 4), per-sample gradients from torch.func
-  (`functional_call` + `vmap(grad)`) in chunks. Large embedding tables (the CLIP token embedding)
+- `per_sample`: E_x[(dL(x)/dtheta)^2] (PPP's Eq. 4), in chunks. Where every parameterised layer has a
+  rule (`ppp/per_sample_grads.py`: Linear, Conv2d, BatchNorm in eval mode, LayerNorm, Embedding) and
+  the system names its network inputs (`net_inputs`), from one batched forward and backward per chunk
+  with layer hooks; otherwise per-sample gradients from torch.func (`functional_call` + `vmap(grad)`),
+  the same numbers within float rounding. On that path, large embedding tables (the CLIP token embedding)
   are not differentiated directly: the gradient flows into a zero offset added to the embedding's
   output, and each sample's squared row gradients are scattered into the Fisher, so no dense
   per-sample copy of the table is ever built.
@@ -26,6 +29,7 @@ from tqdm.auto import tqdm
 
 from ppp.errors import ConfigError
 from ppp.models.base import System, batch_to
+from ppp.per_sample_grads import Unsupported, scatter_squared_rows, squared_gradient_sums, supports
 from ppp.train import make_loader
 
 MODES = ("per_sample", "batch")
@@ -113,10 +117,62 @@ def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tens
 
 def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
                       sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
-    """Mean over samples of squared per-sample gradients, computed with torch.func in chunks; every
-    sample's loss sees the same `context` (from `loss_context`), so chunks do not change it."""
-    net = system.net
+    """Mean over samples of squared per-sample gradients, in chunks; every sample's loss sees the same
+    `context` (from `loss_context`), so chunks do not change it. Layer hooks where they cover the
+    network, torch.func otherwise."""
     system.to(device).eval()
+    if uses_hooks(system):
+        try:
+            return hooked_fisher(system, data, device, context, chunk)
+        except Unsupported:  # a layer runs twice, or a parameter is used outside its layer's forward
+            pass
+    return functorch_fisher(system, data, device, context, chunk, sparse_min_rows)
+
+
+def uses_hooks(system) -> bool:
+    """Whether the hook rules cover the system: it names its network inputs and every layer has a rule."""
+    return type(system).net_inputs is not System.net_inputs and supports(system.net)
+
+
+def hooked_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int) -> dict[str, torch.Tensor]:
+    """Per-sample Fisher from one batched forward and backward per chunk: the per-sample losses (each
+    `system.sample_loss` on its own outputs, so exactly the torch.func path's loss) give the gradient at
+    the network's outputs; the layer hooks turn it into squared per-sample parameter gradients."""
+    net = system.net
+    fisher = {n: torch.zeros_like(p) for n, p in trainable_parameters(net).items()}
+    n_seen = 0
+    with squared_gradient_sums(net, fisher) as recorder:
+        for batch in tqdm(make_loader(data, system, chunk), desc="fisher (per-sample)", leave=False, disable=None):
+            batch = batch_to(batch, device)
+            outputs = net(*system.net_inputs(batch))
+            as_tuple = isinstance(outputs, tuple)
+            outputs = outputs if as_tuple else (outputs,)
+            recorder.backward(outputs, _output_gradients(system, outputs, as_tuple, batch, context))
+            n_seen += len(outputs[0])
+    return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
+
+
+def _output_gradients(system, outputs: tuple[torch.Tensor, ...], as_tuple: bool, batch: dict[str, torch.Tensor],
+                      context: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+    """d(sum of per-sample losses)/d(network outputs): row i is sample i's own loss gradient, since the
+    samples do not interact inside the network (eval mode)."""
+    leaves = tuple(o.detach().requires_grad_() for o in outputs)
+
+    def loss_of_one(sample_outputs, sample):
+        def net_forward(*inputs):  # the network already ran: hand back this sample's outputs
+            shaped = tuple(o[None] for o in sample_outputs)
+            return shaped if as_tuple else shaped[0]
+
+        return system.sample_loss(net_forward, sample, context)
+
+    losses = vmap(loss_of_one)(leaves, batch)
+    return torch.autograd.grad(losses.sum(), leaves)
+
+
+def functorch_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
+                     sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
+    """Per-sample Fisher with torch.func (`vmap(grad)` over the whole network) in chunks."""
+    net = system.net
     params = trainable_parameters(net)
     embeddings = sparse_embeddings(net, sparse_min_rows)
     table_names = {f"{name}.weight": name for name in embeddings}
@@ -152,17 +208,9 @@ def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], ch
             for n, g in dense_grads.items():
                 fisher[n] += (g ** 2).sum(0)
             for name, g in offset_grads.items():
-                _scatter_squared_rows(fisher[f"{name}.weight"], token_ids[name], g)
+                scatter_squared_rows(fisher[f"{name}.weight"], token_ids[name], g)
             n_seen += size
     return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
-
-
-def _scatter_squared_rows(target: torch.Tensor, ids: torch.Tensor, grads: torch.Tensor) -> None:
-    """target[row] += (sum of the sample's gradients at positions holding that row)^2, per sample."""
-    for sample_ids, sample_grads in zip(ids, grads):
-        rows, inverse = torch.unique(sample_ids, return_inverse=True)
-        summed = torch.zeros(len(rows), sample_grads.shape[-1], device=grads.device).index_add_(0, inverse, sample_grads)
-        target.index_add_(0, rows, summed ** 2)
 
 
 def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32,

@@ -234,10 +234,10 @@ def cached_benchmarks():
     config's content hash; runs never modify a benchmark)."""
     build, built = ppp.experiment.build_benchmark, {}
 
-    def cached(dataset_cfg):
+    def cached(dataset_cfg, cache_dir=None):
         key = content_key(dataset_cfg)
         if key not in built:
-            built[key] = build(dataset_cfg)
+            built[key] = build(dataset_cfg, cache_dir)
         return built[key]
 
     ppp.experiment.build_benchmark = cached

@@ -18,7 +18,7 @@ def tiny_sizes(monkeypatch):
 def test_map_sections_print_one_table_each_and_write_json_csv_and_plot(tiny_sizes, tmp_path, capsys):
     out = tmp_path / "bench.json"
     sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--json", str(out),
-                           "--figures", str(tmp_path / "fig")])
+                           "--figures", str(tmp_path / "fig"), "--only", "map,map_scaling"])
     printed = capsys.readouterr().out
     assert "| " + " | ".join(MAP_COLUMNS) + " |" in printed
 
@@ -49,3 +49,33 @@ def test_only_runs_the_named_section_and_rejects_unknown_ones(tiny_sizes, tmp_pa
 def test_loglog_slope():
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.2, 0.4]) == pytest.approx(1.0)
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.4, 1.6]) == pytest.approx(2.0)
+
+
+FISHER_COLUMNS = ["model", "px", "samples", "engine", "path_per_s", "torch_func_per_s", "loop_per_s", "floor_per_s",
+                  "path/loop", "floor/path", "path_peak_mb", "path_vs_loop_max_rel_diff"]
+
+
+def test_fisher_section_times_each_path_and_checks_it_against_the_loop(monkeypatch):
+    monkeypatch.setitem(bench.FISHER_MODELS, "quick", (("clip_tiny", 32, 4), ("resnet18", 32, 3)))
+    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "fisher"])
+    rows = sections["fisher"].rows
+    assert [(r["model"], r["engine"]) for r in rows] == [("clip_tiny", "torch.func"), ("resnet18", "hooks")]
+    assert list(rows[0]) == FISHER_COLUMNS
+    assert all(r["path_vs_loop_max_rel_diff"] < 1e-4 for r in rows)  # the same numbers as the loop
+    assert rows[0]["torch_func_per_s"] == rows[0]["path_per_s"]      # CLIP: torch.func is the path
+    assert all(r["floor/path"] == pytest.approx(r["floor_per_s"] / r["path_per_s"]) for r in rows)
+    assert all(r["path_peak_mb"] >= 0 and r["loop_per_s"] > 0 for r in rows)
+
+
+def test_run_sections_measure_a_warm_run_and_each_methods_unlearning(monkeypatch):
+    monkeypatch.setattr(bench, "UNLEARNING_METHODS", ("ppp", "retrain"))
+    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "startup,unlearning"])
+    (startup,) = sections["startup"].rows
+    assert startup["run_wall_s"] > startup["import_torch_s"] > 0 and startup["unlearn_s"] > 0
+    assert startup["overhead_s"] == pytest.approx(
+        startup["run_wall_s"] - startup["import_torch_s"] - startup["unlearn_s"] - startup["evaluate_s"])
+    rows = {r["method"]: r for r in sections["unlearning"].rows}
+    assert set(rows) == {"ppp", "retrain"} and rows["retrain"]["retrain/cold"] == 1
+    # PPP's second run reads its three Fisher diagonals from the cache
+    assert rows["ppp"]["warm_s"] < rows["ppp"]["cold_s"]
+    assert rows["ppp"]["retrain/warm"] == pytest.approx(rows["retrain"]["cold_s"] / rows["ppp"]["warm_s"])

@@ -92,7 +92,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
     builds = []
     build = ppp.experiment.build_benchmark
-    monkeypatch.setattr(ppp.experiment, "build_benchmark", lambda cfg: builds.append(1) or build(cfg))
+    monkeypatch.setattr(ppp.experiment, "build_benchmark", lambda cfg, cache_dir=None: builds.append(1) or build(cfg, cache_dir))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

@@ -178,3 +178,28 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int | Sequence[i
                          replace=False) for cls in np.unique(labels)]
     picked = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
     return np.setdiff1d(np.arange(len(labels)), picked), picked
+
+
+SPLITS = ("train", "query", "database", "test", "val")
+
+
+def benchmark_payload(bench: Benchmark) -> dict:
+    """A benchmark whose splits are subsets of one in-memory dataset, as tensors, lists and dicts (what
+    the cache stores and `weights_only` loads)."""
+    splits = {name: getattr(bench, name) for name in SPLITS if getattr(bench, name) is not None}
+    base = next(iter(splits.values())).base
+    assert all(isinstance(s, Subset) and s.base is base for s in splits.values()) and \
+        isinstance(base, (InMemoryPairs, InMemoryImages)), "only in-memory benchmarks are stored whole"
+    data = {"images": base.images, "labels": base.labels}
+    if isinstance(base, InMemoryPairs):
+        data["texts"] = base.texts
+    return {"name": bench.name, "class_names": bench.class_names, "task": bench.task, "info": bench.info,
+            "data": data, "splits": {name: s.indices for name, s in splits.items()}}
+
+
+def benchmark_from_payload(payload: dict) -> Benchmark:
+    data = payload["data"]
+    base = InMemoryPairs(data["images"], data["texts"], data["labels"]) if "texts" in data \
+        else InMemoryImages(data["images"], data["labels"])
+    return Benchmark(name=payload["name"], class_names=list(payload["class_names"]), task=payload["task"],
+                     info=payload["info"], **{name: base.subset(i) for name, i in payload["splits"].items()})

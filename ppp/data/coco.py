@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ppp.data.base import Benchmark
-from ppp.data.files import ImageTextFiles, Source, multi_hot, retrieval_benchmark
+from ppp.data.files import ImageTextFiles, Source, multi_hot, parsed_annotations, retrieval_benchmark
 from ppp.errors import ConfigError
 
 SOURCE = Source(
@@ -36,8 +36,28 @@ def _category_names(instances: dict) -> tuple[list[str], dict[int, int]]:
     return [c["name"] for c in categories], {c["id"]: i for i, c in enumerate(categories)}
 
 
+def _parse_split(instances_path: Path, captions_path: Path) -> dict:
+    """One split's category names and, for each image with an instance and a caption (in image id order),
+    [file name, its captions in caption id order, its sorted class indices]."""
+    instances, captions = _load_json(instances_path), _load_json(captions_path)
+    names, class_of = _category_names(instances)
+    classes_of_image: dict[int, set[int]] = defaultdict(set)
+    for ann in instances["annotations"]:
+        classes_of_image[ann["image_id"]].add(class_of[ann["category_id"]])
+    captions_of_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
+    for ann in captions["annotations"]:
+        captions_of_image[ann["image_id"]].append((ann["id"], ann["caption"].strip()))
+    images = [[image["file_name"], [text for _, text in sorted(captions_of_image[image["id"]])],
+               sorted(classes_of_image[image["id"]])]
+              for image in sorted(instances["images"], key=lambda im: im["id"])
+              if classes_of_image[image["id"]] and captions_of_image[image["id"]]]
+    return {"names": names, "images": images}
+
+
 def coco(root: str, n_query: int = 5000, n_train: int = 10000, n_val: int = 5000, split_seed: int = 1814,
-         seed: int = 0, splits: Sequence[str] = ("train2017", "val2017"), skip_bad_images: bool = False) -> Benchmark:
+         seed: int = 0, splits: Sequence[str] = ("train2017", "val2017"), skip_bad_images: bool = False,
+         annotation_cache=None) -> Benchmark:
+    """`annotation_cache` (a ppp.cache.Cache, set by build_benchmark): where the parsed annotations are kept."""
     root = SOURCE.root(root)
     if not splits:
         raise ConfigError("coco: dataset.splits must name at least one image folder, e.g. [train2017, val2017]")
@@ -45,29 +65,16 @@ def coco(root: str, n_query: int = 5000, n_train: int = 10000, n_val: int = 5000
     class_names: list[str] | None = None
     paths, texts, label_sets = [], [], []
     for split in splits:
-        instances = _load_json(root / "annotations" / f"instances_{split}.json")
-        captions = _load_json(root / "annotations" / f"captions_{split}.json")
-        names, class_of = _category_names(instances)
-        if class_names is not None and names != class_names:
+        files = [SOURCE.require(root / "annotations" / f"{kind}_{split}.json") for kind in ("instances", "captions")]
+        parsed = parsed_annotations(annotation_cache, files, lambda: _parse_split(*files), f"coco {split} annotations")
+        if class_names is not None and parsed["names"] != class_names:
             raise ConfigError(f"coco: the categories of instances_{split}.json differ from those of {splits[0]}")
-        class_names = names
-
-        classes_of_image: dict[int, set[int]] = defaultdict(set)
-        for ann in instances["annotations"]:
-            classes_of_image[ann["image_id"]].add(class_of[ann["category_id"]])
-        captions_of_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
-        for ann in captions["annotations"]:
-            captions_of_image[ann["image_id"]].append((ann["id"], ann["caption"].strip()))
-
+        class_names = parsed["names"]
         folder = str(root / split)  # plain strings: Path joins cost seconds over 122k images
-        for image in sorted(instances["images"], key=lambda im: im["id"]):
-            image_id = image["id"]
-            if not classes_of_image[image_id] or not captions_of_image[image_id]:
-                continue
-            options = sorted(captions_of_image[image_id])
-            paths.append(os.path.join(folder, image["file_name"]))
-            texts.append(options[rng.integers(len(options))][1])
-            label_sets.append(sorted(classes_of_image[image_id]))
+        for file_name, captions, classes in parsed["images"]:
+            paths.append(os.path.join(folder, file_name))
+            texts.append(captions[rng.integers(len(captions))])
+            label_sets.append(classes)
     if paths:
         SOURCE.require(Path(paths[0]))  # the image folders sit where the layout says
 

@@ -9,7 +9,7 @@ import logging
 import multiprocessing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
@@ -24,6 +24,23 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 # Stands in for an unreadable image under skip_bad_images; normalises to about zero under CLIP/ImageNet stats.
 PLACEHOLDER_RGB = (124, 116, 104)
+
+
+ANNOTATIONS_VERSION = 1  # bump when a reader changes what it keeps of its annotation files
+
+
+def parsed_annotations(cache, files: Sequence[Path], parse: Callable[[], Any], label: str) -> Any:
+    """`parse()` of annotation files, stored in `cache` (a ppp.cache.Cache, or None: parse every time) under
+    `annotations`, keyed by each file's resolved path, size and modification time, so that a file is parsed
+    again only when one of those changes (COCO's 448 MB of JSON take tens of seconds to parse)."""
+    if cache is None:
+        return parse()
+    from ppp.cache import content_key
+
+    stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+    payload, _ = cache.get_or_build("annotations", content_key({"version": ANNOTATIONS_VERSION, "files": stats}),
+                                    parse, label)
+    return payload
 
 
 @dataclass(frozen=True)

@@ -28,11 +28,6 @@ from typing import Callable
 import numpy as np
 import torch
 from omegaconf import OmegaConf
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
-from sklearn.neural_network import MLPClassifier
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
 from ppp.cache import content_key
 from ppp.data.base import Benchmark, LabelledDataset, Subset
@@ -69,6 +64,11 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
 
 
 def _attack_model(kind: str, seed: int):
+    from sklearn.linear_model import LogisticRegression  # scikit-learn only for runs that attack (~3 s import)
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     if kind == "lr":
         model = LogisticRegression(class_weight="balanced", max_iter=1000)
     elif kind == "mlp":
@@ -185,6 +185,8 @@ class MembershipSplit:
 def score_attack(attack: Attack, target: dict[str, tuple[torch.Tensor, torch.Tensor]], split: MembershipSplit,
                  suffix: str) -> dict[str, float]:
     """Member rates on D_f and held-out D_r, and the AUC on held-out members vs non-members."""
+    from sklearn.metrics import roc_auc_score
+
     def member_probability(name, positions=None):
         probs, labels = target[name]
         if positions is not None:

@@ -35,6 +35,11 @@ class System(nn.Module):
         of `self.net`), written without data-dependent shapes so that torch.func.vmap can batch it."""
         raise NotImplementedError
 
+    def net_inputs(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+        """The arguments `sample_loss` passes to `net_forward`, for a whole batch. Systems that name them
+        get the hook-based per-sample Fisher (ppp/per_sample_grads.py); the others, torch.func's."""
+        raise NotImplementedError
+
     def param_groups(self, settings) -> list[dict]:
         """Optimiser groups: dicts with 'params', 'lr', 'weight_decay' and 'optimizer' ('adamw' | 'sgd')."""
         raise NotImplementedError

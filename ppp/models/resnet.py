@@ -6,7 +6,6 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
 
 from ppp.errors import ConfigError
@@ -30,6 +29,8 @@ def load_weights_file_or_tag(arch: str, weights: str) -> dict[str, torch.Tensor]
     """A torchvision state dict from a local file, or from a torchvision tag (IMAGENET1K_V1, ...)."""
     if os.path.isfile(weights):
         return torch.load(weights, map_location="cpu", weights_only=True)
+    import torchvision
+
     tags = {w.name: w for w in torchvision.models.get_model_weights(arch)}
     if weights not in tags:
         raise ConfigError(f"backbone.weights='{weights}' is neither a local file nor a torchvision tag for {arch}; "
@@ -63,6 +64,8 @@ def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | N
     """
     if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
         raise ConfigError(f"unknown ResNet architecture '{arch}'; use resnet18, resnet34, resnet50, resnet101 or resnet152")
+    import torchvision  # only for runs that build a ResNet (~2 s import)
+
     net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
     if small_stem:
         net.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
@@ -116,6 +119,9 @@ class ClassifierSystem(System):
 
     def loss(self, batch):
         return F.cross_entropy(self.logits(batch), batch["label"])
+
+    def net_inputs(self, batch):
+        return (batch["image"],)
 
     def sample_loss(self, net_forward, sample, context):
         return F.cross_entropy(net_forward(sample["image"][None]), sample["label"][None])
