@@ -16,7 +16,8 @@ from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import check_query_settings
 from ppp.memory import PeakMemory
-from ppp.runs import finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
+from ppp.runs import (finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays,
+                      write_result)
 from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
@@ -108,6 +109,7 @@ def execute(cfg: DictConfig) -> dict:
         print(f"[skip] run {key} already finished ({done['method']}, objective {cfg.optimized_metric}="
               f"{done['metrics'].get(cfg.optimized_metric)}); results in {Path(done['run_dir'])}; "
               f"skip_finished=false runs it again")
+        point_to_finished(output_dir(cfg), done)
         return done
 
     device = resolve_device(cfg.device)

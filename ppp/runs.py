@@ -49,6 +49,19 @@ def finished(cfg: DictConfig, key: str) -> dict | None:
     return result if result.get("run_hash") == key else None
 
 
+FINISHED_ELSEWHERE = "finished_elsewhere.json"
+
+
+def point_to_finished(out: Path, done: dict) -> None:
+    """A skipped run leaves, in its own folder, a pointer to the folder that holds its results, so that a
+    report of this sweep alone still counts it (`ppp.report` follows the pointer)."""
+    if Path(done["run_dir"]).resolve() == out.resolve():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write(out / FINISHED_ELSEWHERE, json.dumps({"run_hash": done["run_hash"],
+                                                       "run_dir": str(Path(done["run_dir"]).resolve())}).encode())
+
+
 def write_result(cfg: DictConfig, out: Path, result: dict, arrays: dict[str, np.ndarray]) -> Path:
     """arrays.npz, then metrics.json, then the index entry: each file atomic, the index last."""
     out.mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,7 @@ import pytest
 from ppp.errors import ConfigError
 from ppp.report import main, write_report
 from ppp.report.load import find_runs, tidy
+from ppp.runs import point_to_finished
 from ppp.report.stats import aggregate, paired_bootstrap, repeats_label
 
 MAP = ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map")
@@ -113,6 +114,19 @@ def test_run_in_two_sweep_folders_counts_once(sweep, tmp_path):
     assert stats.loc[("ppp", 16, "forget/i2t_map"), "n"] == 3
     assert stats.loc[("original", 16, "forget/i2t_map"), "n"] == 3
     assert frame["run_hash"].nunique() == 13
+
+
+def test_a_run_skipped_in_another_sweep_is_read_through_its_pointer(sweep, tmp_path):
+    """A sweep that skipped a run finished elsewhere holds a pointer; its report alone still counts it."""
+    done_dir = shutil.copytree(sweep / "multirun" / "ppp_16_0", tmp_path / "first_sweep" / "0_ppp")
+    done = json.loads((done_dir / "metrics.json").read_text())
+    later = tmp_path / "later_sweep" / "0_ppp"
+    point_to_finished(later, {**done, "run_dir": str(done_dir)})
+    assert [run.hash for run in find_runs([later.parent])] == [done["run_hash"]]
+    assert len([run for run in find_runs([done_dir.parent, later.parent]) if run.hash == done["run_hash"]]) == 1
+    shutil.rmtree(done_dir)  # a dangling pointer is reported and left out, never a crash
+    with pytest.raises(ConfigError, match="no metrics.json"):
+        find_runs([later.parent])
 
 
 @pytest.mark.parametrize("definition, forget, retain", [("mean_abs", "4.00", "1.00"), ("abs_mean", "0.50", "0.50")])

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ppp.errors import ConfigError
+from ppp.runs import FINISHED_ELSEWHERE
 
 REFERENCES = ("original", "bad", "retrain")  # the reference rows of every table, in table order
 REPLICATE = ["seed", "sample_seed"]           # what varies between repeats of one setting
@@ -111,14 +112,27 @@ def flatten(tree: dict, prefix: str = "") -> dict:
     return out
 
 
+def followed(path: Path) -> Path | None:
+    """A `metrics.json`, or the one a skipped run's pointer names (None when it is gone)."""
+    if path.name != FINISHED_ELSEWHERE:
+        return path
+    target = Path(json.loads(path.read_text())["run_dir"]) / "metrics.json"
+    if not target.exists():
+        print(f"warning: {path} points to {target}, which is gone", file=sys.stderr)
+        return None
+    return target
+
+
 def find_runs(dirs) -> list[Run]:
     """Every `metrics.json` under the given folders (or the files themselves), each `run_hash` once."""
     runs, seen = [], set()
     for top in map(Path, dirs):
         if not top.exists():
             raise ConfigError(f"no such folder: {top}")
-        paths = [top] if top.is_file() else sorted(top.rglob("metrics.json"))
-        for path in paths:
+        paths = [top] if top.is_file() else sorted([*top.rglob("metrics.json"), *top.rglob(FINISHED_ELSEWHERE)])
+        for path in map(followed, paths):
+            if path is None:
+                continue
             try:
                 run = Run(path.parent, json.loads(path.read_text()))
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
