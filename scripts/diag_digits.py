@@ -1,7 +1,10 @@
-"""Why SSD does not forget `six` on `digits`: per-block I_f vs I_r, where the selected entries sit, and
-whether the dampened model (parameters only, BN buffers untouched) is what gets scored.
+"""Why the dampening methods do not forget `six` on `digits` (docs/results.md, Table 1):
+1. how tightly the original model fits each class (a CE gradient scales with 1 - p(true class));
+2. SSD's I_f / I_D per block, where the selected entries sit, and that the dampened model (parameters
+   only, BN buffers untouched) is the one scored;
+3. the same ratio for PPP's per-sample Fisher.
 
-PYTHONPATH=$PWD python scripts/diag_digits.py [forget=[eight]] [cache_dir=...]
+python scripts/diag_digits.py [forget=[eight]] [cache_dir=...]   (seconds once the Fisher diagonals are cached)
 """
 import sys
 from pathlib import Path
@@ -19,21 +22,41 @@ from ppp.utils import resolve_device
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALPHAS = (1.0, 3.0, 10.0)
-with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-    cfg = compose("config", overrides=["dataset=digits", "method=ssd", "cache_dir=/work/main/outputs/cache", *sys.argv[1:]])
-OmegaConf.resolve(cfg)
-bench = build_benchmark(cfg.dataset)
-forget_idx = bench.class_indices(list(cfg.forget))
-ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=resolve_device(cfg.device),
-                     cache=Cache(cfg.cache_dir, made_by={"diag": True}))
-original, _ = ctx.trained()
-i_f, i_r, _ = forget_and_reference_fisher(original, ctx, cfg.method)
-val, cls = bench.val, forget_idx[0]
-is_f = val.labels == cls
+
+
+def context(method: str) -> UnlearnContext:
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["dataset=digits", f"method={method}", *sys.argv[1:]])
+    OmegaConf.resolve(cfg)
+    bench = build_benchmark(cfg.dataset, cfg.cache_dir)
+    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
+                          device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir, made_by={"diag": True}))
 
 
 def block(name):
     return name.split(".")[0] if name.startswith(("layer", "fc")) else "stem"
+
+
+def ratio_per_block(i_f, i_r) -> str:
+    sums = {}
+    for n in i_f:
+        s = sums.setdefault(block(n), [0.0, 0.0])
+        s[0] += float(i_f[n].sum()); s[1] += float(i_r[n].sum())
+    return " ".join(f"{b}: {f / r:.1e}" for b, (f, r) in sums.items())
+
+
+ctx = context("ssd")
+cfg, bench = ctx.cfg, ctx.bench
+original, _ = ctx.trained()
+val, cls = bench.val, ctx.forget_idx[0]
+is_f = val.labels == cls
+
+print("1. original model, training images per class: acc / mean (1 - p_true)")
+train_probs = predict_proba(original, bench.train, ctx.device)
+for c in range(bench.num_classes):
+    m = bench.train.labels == c
+    print(f"  {bench.class_names[c]:>6}: {(train_probs[m].argmax(1) == c).float().mean():.3f} "
+          f"{(1 - train_probs[m, c]).mean():.2e}")
 
 
 def scored(system):
@@ -42,9 +65,11 @@ def scored(system):
     return (pred[is_f] == cls).float().mean().item(), (pred[~is_f] == val.labels[~is_f]).float().mean().item(), probs
 
 
+print("2. SSD (batch Fisher, reference D)")
+i_f, i_r, _ = forget_and_reference_fisher(original, ctx, cfg.method)
 acc_f, acc_r, probs0 = scored(original)
-print(f"forget {cfg.forget}: original val forget acc {acc_f:.4f}, retain acc {acc_r:.4f}")
-print(f"{'block':<8}{'numel':>10}{'sum I_f':>11}{'sum I_r':>11}{'I_f/I_r':>9}" + "".join(f"{'sel a=' + str(a):>12}" for a in ALPHAS))
+print(f"  forget {cfg.forget}: original val forget acc {acc_f:.4f}, retain acc {acc_r:.4f}")
+print(f"  {'block':<8}{'numel':>10}{'sum I_f':>11}{'sum I_r':>11}{'I_f/I_r':>9}" + "".join(f"{'sel a=' + str(a):>12}" for a in ALPHAS))
 rules = {a: DampeningRule(alpha=a, lam=1.0) for a in ALPHAS}
 rows = {}
 for n in i_f:
@@ -68,3 +93,11 @@ for a in ALPHAS:
     print(f"alpha={a}: selected {counts['n_buffer']} in {moved} tensors (buffers unchanged); val forget acc {acc_f:.4f}, "
           f"retain acc {acc_r:.4f}, mean p(forget class) on forget val {probs[is_f, cls].mean():.4f} "
           f"(original {probs0[is_f, cls].mean():.4f}); predictions changed {(probs.argmax(1) != probs0.argmax(1)).sum()}")
+
+
+print("3. PPP (per-sample Fisher): sum I_f / sum I_r per block")
+ppp_ctx = context("ppp")
+forget = ppp_ctx.forget_train.sample(ppp_ctx.cfg.method.forget_samples, ppp_ctx.sample_seed)
+pf, _ = ppp_ctx.fisher(original, forget, ppp_ctx.cfg.method, "fisher_forget")
+pr, _ = ppp_ctx.fisher(original, ppp_ctx.retain_train, ppp_ctx.cfg.method, "fisher_retain")
+print("  " + ratio_per_block(pf, pr))
