@@ -73,7 +73,9 @@ def figure3(frame: pd.DataFrame, out: Path) -> list[Path]:
                 y, ci = 100 * line["mean"].to_numpy(), 100 * np.nan_to_num(line["ci95"].to_numpy())
                 style = "--" if variant in REFERENCES else "-"
                 handles[variant], = ax.plot(x, y, style, marker="o", color=colours[variant], label=display(variant))
-                ax.fill_between(x, y - ci, y + ci, color=colours[variant], alpha=0.18, linewidth=0)
+                # a t interval over 3 repeats can pass 0 or 100 %; the metric cannot
+                ax.fill_between(x, np.clip(y - ci, 0, 100), np.clip(y + ci, 0, 100), color=colours[variant],
+                                alpha=0.18, linewidth=0)
             ax.set_xticks(range(len(sets)), [f"{n}\n" + textwrap.fill(f.replace(",", ", "), 18) for n, f in sets],
                           fontsize=8)
             ax.set_xlabel("number of forget classes (and which)")
