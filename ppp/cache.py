@@ -30,11 +30,16 @@ log = logging.getLogger(__name__)
 
 FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format are rebuilt
 
-# Config keys (dotted paths) added after caches existed, with the value that means "the behaviour from
-# before the key existed". While a key holds that value it is left out of every key built by
-# `config_identity`, so adding it does not invalidate existing caches; any other value is keyed.
-# When you add a config key that changes a cached artefact, add it here with its neutral default.
-NEUTRAL_DEFAULTS: dict[str, Any] = {"dataset.surface_forms": False, "dataset.mention_prob": 1.0}
+# Config keys (dotted paths) added after caches or runs existed, with the value that means "the behaviour
+# from before the key existed". While a key holds that value it is left out of every key built by
+# `config_identity` and of run hashes (`ppp.runs.run_hash`), so adding it neither invalidates existing
+# caches nor makes finished runs look new; any other value is keyed. When you add a config key, add it
+# here with its neutral default.
+NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "dataset.surface_forms": False, "dataset.mention_prob": 1.0,
+    "evaluator.residual": False,
+    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype",
+}
 
 # Keys inside hashed config sections that never change an artefact.
 NEVER_KEYED = frozenset({
@@ -51,8 +56,8 @@ def content_key(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def config_identity(section: Any, prefix: str) -> Any:
-    """`section` (the config at dotted path `prefix`) as plain data, without NEVER_KEYED keys and without
+def config_identity(section: Any, prefix: str, never_keyed: frozenset = NEVER_KEYED) -> Any:
+    """`section` (the config at dotted path `prefix`) as plain data, without `never_keyed` keys and without
     NEUTRAL_DEFAULTS keys at their neutral value: what of it may change an artefact."""
     if isinstance(section, (DictConfig, ListConfig)):
         section = OmegaConf.to_container(section, resolve=True)
@@ -61,9 +66,9 @@ def config_identity(section: Any, prefix: str) -> Any:
     out = {}
     for key, value in section.items():
         path = f"{prefix}.{key}"
-        if path in NEVER_KEYED or (path in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[path]):
+        if path in never_keyed or (path in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[path]):
             continue
-        out[key] = config_identity(value, path)
+        out[key] = config_identity(value, path, never_keyed)
     return out
 
 

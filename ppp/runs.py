@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from ppp.cache import atomic_write, content_key
+from ppp.cache import atomic_write, config_identity, content_key
 
 # Keys that decide where things go or how fast they run, never what the numbers are.
 NOT_IN_RUN_HASH = ("out_dir", "cache_dir", "data_root", "num_workers", "run_index", "skip_finished", "save_model")
@@ -31,8 +31,10 @@ def resolved(cfg: DictConfig) -> dict:
 
 
 def run_hash(cfg: DictConfig) -> str:
-    config = {k: v for k, v in resolved(cfg).items() if k not in NOT_IN_RUN_HASH}
-    config["dataset"] = {k: v for k, v in config["dataset"].items() if k != "root"}  # where the data lives
+    """The resolved config without what never changes the numbers (paths, worker counts) and without
+    new keys at their neutral default (`NEUTRAL_DEFAULTS`), so that adding a key keeps finished runs finished."""
+    config = {k: config_identity(v, k, never_keyed=frozenset({"dataset.root"}))  # where the data lives
+              for k, v in resolved(cfg).items() if k not in NOT_IN_RUN_HASH}
     return content_key(config)
 
 

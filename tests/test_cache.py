@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ppp import cache as cache_module
+from ppp.runs import run_hash
 from ppp.cache import Cache, config_identity, content_key
 from ppp.evaluation import mia
 from ppp.models.base import System
@@ -132,6 +133,18 @@ def test_a_new_key_at_its_neutral_default_keeps_existing_keys(hashing_ctx, monke
     assert hashing_ctx("+backbone.loss.future_term=on").original_key != base
     # an undeclared key is keyed: the safe side (a rebuild, never a stale reuse)
     assert hashing_ctx("+dataset.undeclared=0").original_key != base
+
+
+def test_a_new_key_at_its_neutral_default_keeps_finished_runs_finished(hashing_ctx, monkeypatch):
+    """Run hashes follow the same rule: a key added later, at its neutral value, leaves them unchanged."""
+    base = run_hash(hashing_ctx().cfg)
+    monkeypatch.setitem(cache_module.NEUTRAL_DEFAULTS, "method.future_flag", "off")
+    assert run_hash(hashing_ctx("+method.future_flag=off").cfg) == base
+    assert run_hash(hashing_ctx("+method.future_flag=on").cfg) != base
+    assert run_hash(hashing_ctx("+method.undeclared=0").cfg) != base
+    assert run_hash(hashing_ctx("method.sign_flip=false").cfg) != base  # declared, not at its neutral value
+    assert run_hash(hashing_ctx("forget=[zero]").cfg) != base  # never keyed for models, always for runs
+    assert run_hash(hashing_ctx("+dataset.root=/elsewhere").cfg) == base
 
 
 def test_config_identity_walks_nested_sections(monkeypatch):
