@@ -129,10 +129,13 @@ def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         try:  # never create the schema here: the worker does, under its lock
-            states = [t.state for t in trials(optuna.storages.RDBStorage(storage, skip_table_creation=True))]
+            seen = trials(optuna.storages.RDBStorage(storage, skip_table_creation=True))
         except Exception:  # no study yet
-            states = []
-        if TrialState.COMPLETE in states and states[-1] == TrialState.RUNNING:
+            seen = []
+        # kill once a trial is running with every parameter drawn (a kill between two draws retries the
+        # drawn ones and draws the rest anew, which the last assertion would not see as the same trial)
+        if any(t.state == TrialState.COMPLETE for t in seen) and seen[-1].state == TrialState.RUNNING \
+                and len(seen[-1].params) == 4:
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[0]
