@@ -125,7 +125,10 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
 
 def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     n, storage = 4, f"sqlite:///{tmp_path}/study.db"
-    proc = worker(shared, search_args(tmp_path, n))
+    # skip_finished=false: a trial whose runs another test already finished would end in milliseconds,
+    # before the kill lands
+    args = search_args(tmp_path, n, "skip_finished=false")
+    proc = worker(shared, args)
     deadline = time.time() + 300
     while time.time() < deadline and proc.poll() is None:
         try:  # never create the schema here: the worker does, under its lock
@@ -143,7 +146,7 @@ def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     proc.communicate()
     killed = trials(storage, TrialState.RUNNING)
     assert len(killed) == 1
-    out = finish(worker(shared, search_args(tmp_path, n)))
+    out = finish(worker(shared, args))
     assert f"trials [{killed[0].number}] lost their worker" in out
     complete = trials(storage, TrialState.COMPLETE)
     assert len(complete) == n
