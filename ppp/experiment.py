@@ -35,12 +35,12 @@ def check_fits(cfg: DictConfig, bench) -> None:
                           f"'{bench.name}' is a {bench.task} benchmark")
 
 
-def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str]) -> dict[str, dict]:
+def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str], original) -> dict[str, dict]:
     """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|, and
-    which of Original's parameters each one changed."""
+    which of `original`'s parameters each one changed. `original` must be a copy the method did not touch;
+    reference methods return it untouched or build their own model."""
     out = {}
-    original = ctx.trained()[0]  # a fresh copy: the method may have changed the run's one in place;
-    for name in names:           # reference methods return it untouched or build their own model
+    for name in names:
         model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
         out[name] = {**evaluate(model, ctx, ctx.cfg.evaluator), **parameter_changes(model, original)}
     return out
@@ -138,7 +138,8 @@ def execute(cfg: DictConfig) -> dict:
     metrics["time/evaluate_s"] = time.perf_counter() - start
     arrays = {f"method/{k}": v for k, v in arrays.items()}
     metrics.update(diagnostics)
-    metrics.update(parameter_changes(model, ctx.trained()[0]))  # a fresh original: `original` may be `model`
+    pristine = ctx.trained()[0]  # a fresh original: the method may have changed `original` in place
+    metrics.update(parameter_changes(model, pristine))
     if "bad_images" in bench.info:
         metrics["data/bad_images"] = bench.info["bad_images"].count
     metrics.setdefault("time/train_s", train_s)
@@ -147,7 +148,7 @@ def execute(cfg: DictConfig) -> dict:
     metrics["mem/peak_mb"] = memory.mb
     names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
-    for name, values in reference_metrics(ctx, evaluate, names).items():
+    for name, values in reference_metrics(ctx, evaluate, names, pristine).items():
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
     metrics.update(deltas(metrics, references, bench.task, cfg.delta))
