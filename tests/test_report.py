@@ -23,11 +23,13 @@ QUERIES = 200
 
 
 def write_run(folder: Path, method: str, metrics: dict, *, seed=0, sample_seed=None, bits=16, forget=("six",),
-              references=None, hyper=None, arrays=None, dataset="digit_scenes", task="retrieval", delta="mean_abs"):
-    """A run directory as the runner writes it: metrics.json (+ arrays.npz)."""
+              references=None, hyper=None, arrays=None, dataset="digit_scenes", task="retrieval", delta="mean_abs",
+              data=None):
+    """A run directory as the runner writes it: metrics.json (+ arrays.npz); `data`: dataset settings."""
     sample_seed = seed if sample_seed is None else sample_seed
-    config = {"method": {"name": method, **(hyper or {})}, "delta": delta, "seed": seed, "sample_seed": sample_seed}
-    run_hash = f"{abs(hash((method, seed, sample_seed, bits, forget, dataset, json.dumps(hyper)))):020d}"[:20]
+    config = {"method": {"name": method, **(hyper or {})}, "delta": delta, "seed": seed, "sample_seed": sample_seed,
+              "dataset": {"name": dataset, "seed": seed, "forget": list(forget), **(data or {})}}
+    run_hash = f"{abs(hash((method, seed, sample_seed, bits, forget, dataset, json.dumps(hyper), json.dumps(data)))):020d}"[:20]
     record = {"run_hash": run_hash, "method": method, "dataset": dataset, "task": task, "backbone": "clip_tiny",
               "bits": bits, "seed": seed, "sample_seed": sample_seed, "forget": list(forget), "config": config,
               "metrics": metrics, "references": references or {}, "provenance": {"git": "abc"}}
@@ -114,6 +116,22 @@ def test_run_in_two_sweep_folders_counts_once(sweep, tmp_path):
     assert stats.loc[("ppp", 16, "forget/i2t_map"), "n"] == 3
     assert stats.loc[("original", 16, "forget/i2t_map"), "n"] == 3
     assert frame["run_hash"].nunique() == 13
+
+
+def test_runs_on_different_data_settings_and_their_references_never_pool(tmp_path):
+    """Two topic_prob values of one dataset are two datasets to the report, references included; a key
+    at its neutral default (surface_forms=False) is the same data as a run that predates the key."""
+    for i, (topic, extra) in enumerate([(0.5, {}), (0.5, {"surface_forms": False}), (0.8, {})]):
+        refs = {"original": {"forget/i2t_map": 0.6 + topic / 10}}
+        write_run(tmp_path / f"r{i}", "ppp", {"forget/i2t_map": topic}, sample_seed=i, references=refs,
+                  data={"topic_prob": topic, **extra})
+    frame = tidy(find_runs([tmp_path]))
+    assert set(frame["dataset"]) == {"digit_scenes (topic_prob=0.5)", "digit_scenes (topic_prob=0.8)"}
+    originals = frame[frame["method"] == "original"].set_index("dataset")["value"]
+    assert originals.to_dict() == pytest.approx({"digit_scenes (topic_prob=0.5)": 0.65, "digit_scenes (topic_prob=0.8)": 0.68})
+    runs = frame[frame["method"] == "ppp"].groupby("dataset")["value"].agg(["count", "mean"])
+    assert runs.loc["digit_scenes (topic_prob=0.5)"].tolist() == [2, 0.5]
+    assert set(frame[frame["method"] == "ppp"]["variant"]) == {"ppp"}
 
 
 def test_a_run_skipped_in_another_sweep_is_read_through_its_pointer(sweep, tmp_path):

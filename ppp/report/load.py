@@ -4,7 +4,9 @@ A run is a folder with `metrics.json` (and optionally `arrays.npz`). Sweeps nest
 subfolders, and a resumed sweep may leave the same run (same `run_hash`) in several folders: the first
 one found, in sorted path order, counts. Reference models (Original, Bad, Retrain) come both from their
 own runs and from the `references` stored in other runs; their rows are deduplicated per
-(dataset, backbone, bits, seed, forget, reference), preferring a reference's own run.
+(dataset, backbone, bits, seed, forget, reference), preferring a reference's own run. A dataset is
+named by its name plus the dataset settings that differ between the runs read together, e.g.
+`digit_scenes (topic_prob=0.8)`, so runs (and references) on different data never pool.
 """
 from __future__ import annotations
 
@@ -18,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ppp.cache import config_identity
 from ppp.errors import ConfigError
 from ppp.runs import FINISHED_ELSEWHERE
 
@@ -34,6 +37,7 @@ class Run:
     dir: Path
     record: dict
     variant: str = field(default="")
+    dataset: str = field(default="")
 
     @property
     def hash(self) -> str:
@@ -58,7 +62,7 @@ class Run:
         """The setting and replicate of the run (config fields shared by every row it gives)."""
         r = self.record
         forget = [str(c) for c in r.get("forget", [])]
-        return {"dataset": r["dataset"], "task": self.task, "backbone": r["backbone"], "forget": ",".join(forget),
+        return {"dataset": self.dataset or r["dataset"], "task": self.task, "backbone": r["backbone"], "forget": ",".join(forget),
                 "n_forget": len(forget), "bits": int(r["bits"]), "seed": int(r["seed"]),
                 "sample_seed": int(r.get("sample_seed", r["seed"])), "delta": r.get("config", {}).get("delta")}
 
@@ -143,19 +147,36 @@ def find_runs(dirs) -> list[Run]:
                 runs.append(run)
     if not runs:
         raise ConfigError(f"no metrics.json under {', '.join(map(str, dirs))}")
+    name_datasets(runs)
     name_variants(runs)
     return runs
+
+
+def labelled(name: str, settings: list[dict], prefix: str) -> list[str]:
+    """`name` plus, for each of `settings`, the keys whose values differ between them: 'ppp (lam=2)'."""
+    keys = sorted({k for s in settings for k in s})
+    varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
+    return [name + (f" ({', '.join(f'{k[len(prefix):]}={show(s.get(k))}' for k in varying)})" if varying else "")
+            for s in settings]
+
+
+def name_datasets(runs: list[Run]) -> None:
+    """Label each run's dataset by its name plus the dataset settings that differ between the runs of that
+    name (keys at their neutral default and the forget classes, shown elsewhere, left out)."""
+    for name, group in groupby(runs, lambda r: r.record["dataset"]).items():
+        settings = [flatten(config_identity(r.record.get("config", {}).get("dataset", {}), "dataset"))
+                    for r in group]
+        settings = [{k: v for k, v in s.items() if k not in ("name", "seed")} for s in settings]
+        for run, label in zip(group, labelled(name, settings, "")):
+            run.dataset = label
 
 
 def name_variants(runs: list[Run]) -> None:
     """Label each run by its method plus the hyperparameters that differ between that method's runs on
     one dataset, e.g. 'ppp (forget_samples=20)', so that such runs never pool into one table cell."""
-    for (dataset, method), group in groupby(runs, lambda r: (r.record["dataset"], r.method)).items():
-        params = [r.hyperparameters for r in group]
-        keys = sorted({k for p in params for k in p})
-        varying = [k for k in keys if len({repr(p.get(k)) for p in params}) > 1]
-        for run, p in zip(group, params):
-            run.variant = method + (f" ({', '.join(f'{k[7:]}={show(p.get(k))}' for k in varying)})" if varying else "")
+    for (dataset, method), group in groupby(runs, lambda r: (r.dataset, r.method)).items():
+        for run, label in zip(group, labelled(method, [r.hyperparameters for r in group], "method.")):
+            run.variant = label
 
 
 def show(value) -> str:
