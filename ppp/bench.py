@@ -37,6 +37,7 @@ class Settings:
     device: torch.device
     repeats: int
     figures: Path         # where sections write their plots
+    items: int | None = None  # database items of the mAP sections (None: the size's own)
 
 
 @dataclass
@@ -145,6 +146,7 @@ def time_map_methods(data: tuple, settings: Settings) -> dict[str, float]:
 @SECTIONS.register("map")
 def map_section(settings: Settings) -> Section:
     n_query, n_db = MAP_SIZES[settings.size]
+    n_db = settings.items or n_db
     rows = []
     for bits in MAP_BITS:
         data = random_retrieval(n_query, n_db, bits, settings.device, seed=bits)
@@ -169,6 +171,8 @@ def map_section(settings: Settings) -> Section:
 @SECTIONS.register("map_scaling")
 def map_scaling_section(settings: Settings) -> Section:
     n_query, sizes = SCALING_SIZES[settings.size]
+    if settings.items:  # up to the asked size
+        sizes = tuple(n for n in sizes if n < settings.items) + (settings.items,)
     rows = []
     for n_db in sizes:
         t = time_map_methods(random_retrieval(n_query, n_db, SCALING_BITS, settings.device), settings)
@@ -451,10 +455,15 @@ def main(argv: list[str] | None = None) -> dict[str, Section]:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (the median is reported)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--figures", type=Path, default=Path("outputs/bench"), help="where plots are written")
+    parser.add_argument("--items", type=int, help="database items of the mAP sections (default: 100,000 full, "
+                                                  "20,000 quick; the scaling plot goes up to it)")
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     try:  # bad values fail before anything runs
-        settings = Settings("quick" if args.quick else "full", resolve_device(args.device), args.repeats, args.figures)
+        if args.items is not None and args.items < 1:
+            raise ConfigError(f"--items must be a positive number of database items, got {args.items}")
+        settings = Settings("quick" if args.quick else "full", resolve_device(args.device), args.repeats, args.figures,
+                            args.items)
         runners = {name: SECTIONS.get(name) for name in (args.only.split(",") if args.only else SECTIONS.names())}
     except ConfigError as e:
         parser.error(str(e))

@@ -46,6 +46,15 @@ def test_only_runs_the_named_section_and_rejects_unknown_ones(tiny_sizes, tmp_pa
         bench.main(["--only", "fisher_throughput_typo"])
 
 
+def test_items_sets_the_database_size_and_the_scaling_plot_ends_there(tiny_sizes, tmp_path):
+    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--items", "500",
+                           "--figures", str(tmp_path), "--only", "map,map_scaling"])
+    assert {r["items"] for r in sections["map"].rows} == {500}
+    assert [r["items"] for r in sections["map_scaling"].rows] == [200, 400, 500]
+    with pytest.raises(SystemExit):
+        bench.main(["--items", "0"])
+
+
 def test_loglog_slope():
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.2, 0.4]) == pytest.approx(1.0)
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.4, 1.6]) == pytest.approx(2.0)
