@@ -19,7 +19,7 @@ from ppp.memory import PeakMemory
 from ppp.runs import (finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays,
                       write_result)
 from ppp.unlearn import METHODS, UnlearnContext
-from ppp.utils import resolve_device, seed_everything
+from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
@@ -113,6 +113,7 @@ def execute(cfg: DictConfig) -> dict:
         return done
 
     device = resolve_device(cfg.device)
+    make_deterministic(device)
     seed_everything(int(cfg.seed))
     bench = build_benchmark(cfg.dataset, cfg.cache_dir)
     check_fits(cfg, bench)

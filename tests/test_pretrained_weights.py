@@ -53,7 +53,7 @@ def test_original_and_retrain_start_from_the_pretrained_body_with_a_fresh_head(f
             _, model = run([*resnet_args(files), f"method={method}"])
             for name, p in model.net.named_parameters():
                 expected = scratch.net.get_parameter(name) if name.startswith("fc.") else weights[name]
-                assert torch.equal(p, expected), (method, name)
+                assert torch.equal(p.cpu(), expected.cpu()), (method, name)  # the run may be on CUDA
 
 
 @pytest.mark.parametrize("backbone", ["resnet18", "clip_tiny"])
@@ -72,7 +72,7 @@ def test_bad_is_random_in_every_layer_despite_pretrained_weights(files, backbone
             and p.dim() > 1}
     assert len(body) > 10
     for name, p in body.items():
-        assert not torch.equal(p, weights[name[len(prefix):]]), name
+        assert not torch.equal(p.cpu(), weights[name[len(prefix):]]), name
 
 
 def test_uncached_weights_offline_stop_the_run_in_one_line(tmp_path, monkeypatch):

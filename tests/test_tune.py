@@ -39,7 +39,7 @@ def search_args(study_dir, n_trials, *extra):
 
 def worker(shared, args):
     env = dict(os.environ, PPP_CACHE_DIR=str(shared / "cache"), PPP_RUN_INDEX=str(shared / "index"),
-               OMP_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+               OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     return subprocess.Popen([sys.executable, "-m", "ppp.tune", *args], cwd=ROOT, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
