@@ -152,12 +152,15 @@ def find_runs(dirs) -> list[Run]:
     return runs
 
 
-def labelled(name: str, settings: list[dict], prefix: str) -> list[str]:
+def labelled(name: str, settings: list[dict], prefix: str, show_missing: bool = True) -> list[str]:
     """`name` plus, for each of `settings`, the keys whose values differ between them: 'ppp (lam=2)'."""
     keys = sorted({k for s in settings for k in s})
     varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
-    return [name + (f" ({', '.join(f'{k[len(prefix):]}={show(s.get(k))}' for k in varying)})" if varying else "")
-            for s in settings]
+    labels = []
+    for s in settings:
+        shown = [f"{k[len(prefix):]}={show(s.get(k))}" for k in varying if show_missing or k in s]
+        labels.append(name + (f" ({', '.join(shown)})" if shown else ""))
+    return labels
 
 
 def name_datasets(runs: list[Run]) -> None:
@@ -167,7 +170,7 @@ def name_datasets(runs: list[Run]) -> None:
         settings = [flatten(config_identity(r.record.get("config", {}).get("dataset", {}), "dataset"))
                     for r in group]
         settings = [{k: v for k, v in s.items() if k not in ("name", "seed")} for s in settings]
-        for run, label in zip(group, labelled(name, settings, "")):
+        for run, label in zip(group, labelled(name, settings, "", show_missing=False)):  # missing: neutral
             run.dataset = label
 
 

@@ -1,0 +1,214 @@
+"""Tables and the Pareto plot of issue 12's mechanism study, from the runs of stages 2 and 3.
+
+    python scripts/mechanism_study.py [--variants DIR] [--pareto DIR] [--out DIR]
+
+Stage 2 (`experiment=mechanism_variants`): per setting and variant, forget / retain |Δ| and the gap
+(mean ± std over sample seeds), the entries the rule selected and the share in PPP's core, and the
+residual metrics per tower; then paired differences (same sample seed) between PPP's rule and SSD's on
+PPP's Fisher. Stage 3 (`experiment=mechanism_pareto`): forget mAP against retain mAP over alpha, one
+curve per variant, and each curve's retain mAP at matched forgetting (interpolated per sample seed).
+Writes `mechanism_study.md` and `pareto.png` / `pareto.pdf` into --out.
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from ppp.report.load import find_runs, tidy  # noqa: E402
+
+GAP = ["delta/forget", "delta/retain", "objective/gap"]
+RESIDUAL = ["forget/i2i_map", "forget/t2t_map", "probe/image_auc", "probe/text_auc"]
+MATCHED_ABOVE_RETRAIN = (0.0, 2.5, 5.0)  # forget-mAP levels (points above Retrain's) for the matched comparison
+
+
+def variant_name(row: pd.Series) -> str:
+    """The study's name of a run's variant, read off its method config (the run records no group name)."""
+    if row["method"] == "ppp":
+        point = "best" if row["method.lam"] == 2000 else "default"
+        parts = [f"PPP {point}"]
+        if math.isinf(row["method.tau"]):
+            parts.append("no core (τ=∞)")
+        if row.get("method.gamma") == 1:
+            parts.append("γ=1")
+        if row.get("method.sign_flip") is False or row.get("method.sign_flip") == "False":
+            parts.append("no sign flip")
+        if row.get("method.neighbours") == "random":
+            parts.append("random neighbours")
+        return ", ".join(parts)
+    if row["method"] == "ssd":
+        changes = {"method.fisher_mode": ("per_sample", "per-sample Fisher"), "method.reference": ("retain", "I_r on D_r"),
+                   "method.forget_samples": (80.0, "80 forget samples"), "method.batch_order": ("dataset", "dataset order")}
+        moved = [label for key, (value, label) in changes.items() if row.get(key) == value]
+        return "SSD " + (", ".join(moved) if moved else "official")
+    return str(row["method"])
+
+
+def setting_name(row: pd.Series) -> str:
+    if row["backbone"] == "clip_small":
+        return "harder"
+    if "topic_prob=0.8" in row["dataset"]:
+        return "topic 0.8"
+    return "base"
+
+
+def load(folder: Path) -> pd.DataFrame:
+    frame = tidy(find_runs([folder]))
+    runs = frame[frame["source"] == "run"].copy()
+    runs["variant"] = runs.apply(variant_name, axis=1)
+    runs["alpha"] = runs["method.alpha"].astype(float)
+    runs["setting"] = runs.apply(setting_name, axis=1)
+    references = frame[frame["method"].isin(["original", "retrain"])].copy()
+    references["setting"] = references.apply(setting_name, axis=1)
+    return pd.concat([runs, references], ignore_index=True)
+
+
+def mean_std(values: pd.Series, digits: int = 2) -> str:
+    values = values.dropna()
+    if values.empty:
+        return "–"
+    if len(values) == 1:
+        return f"{values.iloc[0]:.{digits}f}"
+    return f"{values.mean():.{digits}f} ± {values.std(ddof=1):.{digits}f}"
+
+
+def wide(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    return frame.pivot_table(index=index, columns="metric", values="value", aggfunc="first")
+
+
+def stage2_tables(frame: pd.DataFrame) -> list[str]:
+    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
+    refs = wide(frame[frame["method"].isin(["original", "retrain"])], ["setting", "method"]).reset_index()
+    out = []
+    for setting, group in runs.groupby("setting", sort=False):
+        out += [f"### Setting `{setting}`", "",
+                "| variant | α | forget \\|Δ\\| | retain \\|Δ\\| | gap | selected | share in core | I→I forget | T→T forget | probe AUC image | probe AUC text |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for (variant, alpha), g in group.groupby(["variant", "alpha"], sort=True):
+            prefix = "ppp" if variant.startswith("PPP") else "ssd"
+            selected = g[f"{prefix}/n_buffer"] + g[f"{prefix}/n_core"] if f"{prefix}/n_core" in g else pd.Series(dtype=float)
+            share = g.get(f"{prefix}/share_c", pd.Series(dtype=float)) * 100
+            cells = [mean_std(g[m] * 100) for m in GAP] + [mean_std(selected, 0), mean_std(share, 0)]
+            cells += [mean_std(g[m] * 100) for m in RESIDUAL if m in g] or ["–"] * 4
+            out.append(f"| {variant} | {alpha:g} | " + " | ".join(cells) + " |")
+        for _, ref in refs[refs["setting"] == setting].iterrows():
+            cells = ["", "", "", "", ""] + [f"{ref[m] * 100:.2f}" if m in ref and pd.notna(ref[m]) else "–" for m in RESIDUAL]
+            out.append(f"| {ref['method'].capitalize()} | | " + " | ".join(cells) + " |")
+        out.append("")
+    out.append(f"mean ± std over {runs['sample_seed'].nunique()} sample seeds (models of seed 0); |Δ| and gap in "
+               "points of mAP (%), residual metrics in %; selected: entries the rule changed (PPP: B ∪ C; SSD: "
+               "its selection); share in core: PPP's C among them.")
+    return out
+
+
+def paired(frame: pd.DataFrame, a: str, b: str, alpha_a=None, alpha_b=None) -> list[str]:
+    """Per setting: mean ± std over sample seeds of (a − b) in forget |Δ|, retain |Δ| and the gap."""
+    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
+    rows = []
+    for setting, g in runs.groupby("setting", sort=False):
+        left = g[(g["variant"] == a) & ((g["alpha"] == alpha_a) if alpha_a else True)].set_index("sample_seed")
+        right = g[(g["variant"] == b) & ((g["alpha"] == alpha_b) if alpha_b else True)].set_index("sample_seed")
+        common = left.index.intersection(right.index)
+        if common.empty:
+            continue
+        diffs = [mean_std((left.loc[common, m] - right.loc[common, m]) * 100) for m in GAP]
+        rows.append(f"| {setting} | {a} − {b} | " + " | ".join(diffs) + f" | {len(common)} |")
+    return rows
+
+
+def interpolate_retain(curve: pd.DataFrame, level: float) -> float:
+    """Retain mAP where the curve (points over alpha) crosses forget mAP = level; NaN if it never does."""
+    points = curve.sort_values("alpha")[["forget", "retain"]].to_numpy()
+    for (f0, r0), (f1, r1) in zip(points[:-1], points[1:]):
+        if min(f0, f1) <= level <= max(f0, f1):
+            return float(r0 if f1 == f0 else r0 + (r1 - r0) * (level - f0) / (f1 - f0))
+    return float("nan")
+
+
+def pareto(frame: pd.DataFrame, out: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = wide(frame[frame["source"] == "run"], ["variant", "alpha", "sample_seed"]).reset_index()
+    runs["forget"] = (runs["forget/i2t_map"] + runs["forget/t2i_map"]) * 50
+    runs["retain"] = (runs["retain/i2t_map"] + runs["retain/t2i_map"]) * 50
+    refs = wide(frame[frame["method"].isin(["original", "retrain"])], ["method"])
+    ref = {m: ((refs.loc[m, "forget/i2t_map"] + refs.loc[m, "forget/t2i_map"]) * 50,
+               (refs.loc[m, "retain/i2t_map"] + refs.loc[m, "retain/t2i_map"]) * 50) for m in refs.index}
+
+    fig, ax = plt.subplots(figsize=(7.2, 5.0))
+    for variant, g in runs.groupby("variant"):
+        curve = g.groupby("alpha")[["forget", "retain"]].mean().sort_index()
+        style = "-" if variant.startswith("PPP") else "--"
+        ax.plot(curve["forget"], curve["retain"], style, marker="o", markersize=3, label=variant)
+        for alpha in (curve.index.min(), curve.index.max()):
+            ax.annotate(f"α={alpha:g}", (curve.loc[alpha, "forget"], curve.loc[alpha, "retain"]), fontsize=6,
+                        textcoords="offset points", xytext=(3, 3))
+    for name, marker in (("original", "s"), ("retrain", "*")):
+        if name in ref:
+            ax.plot(*ref[name], marker, color="black", markersize=9, label=name.capitalize())
+    ax.set_xlabel("forget mAP (%, mean of I→T and T→I on D_f queries; lower = more forgotten)")
+    ax.set_ylabel("retain mAP (%, mean of I→T and T→I on D_r queries)")
+    ax.set_title("Forget–retain trade-off over α (digit_scenes, forget six, 16 bits; mean of 3 sample seeds)",
+                 fontsize=9)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    for suffix in ("png", "pdf"):
+        fig.savefig(out / f"pareto.{suffix}", dpi=130)
+    plt.close(fig)
+
+    retrain_forget = ref["retrain"][0]
+    levels = [retrain_forget + d for d in MATCHED_ABOVE_RETRAIN]
+    lines = ["| variant | lowest forget mAP reached | " + " | ".join(
+        f"retain mAP at forget = {lvl:.1f} (Retrain + {d:g})" for lvl, d in zip(levels, MATCHED_ABOVE_RETRAIN)) + " |",
+             "|---|---|" + "---|" * len(levels)]
+    for variant, g in runs.groupby("variant"):
+        lowest = g.groupby("alpha")["forget"].mean().min()
+        cells = []
+        for level in levels:
+            values = pd.Series([interpolate_retain(s, level) for _, s in g.groupby("sample_seed")])
+            reached = values.notna().sum()
+            cells.append("not reached" if reached == 0 else mean_std(values) + ("" if reached == len(values)
+                                                                                  else f" ({reached} of {len(values)} seeds)"))
+        lines.append(f"| {variant} | {lowest:.2f} | " + " | ".join(cells) + " |")
+    lines += ["", f"Original: forget {ref['original'][0]:.2f}, retain {ref['original'][1]:.2f}; Retrain: forget "
+                  f"{ref['retrain'][0]:.2f}, retain {ref['retrain'][1]:.2f}. Each sample seed's curve is "
+                  "interpolated linearly between neighbouring α; mean ± std over the seeds whose curve reaches the level."]
+    return lines
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", type=Path, default=ROOT / "outputs/experiments/mechanism_variants")
+    parser.add_argument("--pareto", type=Path, default=ROOT / "outputs/experiments/mechanism_pareto")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs/results/mechanism_study")
+    args = parser.parse_args(argv)
+    args.out.mkdir(parents=True, exist_ok=True)
+    lines = ["# Mechanism study (issue 12)", "", "## Stage 2: variants at fixed hyperparameters (test split)", ""]
+    if args.variants.exists():
+        stage2 = load(args.variants)
+        lines += stage2_tables(stage2)
+        lines += ["", "### Paired differences (same sample seed; negative = first is better)", "",
+                  "| setting | comparison | forget \\|Δ\\| | retain \\|Δ\\| | gap | seeds |", "|---|---|---|---|---|---|"]
+        lines += paired(stage2, "PPP best", "PPP best, no core (τ=∞)")
+        lines += paired(stage2, "PPP default", "SSD per-sample Fisher", alpha_b=3.0)
+        lines += paired(stage2, "PPP default", "SSD official", alpha_b=3.0)
+    if args.pareto.exists():
+        lines += ["", "## Stage 3: Pareto curves over α (test split)", "", "![Pareto](pareto.png)", ""]
+        lines += pareto(load(args.pareto), args.out)
+    (args.out / "mechanism_study.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
