@@ -39,7 +39,7 @@ FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format 
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "dataset.surface_forms": False, "dataset.mention_prob": 1.0,
     "evaluator.residual": False,
-    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype",
+    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype", "method.fisher_memory_mb": None,
 }
 
 # Keys inside hashed config sections that never change an artefact.
