@@ -140,8 +140,9 @@ GRADIENT_COPIES = 2     # torch.func path: a chunk's per-sample gradients, and o
 ACTIVATION_COPIES = 3   # a sample's saved activations, their gradients, and the hooks' copies (inputs, patches)
 
 
-def free_memory_mb(device: torch.device) -> float | None:
+def free_memory_mb(device: torch.device | str) -> float | None:
     """Memory the device can still give: CUDA's free memory, or the host's MemAvailable (Linux); None elsewhere."""
+    device = torch.device(device)
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0] / 2**20
     try:
@@ -171,16 +172,19 @@ def activation_bytes(system, sample: dict[str, torch.Tensor], context: dict[str,
 def budget_chunk(system, data, device, context: dict[str, torch.Tensor], most: int, memory_mb: float | None,
                  gradient_bytes: int) -> int:
     """Samples per chunk: at most `most`, and as many as `memory_mb` holds (None: MEMORY_FRACTION of the
-    device's free memory) at `gradient_bytes` (a sample's dense per-sample gradient; 0 on the hook path)
-    times GRADIENT_COPIES plus one sample's measured activations times ACTIVATION_COPIES; at least 1."""
+    device's free memory) beside the Fisher's running sums, at `gradient_bytes` (a sample's dense
+    per-sample gradient; 0 on the hook path) times GRADIENT_COPIES plus one sample's measured activations
+    times ACTIVATION_COPIES each; at least 1."""
     budget = memory_mb if memory_mb is not None else (free_memory_mb(device) or math.inf) * MEMORY_FRACTION
     if len(data) == 0 or math.isinf(budget):
         return most
+    sums = sum(p.numel() * p.element_size() for p in trainable_parameters(system.net).values())
     one = batch_to(next(iter(make_loader(data, system, 1))), device)
     per_sample = GRADIENT_COPIES * gradient_bytes + ACTIVATION_COPIES * activation_bytes(
         system, {k: v[0] for k, v in one.items()}, context)
-    chunk = max(1, min(most, int(budget * 2**20 // per_sample)))
-    print(f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each within {budget:.0f} MB")
+    chunk = max(1, min(most, int((budget * 2**20 - sums) // per_sample)))
+    print(f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each and {sums / 2**20:.0f} MB of sums "
+          f"within {budget:.0f} MB")
     return chunk
 
 
