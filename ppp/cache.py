@@ -13,6 +13,7 @@ removed, and with every key in `NEUTRAL_DEFAULTS` dropped while it holds its dec
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import json
@@ -38,7 +39,7 @@ FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format 
 NEUTRAL_DEFAULTS: dict[str, Any] = {
     "dataset.surface_forms": False, "dataset.mention_prob": 1.0,
     "evaluator.residual": False,
-    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype",
+    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype", "method.fisher_memory_mb": None,
 }
 
 # Keys inside hashed config sections that never change an artefact.
@@ -70,6 +71,30 @@ def config_identity(section: Any, prefix: str, never_keyed: frozenset = NEVER_KE
             continue
         out[key] = config_identity(value, path, never_keyed)
     return out
+
+
+@functools.lru_cache(maxsize=None)
+def source_digest(*paths: Path) -> str:
+    """A short hash of the Python sources under `paths` (files or folders): keys of artefacts that code
+    computes from cached inputs (reference rows' metrics), so an edit to that code rebuilds them."""
+    digest = hashlib.sha256()
+    for root in paths:
+        for path in sorted(root.rglob("*.py")) if root.is_dir() else [root]:
+            digest.update(path.relative_to(root.parent).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()[:20]
+
+
+def storable(values: dict[str, Any]) -> dict[str, Any]:
+    """`values` in a form `weights_only` loads back unchanged: numpy arrays as tensors (same dtype, turned
+    back by `.numpy()`), numpy scalars as Python numbers (the same JSON)."""
+    import numpy as np
+
+    def convert(value):
+        if isinstance(value, np.ndarray):
+            return torch.from_numpy(np.ascontiguousarray(value))
+        return value.item() if isinstance(value, np.generic) else value
+
+    return {key: convert(value) for key, value in values.items()}
 
 
 def index_digest(indices: torch.Tensor) -> str:

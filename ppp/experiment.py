@@ -8,7 +8,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from ppp.cache import Cache
+from ppp.cache import Cache, config_identity, content_key, source_digest, storable
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
@@ -23,6 +23,12 @@ from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
+# Bump when a reference row's metrics would change without a change to EVALUATION_SOURCES (a library's
+# behaviour, code elsewhere that the evaluators call).
+REFERENCE_METRICS_VERSION = 1
+PACKAGE = Path(__file__).resolve().parent
+EVALUATION_SOURCES = tuple(PACKAGE / p for p in ("evaluation", "models", "losses", "unlearn/reference.py",
+                                                 "unlearn/prototypes.py", "data/base.py"))
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
@@ -35,14 +41,36 @@ def check_fits(cfg: DictConfig, bench) -> None:
                           f"'{bench.name}' is a {bench.task} benchmark")
 
 
+def reference_key(ctx: UnlearnContext, name: str) -> str:
+    """What a reference row's metrics depend on: the code that evaluates (its source, and a version for
+    what the source does not show), the reference, the models it comes from (dataset, backbone, bits,
+    device type, seed: Retrain and Bad follow from these and the forget classes), the forget classes in
+    the order given, the whole evaluator config (split, ties, MIA settings, ...) and, when the evaluator
+    draws forget queries, the sample seed that draws them."""
+    evaluator = ctx.cfg.evaluator
+    return content_key({
+        "version": REFERENCE_METRICS_VERSION,
+        "code": source_digest(*EVALUATION_SOURCES),
+        "reference": name,
+        "models": ctx.model_key(exclude_forget=False),
+        "forget": list(ctx.cfg.forget),
+        "evaluator": config_identity(evaluator, "evaluator"),
+        "query_draw": ctx.sample_seed if evaluator.get("forget_queries", "all") != "all" else None,
+    })
+
+
 def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str], original) -> dict[str, dict]:
     """Metrics of the reference models (Original, Retrain, Bad) under the same evaluator, for |delta|, and
-    which of `original`'s parameters each one changed. `original` must be a copy the method did not touch;
-    reference methods return it untouched or build their own model."""
+    which of `original`'s parameters each one changed, cached (`reference_metrics` entries, arrays
+    included). `original` must be a copy the method did not touch; reference methods return it untouched
+    or build their own model."""
     out = {}
     for name in names:
-        model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
-        out[name] = {**evaluate(model, ctx, ctx.cfg.evaluator), **parameter_changes(model, original)}
+        def build(name=name):
+            model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
+            return storable({**evaluate(model, ctx, ctx.cfg.evaluator), **parameter_changes(model, original)})
+
+        out[name], _ = ctx.cache.get_or_build("reference_metrics", reference_key(ctx, name), build, f"{name} metrics")
     return out
 
 

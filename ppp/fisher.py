@@ -19,6 +19,7 @@ Only `system.net` is covered (what serves queries); the loss's own state (DSPH p
 """
 from __future__ import annotations
 
+import math
 from contextlib import contextmanager
 
 import torch
@@ -116,17 +117,75 @@ def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tens
 
 
 def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
-                      sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
-    """Mean over samples of squared per-sample gradients, in chunks; every sample's loss sees the same
-    `context` (from `loss_context`), so chunks do not change it. Layer hooks where they cover the
-    network, torch.func otherwise."""
+                      sparse_min_rows: int = 10000, memory_mb: float | None = None) -> dict[str, torch.Tensor]:
+    """Mean over samples of squared per-sample gradients, in chunks of at most `chunk` samples and of
+    at most what `memory_mb` holds (`budget_chunk`); every sample's loss sees the same `context` (from
+    `loss_context`), so chunks do not change it. Layer hooks where they cover the network, torch.func
+    otherwise."""
     system.to(device).eval()
     if uses_hooks(system):
         try:
-            return hooked_fisher(system, data, device, context, chunk)
+            size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=0)
+            return hooked_fisher(system, data, device, context, size)
         except Unsupported:  # a layer runs twice, or a parameter is used outside its layer's forward
             pass
-    return functorch_fisher(system, data, device, context, chunk, sparse_min_rows)
+    tables = {f"{name}.weight" for name in sparse_embeddings(system.net, sparse_min_rows)}
+    dense = sum(p.numel() * p.element_size() for n, p in trainable_parameters(system.net).items() if n not in tables)
+    size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=dense)
+    return functorch_fisher(system, data, device, context, size, sparse_min_rows)
+
+
+MEMORY_FRACTION = 0.5   # of the device's free memory: the default budget of a per-sample Fisher chunk
+GRADIENT_COPIES = 2     # torch.func path: a chunk's per-sample gradients, and one parameter's squares beside them
+ACTIVATION_COPIES = 3   # a sample's saved activations, their gradients, and the hooks' copies (inputs, patches)
+
+
+def free_memory_mb(device: torch.device | str) -> float | None:
+    """Memory the device can still give: CUDA's free memory, or the host's MemAvailable (Linux); None elsewhere."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0] / 2**20
+    try:
+        with open("/proc/meminfo") as fh:
+            fields = dict(line.split(":", 1) for line in fh)
+        return int(fields["MemAvailable"].split()[0]) / 1024
+    except (OSError, KeyError, ValueError):
+        return None
+
+
+def activation_bytes(system, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> int:
+    """Bytes autograd saves for one sample's loss (parameters excluded): what every sample of a chunk adds."""
+    params = {p.untyped_storage().data_ptr() for p in system.net.parameters()}
+    saved: dict[int, int] = {}
+
+    def pack(t):
+        storage = t.untyped_storage()
+        if storage.data_ptr() not in params:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), sdpa_kernel(SDPBackend.MATH):
+        system.sample_loss(system.net, sample, context)
+    return sum(saved.values())
+
+
+def budget_chunk(system, data, device, context: dict[str, torch.Tensor], most: int, memory_mb: float | None,
+                 gradient_bytes: int) -> int:
+    """Samples per chunk: at most `most`, and as many as `memory_mb` holds (None: MEMORY_FRACTION of the
+    device's free memory) beside the Fisher's running sums, at `gradient_bytes` (a sample's dense
+    per-sample gradient; 0 on the hook path) times GRADIENT_COPIES plus one sample's measured activations
+    times ACTIVATION_COPIES each; at least 1."""
+    budget = memory_mb if memory_mb is not None else (free_memory_mb(device) or math.inf) * MEMORY_FRACTION
+    if len(data) == 0 or math.isinf(budget):
+        return most
+    sums = sum(p.numel() * p.element_size() for p in trainable_parameters(system.net).values())
+    one = batch_to(next(iter(make_loader(data, system, 1))), device)
+    per_sample = GRADIENT_COPIES * gradient_bytes + ACTIVATION_COPIES * activation_bytes(
+        system, {k: v[0] for k, v in one.items()}, context)
+    chunk = max(1, min(most, int((budget * 2**20 - sums) // per_sample)))
+    print(f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each and {sums / 2**20:.0f} MB of sums "
+          f"within {budget:.0f} MB")
+    return chunk
 
 
 def uses_hooks(system) -> bool:
@@ -214,11 +273,12 @@ def functorch_fisher(system, data, device, context: dict[str, torch.Tensor], chu
 
 
 def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32,
-                    context_data=None) -> dict[str, torch.Tensor]:
-    """The diagonal Fisher of `system` on `data`; per_sample mode takes its loss context from `context_data`."""
+                    context_data=None, memory_mb: float | None = None) -> dict[str, torch.Tensor]:
+    """The diagonal Fisher of `system` on `data`; per_sample mode takes its loss context from `context_data`
+    and bounds a chunk's memory by `memory_mb` (None: a share of the device's free memory)."""
     if mode == "per_sample":
         context = loss_context(system, context_data, device) if context_data is not None else {}
-        return per_sample_fisher(system, data, device, context, chunk)
+        return per_sample_fisher(system, data, device, context, chunk, memory_mb=memory_mb)
     if mode == "batch":
         return batch_fisher(system, data, device, batch_size)
     raise ValueError(f"unknown Fisher mode '{mode}'; valid: {', '.join(MODES)}")

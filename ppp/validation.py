@@ -97,6 +97,7 @@ RULES: dict[str, Check] = {
     "method.fisher_context_size": integer(1),
     "method.fisher_batch_size": integer(1),
     "method.fisher_chunk": integer(1),
+    "method.fisher_memory_mb": number(0, low_open=True, optional=True),
     "method.forget_samples": integer(1, optional=True),
     "method.neighbour_samples": integer(1, optional=True),
     "method.retain_samples": integer(1, optional=True),

@@ -77,14 +77,16 @@ def test_fisher_section_times_each_path_and_checks_it_against_the_loop(monkeypat
 
 
 def test_run_sections_measure_a_warm_run_and_each_methods_unlearning(monkeypatch):
-    monkeypatch.setattr(bench, "UNLEARNING_METHODS", ("ppp", "retrain"))
+    monkeypatch.setattr(bench, "UNLEARNING_METHODS", ("ppp", "ssd_per_sample", "retrain"))
     sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "startup,unlearning"])
     (startup,) = sections["startup"].rows
     assert startup["run_wall_s"] > startup["import_torch_s"] > 0 and startup["unlearn_s"] > 0
     assert startup["overhead_s"] == pytest.approx(
         startup["run_wall_s"] - startup["import_torch_s"] - startup["unlearn_s"] - startup["evaluate_s"])
     rows = {r["method"]: r for r in sections["unlearning"].rows}
-    assert set(rows) == {"ppp", "retrain"} and rows["retrain"]["retrain/cold"] == 1
+    assert set(rows) == {"ppp", "ssd_per_sample", "retrain"} and rows["retrain"]["retrain/cold"] == 1
+    ratio = rows["ppp"]["warm_s"] / rows["ssd_per_sample"]["warm_s"]  # the same Fisher mode, compared
+    assert f"warm {ratio:.2f}x" in sections["unlearning"].notes[-1]
     # PPP's second run reads its three Fisher diagonals from the cache
     assert rows["ppp"]["warm_s"] < rows["ppp"]["cold_s"]
     assert rows["ppp"]["retrain/warm"] == pytest.approx(rows["retrain"]["cold_s"] / rows["ppp"]["warm_s"])

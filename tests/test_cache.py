@@ -168,7 +168,7 @@ def fisher_builds(monkeypatch):
     """ctx.fisher with the estimator replaced by a recorder: returns how many diagonals were built."""
     built = []
 
-    def fake_fisher(system, data, device, mode, batch_size, chunk, context_data):
+    def fake_fisher(system, data, device, mode, batch_size, chunk, context_data, memory_mb):
         built.append((data.root_indices().tolist(), None if context_data is None else len(context_data)))
         return {"w": torch.ones(1)}
 
@@ -204,6 +204,7 @@ def test_fisher_key_ignores_what_does_not_change_the_diagonal(hashing_ctx, fishe
     ctx = hashing_ctx()
     assert fisher_builds(ctx, SETTINGS) == 1
     assert fisher_builds(ctx, {**SETTINGS, "fisher_chunk": 5}) == 1  # the fixed context makes chunks irrelevant
+    assert fisher_builds(ctx, {**SETTINGS, "fisher_memory_mb": 100.0}) == 1  # and so their memory budget
     assert fisher_builds(ctx, {**SETTINGS, "fisher_batch_size": 8, "batch_order": "official"}) == 1  # batch-only
     assert fisher_builds(hashing_ctx("sample_seed=3", "num_workers=1"), SETTINGS) == 1
     batch = {**SETTINGS, "fisher_mode": "batch"}

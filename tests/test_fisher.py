@@ -124,13 +124,15 @@ def test_batch_order_auto_is_official_for_ssd_in_batch_mode_only():
     ("fisher_context_size", 0, "method.fisher_context_size must be >= 1, got 0"),
     ("fisher_chunk", 2.5, "method.fisher_chunk must be an integer >= 1, got '2.5'"),
     ("fisher_batch_size", None, "method.fisher_batch_size must be an integer >= 1, got 'None'"),
+    ("fisher_memory_mb", 0, "method.fisher_memory_mb must lie in (0, inf], got 0"),
+    ("fisher_memory_mb", "lots", "method.fisher_memory_mb must be a number, got 'lots'"),
 ])
 def test_fisher_settings_are_checked(key, value, message):
     good = {"name": "ssd", "fisher_mode": "batch", "batch_order": "auto", "reference": "full",
             "fisher_batch_size": 64, "fisher_chunk": 32, "fisher_context_size": 64}
     check_config(OmegaConf.create({"method": good}))
     check_config(OmegaConf.create({"method": {"name": "finetune"}}))  # methods without Fisher keys pass
-    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(")) as err:
+    with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")) as err:
         check_config(OmegaConf.create({"method": {**good, key: value}}))
     assert "\n" not in str(err.value)
 
@@ -163,3 +165,39 @@ def test_batchnorm_uses_running_statistics_and_is_left_untouched():
     system.net.zero_grad()
     system.loss(next(iter(make_loader(data, system, 6)))).backward()
     assert_close(whole, {n: p.grad ** 2 for n, p in system.net.named_parameters()}, tolerance=1e-2)
+
+
+def test_the_chunk_shrinks_with_the_memory_budget(setup, capsys):
+    """Torch.func path: a sample costs its dense per-sample gradient plus its measured activations."""
+    from ppp.fisher import ACTIVATION_COPIES, GRADIENT_COPIES, activation_bytes, budget_chunk
+
+    system, train = setup
+    data = train.subset(range(8))
+    context = loss_context(system, train.subset(range(40, 56)), "cpu")
+    dense = 4 * 10**6
+    chunks = [budget_chunk(system, data, "cpu", context, 32, mb, gradient_bytes=dense) for mb in (1e6, 50, 35, 1e-3)]
+    assert chunks[0] == 32 and chunks[-1] == 1 and chunks == sorted(chunks, reverse=True) and len(set(chunks)) == 4
+    sample = {k: v[0] for k, v in next(iter(make_loader(data, system, 1))).items()}
+    activations = activation_bytes(system, sample, context)
+    assert 10_000 < activations < dense  # clip_tiny keeps a few hundred kB of activations per sample
+    sums = 4 * sum(p.numel() for p in system.net.parameters() if p.requires_grad)  # the running sums
+    assert chunks[1] == int((50 * 2**20 - sums) // (GRADIENT_COPIES * dense + ACTIVATION_COPIES * activations))
+    assert "samples per chunk" in capsys.readouterr().out
+
+
+def test_a_tiny_budget_gives_the_large_budgets_fisher(setup):
+    """One sample per chunk (the budget cannot hold one) against one chunk of all: the same diagonal."""
+    system, train = setup
+    data = train.subset(range(6))
+    context = loss_context(system, train.subset(range(40, 56)), "cpu")
+    tiny = per_sample_fisher(system, data, "cpu", context, chunk=32, memory_mb=1e-3)
+    large = per_sample_fisher(system, data, "cpu", context, chunk=32, memory_mb=1e6)
+    assert_close(tiny, large, tolerance=1e-5)
+    assert sum(f.sum() for f in tiny.values()) > 0
+
+
+def test_the_default_budget_is_a_share_of_free_memory():
+    from ppp.fisher import free_memory_mb
+
+    free = free_memory_mb("cpu")
+    assert free is not None and 0 < free < 2**30  # MemAvailable, in MB

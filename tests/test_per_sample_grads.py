@@ -162,3 +162,14 @@ def test_resnet_fisher_takes_the_hook_path_with_the_torch_func_numbers(digits_tr
 def test_clip_falls_back_to_torch_func():
     """open_clip's attention and its bare parameters (positional embeddings, projections) have no rule."""
     assert not uses_hooks(ClipHashingSystem("clip_tiny", bits=16, num_classes=10))
+
+
+def test_hook_path_under_a_tiny_memory_budget(digits_train, capsys):
+    """A budget below one sample's activations still runs, one sample per chunk, with a large budget's numbers."""
+    torch.manual_seed(0)
+    system = ClassifierSystem("resnet18", num_classes=10, image_size=16).eval()
+    data = digits_train.subset(range(5))
+    tiny = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e-3)
+    large = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e6)
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[fisher]")] == ["1", "32"]
+    assert_close(tiny, large, rel=1e-5)

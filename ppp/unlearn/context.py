@@ -91,12 +91,13 @@ class UnlearnContext:
     def fisher(self, system: System, data: LabelledDataset, settings: DictConfig,
                label: str = "fisher") -> tuple[dict[str, torch.Tensor], float]:
         """Diagonal Fisher of the original model on `data` under a method's Fisher settings (`fisher_mode`,
-        `fisher_batch_size`, `batch_order`, `fisher_chunk`, `fisher_context_size`), cached; and the seconds
+        `fisher_batch_size`, `batch_order`, `fisher_chunk`, `fisher_memory_mb`, `fisher_context_size`), cached; and the seconds
         it took to build or to load (the same key either way, so runs in one process stay alike).
 
         Keyed on the samples in the order the estimator sees them, the mode, and what the mode depends
         on: batch mode its batch size (and, through the order, which samples share a batch), per-sample
-        mode its context samples. Not the chunk: with a fixed context it does not change the loss."""
+        mode its context samples. Not the chunk nor its memory budget: with a fixed context they do not
+        change the loss."""
         mode = settings.fisher_mode
         context = None
         if mode == "batch" and batch_order(settings) == "official":
@@ -113,8 +114,9 @@ class UnlearnContext:
         })
 
         def build():
+            budget = settings.get("fisher_memory_mb")
             return fisher_diagonal(system, data, self.device, mode, int(settings.fisher_batch_size),
-                                   int(settings.fisher_chunk), context)
+                                   int(settings.fisher_chunk), context, None if budget is None else float(budget))
 
         start = time.perf_counter()
         diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
