@@ -35,9 +35,19 @@ FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format 
 # `config_identity` and of run hashes (`ppp.runs.run_hash`), so adding it neither invalidates existing
 # caches nor makes finished runs look new; any other value is keyed. When you add a config key, add it
 # here with its neutral default.
+def _config_block(*files: str) -> dict:
+    """Config files of conf/ merged in order, without their defaults lists: a mounted block's default value."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    block = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(conf / f) for f in files)))
+    block.pop("defaults", None)
+    return block
+
+
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "dataset.surface_forms": False, "dataset.mention_prob": 1.0,
-    "evaluator.residual": False,
+    "dataset.surface_forms": False, "dataset.mention_prob": 1.0, "dataset.domains": None,
+    "backbone.loss.contrastive_weight": 0.0,
+    "evaluator.residual": False, "evaluator.zeroshot": False,
+    "evaluator.zeroshot_settings": _config_block("prompts/digits.yaml", "zeroshot/default.yaml"),
     "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype",
 }
 

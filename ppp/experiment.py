@@ -27,7 +27,7 @@ REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown
 
 def check_fits(cfg: DictConfig, bench) -> None:
     """Before any training: the evaluator and the backbone must serve the benchmark's task."""
-    if cfg.evaluator.name != bench.task:
+    if cfg.evaluator.get("task", cfg.evaluator.name) != bench.task:
         raise ConfigError(f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
                           f"benchmark; use evaluator={bench.task}")
     if cfg.backbone.task != bench.task:

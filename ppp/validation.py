@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp.data.digits import DOMAINS
 from ppp.errors import ConfigError
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
@@ -68,6 +69,36 @@ def subset_of(*choices: str) -> Check:
     return check
 
 
+def distinct_subset_of(*choices: str, optional: bool = False) -> Check:
+    def check(path, value):
+        if value is None and optional:
+            return
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{path} must be a non-empty list of {', '.join(choices)}{' or null' if optional else ''}; "
+                              f"got '{value}'")
+        subset_of(*choices)(path, value)
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{path} names a value twice: {value}")
+    return check
+
+
+def prompt_template(*slots: str) -> Check:
+    """A prompt template (or a list of them) that holds exactly one `{}` slot besides the named `slots`."""
+    def check(path, value):
+        for template in value if isinstance(value, list) else [value]:
+            try:
+                ok = isinstance(template, str) and template.count("{}") == 1 and \
+                    template.format("x", **{s: "y" for s in slots}) is not None
+            except (IndexError, KeyError, ValueError):
+                ok = False
+            if not ok or any("{" + s + "}" not in template for s in slots):
+                wanted = " and ".join(["one {} slot", *(f"a {{{s}}} slot" for s in slots)])
+                raise ConfigError(f"{path}: the prompt template '{template}' must hold {wanted} and no other braces")
+        if isinstance(value, list) and not value:
+            raise ConfigError(f"{path} must list at least one prompt template")
+    return check
+
+
 RULES: dict[str, Check] = {
     "seed": integer(0),
     "sample_seed": integer(0),
@@ -79,6 +110,9 @@ RULES: dict[str, Check] = {
     # datasets
     "dataset.surface_forms": one_of(True, False),
     "dataset.mention_prob": number(0, 1, low_open=True),
+    "dataset.domains": distinct_subset_of(*DOMAINS, optional=True),
+    # backbones
+    "backbone.loss.contrastive_weight": number(0),
     # dampening methods (ppp, ssd, fisher)
     "method.alpha": number(0),
     "method.lam": number(0),
@@ -117,6 +151,11 @@ RULES: dict[str, Check] = {
     "evaluator.density": one_of(True, False),
     "evaluator.residual": one_of(True, False),
     "evaluator.ties": one_of(*TIES),
+    "evaluator.zeroshot": one_of(True, False),
+    "evaluator.zeroshot_settings.templates": prompt_template(),
+    "evaluator.zeroshot_settings.domain_template": prompt_template("domain"),
+    "evaluator.zeroshot_settings.per_class": integer(1),
+    "evaluator.zeroshot_settings.seed": integer(0),
 }
 
 
@@ -133,6 +172,18 @@ def check_combinations(cfg: DictConfig) -> None:
     """Values that are valid alone but not together."""
     if OmegaConf.select(cfg, "evaluator.ties") is not None:
         check_map_settings(cfg.evaluator.ties, cfg.evaluator.get("topk"))
+    if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
+        check_clip_space(cfg, "zero-shot evaluation")
+
+
+def check_clip_space(cfg: DictConfig, what: str) -> None:
+    """Zero-shot evaluation and the CLIP-side methods need a CLIP backbone, and one-digit images drawn
+    by the digit_scenes generator (its class words and domains)."""
+    if OmegaConf.select(cfg, "backbone.kind") != "clip_hashing":
+        raise ConfigError(f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}")
+    if OmegaConf.select(cfg, "dataset.name") != "digit_scenes":
+        raise ConfigError(f"{what} draws its one-digit test images with the digit_scenes generator; "
+                          f"got dataset={cfg.dataset.name}")
 
 
 def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[int]) -> None:
