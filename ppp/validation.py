@@ -16,6 +16,11 @@ from ppp.data.digits import DOMAINS
 from ppp.errors import ConfigError
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
+from ppp.unlearn.clip_side import PARADIGMS, PROTOTYPES
+from ppp.unlearn.cliperase import FORGET_LOSSES
+from ppp.unlearn.projection import VARIANTS
+
+CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
 
 Check = Callable[[str, Any], None]
 
@@ -137,6 +142,20 @@ RULES: dict[str, Check] = {
     "method.reference_samples": integer(1, optional=True),
     "method.prototype_modality": one_of("image", "text", "mean"),
     "method.retain_excludes_neighbours": one_of(True, False),
+    # CLIP-side methods (ccup, clip_nullspace, cliperase); method.alpha in [0, 1] is checked with the method
+    "method.templates": prompt_template(),
+    "method.domain_template": prompt_template("domain"),
+    "method.variant": one_of(*VARIANTS),
+    "method.ridge_lambda": number(0),
+    "method.ridge_mu": number(0, low_open=True),
+    "method.paradigm": one_of(*PARADIGMS),
+    "method.domains": subset_of(*DOMAINS),
+    "method.prototypes": one_of(*PROTOTYPES),
+    "method.gap_images": integer(1),
+    "method.forget_loss": one_of(*FORGET_LOSSES),
+    "method.forget_weight": number(0),
+    "method.retain_weight": number(0),
+    "method.consistency_weight": number(0),
     # training baselines
     "method.kl_reduction": one_of("mean", "batchmean"),
     "method.retain_fraction": number(0, 1, low_open=True),
@@ -160,7 +179,11 @@ RULES: dict[str, Check] = {
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Apply every rule whose path the config holds; raise the first ConfigError."""
+    """Apply every rule whose path the config holds; raise the first ConfigError. The CLIP-side methods
+    come first: their method.alpha lies in [0, 1], where the dampening methods' rule allows any alpha >= 0."""
+    method = OmegaConf.select(cfg, "method.name")
+    if method in CLIP_METHODS:
+        check_clip_method(cfg, method)
     for path, check in RULES.items():
         value = OmegaConf.select(cfg, path, default="<absent>")
         if not (isinstance(value, str) and value == "<absent>"):
@@ -176,11 +199,29 @@ def check_combinations(cfg: DictConfig) -> None:
         check_clip_space(cfg, "zero-shot evaluation")
 
 
+def require_clip_backbone(cfg: DictConfig, what: str) -> None:
+    if OmegaConf.select(cfg, "backbone.kind") != "clip_hashing":
+        raise ConfigError(f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}")
+
+
+def check_clip_method(cfg: DictConfig, method: str) -> None:
+    """A CLIP backbone; a strength in [0, 1]; the nullspace's chosen domains among the data's."""
+    require_clip_backbone(cfg, f"method={method}")
+    if "alpha" in cfg.method:
+        number(0, 1)("method.alpha", cfg.method.alpha)
+    if method == "clip_nullspace" and cfg.method.paradigm != "global":
+        chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
+        if not chosen:
+            raise ConfigError(f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]")
+        missing = [d for d in chosen if d not in available]
+        if missing:
+            raise ConfigError(f"method.domains: {', '.join(missing)} not among dataset.domains ({available or 'none'})")
+
+
 def check_clip_space(cfg: DictConfig, what: str) -> None:
     """Zero-shot evaluation and the CLIP-side methods need a CLIP backbone, and one-digit images drawn
     by the digit_scenes generator (its class words and domains)."""
-    if OmegaConf.select(cfg, "backbone.kind") != "clip_hashing":
-        raise ConfigError(f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}")
+    require_clip_backbone(cfg, what)
     if OmegaConf.select(cfg, "dataset.name") != "digit_scenes":
         raise ConfigError(f"{what} draws its one-digit test images with the digit_scenes generator; "
                           f"got dataset={cfg.dataset.name}")
