@@ -1,5 +1,6 @@
 """CLIP-side unlearning: the closed-form projection (ppp/unlearn/projection.py), CCUP and the multimodal
 nullspace (ppp/unlearn/clip_side.py), CLIPErase's terms (ppp/unlearn/cliperase.py)."""
+import copy
 import json
 import math
 import re
@@ -13,13 +14,14 @@ from omegaconf import OmegaConf
 from conftest import TINY
 from ppp.data.digits import DIGIT_NAMES
 from ppp.errors import ConfigError
-from ppp.models.clip_hashing import ClipHashingSystem
+from ppp.models.clip_hashing import ClipHashingSystem, contrastive_loss
 from ppp.models.clip_space import class_text_embeddings
 from ppp.unlearn import METHODS
 from ppp.unlearn.clip_side import select_cells
 from ppp.unlearn.cliperase import cliperase_terms
 from ppp.unlearn.projection import forget_operator, orthonormal_basis, partial
 from test_configs import compose_with, valid
+from tiny_contexts import make_hashing_context, single_thread  # noqa: F401 (fixture)
 
 GEN = torch.Generator().manual_seed(0)
 FORGET, RETAIN = torch.randn(8, 2, generator=GEN), torch.randn(8, 3, generator=GEN)
@@ -72,8 +74,6 @@ def method_cfg(name, **kw):
 
 
 def unlearned(clip, name, ctx, **kw):
-    import copy
-
     return METHODS.get(name)(copy.deepcopy(clip), ctx, method_cfg(name, **kw))
 
 
@@ -143,8 +143,8 @@ def test_cliperase_gradient_ascent_moves_forget_pairs_apart():
     terms = cliperase_terms(img, txt, img.detach(), txt, torch.tensor([True, True, False, False]), 10.0, "ascent")
     terms["forget"].backward()
     stepped = img.detach() - 0.1 * img.grad
-    cos = lambda a: torch.nn.functional.cosine_similarity(a[:2], txt[:2]).sum()  # noqa: E731
-    assert cos(stepped) < cos(img.detach())
+    cos = torch.nn.functional.cosine_similarity
+    assert cos(stepped[:2], txt[:2]).sum() < cos(img[:2].detach(), txt[:2]).sum()
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -168,3 +168,29 @@ def test_nullspace_and_ccup_through_the_runner(cli, tmp_path):
     result = json.loads(next(Path(tmp_path / "run").glob("metrics.json")).read_text())["metrics"]
     assert 0 < result["time/unlearn_s"] < 1.0 and result["ccup/forget_rank"] == 1
     assert {"forget/zs_acc", "retain/zs_acc", "forget/i2t_map", "retain/t2i_map"} <= set(result)
+
+
+def test_contrastive_backbone_adds_clip_infonce_to_the_hashing_loss():
+
+    systems = []
+    for weight in (0.0, 0.5):
+        torch.manual_seed(0)
+        systems.append(ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24,
+                                         contrastive_weight=weight).eval())
+    batch = {"image": torch.randn(4, 3, 32, 32, generator=GEN), "text": systems[0].tokenizer(["one", "two", "six", "a"]),
+             "label": torch.eye(10)[:4]}
+    img, txt = systems[1].net.embeddings(batch["image"], batch["text"])
+    infonce = contrastive_loss(img, txt, systems[1].net.clip.logit_scale.exp())
+    assert systems[1].loss(batch).item() == pytest.approx(systems[0].loss(batch).item() + 0.5 * infonce.item(), rel=1e-5)
+
+
+def test_cliperase_trains_the_towers_and_leaves_the_hash_heads(tmp_path, single_thread):
+
+    ctx = make_hashing_context(tmp_path, ["method=cliperase", "method.train.retrieval.epochs=1", "method.retain_samples=40"])
+    original = ctx.trained()[0]
+    model, diagnostics = METHODS.get("cliperase")(copy.deepcopy(original), ctx, ctx.cfg.method)
+    before, after = dict(original.net.named_parameters()), dict(model.net.named_parameters())
+    assert diagnostics == {}
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith(("image_head.", "text_head.")))
+    assert not torch.equal(before["clip.visual.proj"], after["clip.visual.proj"])
+    assert not torch.equal(before["clip.text_projection"], after["clip.text_projection"])

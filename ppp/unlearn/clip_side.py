@@ -86,6 +86,10 @@ def clip_nullspace(system, ctx, cfg):
         gap = modality_gap(system, text.flatten(0, 1), int(cfg.gap_images), 8 * int(ctx.cfg.dataset.grid),
                            ctx.sample_seed, ctx.device)
         directions.append(F.normalize(text + gap, dim=-1))
-    rows = lambda cells: torch.cat([v[[c for c, _ in cells], [d for _, d in cells]] for v in directions])  # noqa: E731
+
+    def rows(cells):
+        """Every direction kind (text, prototype) of the cells, stacked."""
+        return torch.cat([v[[c for c, _ in cells], [d for _, d in cells]] for v in directions])
+
     diagnostics = project_out(system, rows(forget), rows(retain), cfg)
     return system, {**diagnostics, "clip_nullspace/forget_cells": len(forget)}
