@@ -209,7 +209,7 @@ def check_clip_method(cfg: DictConfig, method: str) -> None:
     require_clip_backbone(cfg, f"method={method}")
     if "alpha" in cfg.method:
         number(0, 1)("method.alpha", cfg.method.alpha)
-    if method == "clip_nullspace" and cfg.method.paradigm != "global":
+    if method == "clip_nullspace" and cfg.method.paradigm in ("domain", "complete"):
         chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
         if not chosen:
             raise ConfigError(f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]")
@@ -219,8 +219,8 @@ def check_clip_method(cfg: DictConfig, method: str) -> None:
 
 
 def check_clip_space(cfg: DictConfig, what: str) -> None:
-    """Zero-shot evaluation and the CLIP-side methods need a CLIP backbone, and one-digit images drawn
-    by the digit_scenes generator (its class words and domains)."""
+    """Zero-shot evaluation needs a CLIP backbone, and one-digit images drawn by the digit_scenes
+    generator (its class words and domains)."""
     require_clip_backbone(cfg, what)
     if OmegaConf.select(cfg, "dataset.name") != "digit_scenes":
         raise ConfigError(f"{what} draws its one-digit test images with the digit_scenes generator; "
