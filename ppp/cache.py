@@ -31,14 +31,25 @@ log = logging.getLogger(__name__)
 
 FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format are rebuilt
 
+
+def _config_block(*files: str) -> dict:
+    """Config files of conf/ merged in order, without their defaults lists: a mounted block's default value."""
+    conf = Path(__file__).resolve().parents[1] / "conf"
+    block = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(conf / f) for f in files)))
+    block.pop("defaults", None)
+    return block
+
+
 # Config keys (dotted paths) added after caches or runs existed, with the value that means "the behaviour
 # from before the key existed". While a key holds that value it is left out of every key built by
 # `config_identity` and of run hashes (`ppp.runs.run_hash`), so adding it neither invalidates existing
 # caches nor makes finished runs look new; any other value is keyed. When you add a config key, add it
 # here with its neutral default.
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "dataset.surface_forms": False, "dataset.mention_prob": 1.0,
-    "evaluator.residual": False,
+    "dataset.surface_forms": False, "dataset.mention_prob": 1.0, "dataset.domains": None,
+    "backbone.loss.contrastive_weight": 0.0,
+    "evaluator.residual": False, "evaluator.zeroshot": False,
+    "evaluator.zeroshot_settings": _config_block("prompts/digits.yaml", "zeroshot/default.yaml"),
     "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype", "method.fisher_memory_mb": None,
 }
 

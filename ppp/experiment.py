@@ -28,12 +28,13 @@ REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown
 REFERENCE_METRICS_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
 EVALUATION_SOURCES = tuple(PACKAGE / p for p in ("evaluation", "models", "losses", "unlearn/reference.py",
-                                                 "unlearn/prototypes.py", "data/base.py"))
+                                                 "unlearn/prototypes.py", "data/base.py",
+                                                 "data/digits.py"))  # zero-shot draws its images at evaluation
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
     """Before any training: the evaluator and the backbone must serve the benchmark's task."""
-    if cfg.evaluator.name != bench.task:
+    if cfg.evaluator.get("task", cfg.evaluator.name) != bench.task:
         raise ConfigError(f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
                           f"benchmark; use evaluator={bench.task}")
     if cfg.backbone.task != bench.task:

@@ -12,9 +12,15 @@ from typing import Any, Callable
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp.data.digits import DOMAINS
 from ppp.errors import ConfigError
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
+from ppp.unlearn.clip_side import PARADIGMS, PROTOTYPES
+from ppp.unlearn.cliperase import FORGET_LOSSES
+from ppp.unlearn.projection import VARIANTS
+
+CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
 
 Check = Callable[[str, Any], None]
 
@@ -68,6 +74,36 @@ def subset_of(*choices: str) -> Check:
     return check
 
 
+def distinct_subset_of(*choices: str, optional: bool = False) -> Check:
+    def check(path, value):
+        if value is None and optional:
+            return
+        if not isinstance(value, list) or not value:
+            raise ConfigError(f"{path} must be a non-empty list of {', '.join(choices)}{' or null' if optional else ''}; "
+                              f"got '{value}'")
+        subset_of(*choices)(path, value)
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{path} names a value twice: {value}")
+    return check
+
+
+def prompt_template(*slots: str) -> Check:
+    """A prompt template (or a list of them) that holds exactly one `{}` slot besides the named `slots`."""
+    def check(path, value):
+        for template in value if isinstance(value, list) else [value]:
+            try:
+                ok = isinstance(template, str) and template.count("{}") == 1 and \
+                    template.format("x", **{s: "y" for s in slots}) is not None
+            except (IndexError, KeyError, ValueError):
+                ok = False
+            if not ok or any("{" + s + "}" not in template for s in slots):
+                wanted = " and ".join(["one {} slot", *(f"a {{{s}}} slot" for s in slots)])
+                raise ConfigError(f"{path}: the prompt template '{template}' must hold {wanted} and no other braces")
+        if isinstance(value, list) and not value:
+            raise ConfigError(f"{path} must list at least one prompt template")
+    return check
+
+
 RULES: dict[str, Check] = {
     "seed": integer(0),
     "sample_seed": integer(0),
@@ -79,6 +115,9 @@ RULES: dict[str, Check] = {
     # datasets
     "dataset.surface_forms": one_of(True, False),
     "dataset.mention_prob": number(0, 1, low_open=True),
+    "dataset.domains": distinct_subset_of(*DOMAINS, optional=True),
+    # backbones
+    "backbone.loss.contrastive_weight": number(0),
     # dampening methods (ppp, ssd, fisher)
     "method.alpha": number(0),
     "method.lam": number(0),
@@ -104,6 +143,20 @@ RULES: dict[str, Check] = {
     "method.reference_samples": integer(1, optional=True),
     "method.prototype_modality": one_of("image", "text", "mean"),
     "method.retain_excludes_neighbours": one_of(True, False),
+    # CLIP-side methods (ccup, clip_nullspace, cliperase); method.alpha in [0, 1] is checked with the method
+    "method.templates": prompt_template(),
+    "method.domain_template": prompt_template("domain"),
+    "method.variant": one_of(*VARIANTS),
+    "method.ridge_lambda": number(0),
+    "method.ridge_mu": number(0, low_open=True),
+    "method.paradigm": one_of(*PARADIGMS),
+    "method.domains": subset_of(*DOMAINS),
+    "method.prototypes": one_of(*PROTOTYPES),
+    "method.gap_images": integer(1),
+    "method.forget_loss": one_of(*FORGET_LOSSES),
+    "method.forget_weight": number(0),
+    "method.retain_weight": number(0),
+    "method.consistency_weight": number(0),
     # training baselines
     "method.kl_reduction": one_of("mean", "batchmean"),
     "method.retain_fraction": number(0, 1, low_open=True),
@@ -118,11 +171,20 @@ RULES: dict[str, Check] = {
     "evaluator.density": one_of(True, False),
     "evaluator.residual": one_of(True, False),
     "evaluator.ties": one_of(*TIES),
+    "evaluator.zeroshot": one_of(True, False),
+    "evaluator.zeroshot_settings.templates": prompt_template(),
+    "evaluator.zeroshot_settings.domain_template": prompt_template("domain"),
+    "evaluator.zeroshot_settings.per_class": integer(1),
+    "evaluator.zeroshot_settings.seed": integer(0),
 }
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Apply every rule whose path the config holds; raise the first ConfigError."""
+    """Apply every rule whose path the config holds; raise the first ConfigError. The CLIP-side methods
+    come first: their method.alpha lies in [0, 1], where the dampening methods' rule allows any alpha >= 0."""
+    method = OmegaConf.select(cfg, "method.name")
+    if method in CLIP_METHODS:
+        check_clip_method(cfg, method)
     for path, check in RULES.items():
         value = OmegaConf.select(cfg, path, default="<absent>")
         if not (isinstance(value, str) and value == "<absent>"):
@@ -134,6 +196,36 @@ def check_combinations(cfg: DictConfig) -> None:
     """Values that are valid alone but not together."""
     if OmegaConf.select(cfg, "evaluator.ties") is not None:
         check_map_settings(cfg.evaluator.ties, cfg.evaluator.get("topk"))
+    if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
+        check_clip_space(cfg, "zero-shot evaluation")
+
+
+def require_clip_backbone(cfg: DictConfig, what: str) -> None:
+    if OmegaConf.select(cfg, "backbone.kind") != "clip_hashing":
+        raise ConfigError(f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}")
+
+
+def check_clip_method(cfg: DictConfig, method: str) -> None:
+    """A CLIP backbone; a strength in [0, 1]; the nullspace's chosen domains among the data's."""
+    require_clip_backbone(cfg, f"method={method}")
+    if "alpha" in cfg.method:
+        number(0, 1)("method.alpha", cfg.method.alpha)
+    if method == "clip_nullspace" and cfg.method.paradigm in ("domain", "complete"):
+        chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
+        if not chosen:
+            raise ConfigError(f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]")
+        missing = [d for d in chosen if d not in available]
+        if missing:
+            raise ConfigError(f"method.domains: {', '.join(missing)} not among dataset.domains ({available or 'none'})")
+
+
+def check_clip_space(cfg: DictConfig, what: str) -> None:
+    """Zero-shot evaluation needs a CLIP backbone, and one-digit images drawn by the digit_scenes
+    generator (its class words and domains)."""
+    require_clip_backbone(cfg, what)
+    if OmegaConf.select(cfg, "dataset.name") != "digit_scenes":
+        raise ConfigError(f"{what} draws its one-digit test images with the digit_scenes generator; "
+                          f"got dataset={cfg.dataset.name}")
 
 
 def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[int]) -> None:

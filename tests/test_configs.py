@@ -37,7 +37,9 @@ def test_every_config_file_is_covered():
     covered = {f"{g}/{p.stem}.yaml" for g in GROUPS for p in (CONF / g).glob("*.yaml")}
     covered |= {f"experiment/{e}.yaml" for e in EXPERIMENTS} | {"config.yaml", "mia/default.yaml"}
     # blocks other configs pull in through their defaults (composed with them above)
-    covered |= {"method/fisher_estimate/default.yaml", "backbone_weights/imagenet1k.yaml"}
+    covered |= {"method/fisher_estimate/default.yaml", "method/projection/default.yaml",
+                "backbone_weights/imagenet1k.yaml", "prompts/digits.yaml",
+                "zeroshot/default.yaml"}
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
     covered |= {f"{g}/{p.name}" for g in MECHANISM_GROUPS for p in (CONF / g).glob("*.yaml")}  # composed below

@@ -9,6 +9,11 @@ and not every annotated object is named: `surface_forms` names a digit by one of
 word, the numeral, synonyms) and `mention_prob` names each present digit only with that probability
 (the label still carries it). It draws from its own random stream, so the scenes, images and labels
 are those of the default data and only the captions change.
+`domains` (off by default) renders each scene in one of a few styles (DOMAINS: `ink` as drawn,
+`negative` inverted, `outline` the glyphs' edges) and names the style in its caption ("a negative image
+of ..."); the styles, too, come from a stream of their own, so the scenes and labels stay the default's.
+`one_digit_images` draws single-glyph scenes with the same generator: zero-shot test images, where
+chance is one in ten.
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
 jitter so that every class has enough test and validation images.
 """
@@ -52,6 +57,9 @@ SURFACE_FORMS = {
 UNNAMED = "some digits"  # the caption's object when no present digit is named
 
 CELL = 8  # sklearn glyphs are 8x8
+
+DOMAINS = ("ink", "negative", "outline")  # the renderings `dataset.domains` may name
+DOMAIN_CAPTION = "a {domain} image of {caption}"
 
 
 def _load_glyphs() -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +123,38 @@ def render_scene(
     return (canvas * 255).round().astype(np.uint8)
 
 
+def render_domain(image: np.ndarray, domain: str) -> np.ndarray:
+    """A (3, H, W) uint8 scene as `domain` renders it: `ink` unchanged, `negative` inverted, `outline`
+    the morphological gradient (3x3 dilation minus erosion), i.e. hollow strokes on a dark canvas."""
+    if domain == "ink":
+        return image
+    if domain == "negative":
+        return 255 - image
+    if domain == "outline":
+        x = torch.from_numpy(image).float()[None]
+        edges = F.max_pool2d(x, 3, 1, 1) + F.max_pool2d(-x, 3, 1, 1)
+        return edges[0].round().to(torch.uint8).numpy()
+    raise ValueError(f"unknown domain '{domain}'")
+
+
+def one_digit_images(per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`per_class` one-glyph scenes of every class in every domain (`ink` alone without domains), drawn as
+    `digit_scenes` draws its scenes: images (N, 3, H, W) uint8, classes (N,) and domain indices (N,)
+    into `domains`, ordered domain, class, draw."""
+    rng = np.random.default_rng([seed, 3])
+    glyphs, targets = _load_glyphs()
+    glyphs_by_class = [glyphs[targets == c] for c in range(10)]
+    images, classes, domain_idx = [], [], []
+    for d, domain in enumerate(domains or ["ink"]):
+        for c in range(10):
+            for _ in range(per_class):
+                images.append(render_domain(render_scene([c], glyphs_by_class, rng, grid), domain))
+                classes.append(c)
+                domain_idx.append(d)
+    return torch.from_numpy(np.stack(images)), torch.tensor(classes), torch.tensor(domain_idx)
+
+
 def digit_scenes(
     n_total: int = 6500,
     n_query: int = 1000,
@@ -126,6 +166,7 @@ def digit_scenes(
     seed: int = 0,
     surface_forms: bool = False,
     mention_prob: float = 1.0,
+    domains: list[str] | None = None,
 ) -> Benchmark:
     rng = np.random.default_rng(seed)
     topics = DEFAULT_TOPICS if topics is None else [list(t) for t in topics]
@@ -139,6 +180,10 @@ def digit_scenes(
     else:
         mentions = [[DIGIT_NAMES[c] for c in s] for s in scenes]
     texts = [TEMPLATES[rng.integers(len(TEMPLATES))].format(_word_list(m, rng)) for m in mentions]
+    if domains:  # each scene's rendering, from a stream of its own
+        drawn = np.random.default_rng([seed, 2]).integers(len(domains), size=n_total)
+        images = np.stack([render_domain(image, domains[d]) for image, d in zip(images, drawn)])
+        texts = [DOMAIN_CAPTION.format(domain=domains[d], caption=t) for t, d in zip(texts, drawn)]
     labels = np.zeros((n_total, 10), dtype=np.float32)
     for i, s in enumerate(scenes):
         labels[i, s] = 1.0
@@ -153,7 +198,7 @@ def digit_scenes(
         database=pairs.subset(idx["database"]),
         val=pairs.subset(idx["val"]),
         info={"topics": [[DIGIT_NAMES[c] for c in t] for t in topics], "surface_forms": surface_forms,
-              "mention_prob": mention_prob},
+              "mention_prob": mention_prob, "domains": list(domains or [])},
     )
 
 

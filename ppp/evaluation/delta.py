@@ -36,11 +36,11 @@ def quality_keys(task: str, split: str) -> list[str]:
 
 def deltas(metrics: dict, references: dict[str, dict], task: str, definition: str) -> dict[str, float]:
     """`delta/forget` (vs Retrain), `delta/retain` (vs Original) and their sum `objective/gap`, for
-    whichever references are present."""
+    whichever references are present (none for an evaluator without the quality metrics, e.g. zero-shot alone)."""
     out = {}
     for split, reference in SIDES:
-        if reference in references:
-            keys = quality_keys(task, split)
+        keys = quality_keys(task, split)
+        if reference in references and all(k in metrics for k in keys):
             out[f"delta/{split}"] = gap([metrics[k] for k in keys], [references[reference][k] for k in keys],
                                         definition)
     if len(out) == len(SIDES):

@@ -3,7 +3,8 @@
 Each evaluator serves one benchmark task (retrieval or classification), scores the samples that
 `cfg.split` and `cfg.forget_queries` name (`ppp/evaluation/queries.py`) and adds the membership
 attacks named in `cfg.mia`; retrieval adds the per-tower residual metrics with `cfg.residual`
-(`ppp/evaluation/residual.py`).
+(`ppp/evaluation/residual.py`) and zero-shot accuracy in CLIP's own space with `cfg.zeroshot`
+(`ppp/evaluation/zeroshot.py`), which `zeroshot` reports alone (on retrieval benchmarks: `cfg.task`).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from ppp.evaluation.density import original_neighbours, prototype_distances
 from ppp.evaluation.mia import membership_inference
 from ppp.evaluation.queries import evaluation_set
 from ppp.evaluation.retrieval import evaluate_retrieval
+from ppp.evaluation.zeroshot import evaluate_zeroshot
 from ppp.registry import Registry
 
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
@@ -26,7 +28,13 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
                                  cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data, cfg.ties,
                                  bool(cfg.get("residual", False)))
-    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
+    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data),
+            **(zeroshot(system, ctx, cfg) if cfg.get("zeroshot") else {})}
+
+
+@EVALUATORS.register("zeroshot")
+def zeroshot(system, ctx, cfg: DictConfig) -> dict:
+    return evaluate_zeroshot(system, ctx, cfg.zeroshot_settings, cfg.batch_size)
 
 
 @EVALUATORS.register("classification")

@@ -17,6 +17,7 @@ def _clip_hashing(cfg: DictConfig, num_classes: int, bits: int) -> System:
         arch=cfg.arch, bits=bits, num_classes=num_classes, pretrained=cfg.get("pretrained"),
         dropout=cfg.dropout, delta=cfg.loss.delta, irrelevant_weight=cfg.loss.irrelevant_weight,
         proxy_seed=cfg.loss.proxy_seed, context_length=cfg.get("context_length"), loss=cfg.loss.get("name", "dsap"),
+        contrastive_weight=float(cfg.loss.get("contrastive_weight", 0.0)),
     )
 
 

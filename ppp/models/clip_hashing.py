@@ -89,6 +89,18 @@ class ClipHashNet(nn.Module):
     def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return self.encode_image(images), self.encode_text(tokens)
 
+    def embeddings(self, images: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The towers' outputs before the hash heads: CLIP's own (unnormalised) embedding space."""
+        return self.clip.encode_image(images), encode_text(self.clip, tokens)
+
+
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """CLIP's symmetric InfoNCE over a batch of pairs: cross-entropy of the scaled cosine logits, pair i
+    the target of row i, averaged over both directions."""
+    logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    target = torch.arange(len(logits), device=logits.device)
+    return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
+
 
 def _hf_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "").upper() in {"1", "ON", "YES", "TRUE"}
@@ -209,7 +221,8 @@ class ClipHashingSystem(System):
 
     def __init__(self, arch: str, bits: int, num_classes: int, pretrained: str | None = None,
                  dropout: float = 0.2, delta: float | None = None, irrelevant_weight: float = 0.8,
-                 proxy_seed: int = 0, context_length: int | None = None, loss: str = "dsap"):
+                 proxy_seed: int = 0, context_length: int | None = None, loss: str = "dsap",
+                 contrastive_weight: float = 0.0):
         super().__init__()
         clip, embed_dim, self.image_size, self.mean, self.std = create_clip(arch, pretrained)
         check_context_length(clip, arch, context_length)
@@ -218,6 +231,7 @@ class ClipHashingSystem(System):
         self.tokenizer = tokenizer(arch, context_length)
         self._preprocess = None
         self._arch, self._pretrained = arch, pretrained
+        self.contrastive_weight = contrastive_weight
 
     def transform(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):  # uint8 (3, H, W) from the embedded datasets
@@ -242,8 +256,26 @@ class ClipHashingSystem(System):
         return self.net(batch["image"], batch["text"])
 
     def loss(self, batch):
-        img, txt = self.codes(batch)
-        return self.criterion(img, txt, batch["label"])
+        """The hashing loss; with `contrastive_weight`, plus that weight times CLIP's InfoNCE on the towers'
+        outputs (scaled by the model's own learnt logit scale), which aligns CLIP's space for zero-shot use."""
+        if not self.contrastive_weight:
+            img, txt = self.codes(batch)
+            return self.criterion(img, txt, batch["label"])
+        emb_img, emb_txt = self.net.embeddings(batch["image"], batch["text"])
+        hashing = self.criterion(self.net.image_head(emb_img), self.net.text_head(emb_txt), batch["label"])
+        scale = self.net.clip.logit_scale.exp().clamp(max=100)
+        return hashing + self.contrastive_weight * contrastive_loss(emb_img, emb_txt, scale)
+
+    @torch.no_grad()
+    def embed_images(self, images: torch.Tensor) -> torch.Tensor:
+        """Unit-norm image embeddings in CLIP's own space (before the hash head) of transformed images."""
+        return F.normalize(self.net.clip.encode_image(images), dim=-1)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: list[str]) -> torch.Tensor:
+        """Unit-norm text embeddings in CLIP's own space (before the hash head)."""
+        device = self.net.clip.logit_scale.device
+        return F.normalize(encode_text(self.net.clip, self.tokenizer(list(texts)).to(device)), dim=-1)
 
     @torch.no_grad()
     def loss_context(self, batch):
@@ -262,8 +294,8 @@ class ClipHashingSystem(System):
 
     def parameter_group(self, name: str) -> tuple[str, str]:
         """Image tower: `clip.visual` and the image hash head; text tower: the token table, every other
-        CLIP parameter (positional embedding, transformer, ln_final, text projection, the unused logit
-        scale) and the text hash head. Modules: token_table, text_tower, image_tower, heads."""
+        CLIP parameter (positional embedding, transformer, ln_final, text projection, the logit scale,
+        used only by the contrastive term) and the text hash head. Modules: token_table, text_tower, image_tower, heads."""
         if name.startswith(("image_head.", "text_head.")):
             return name.split("_")[0], "heads"
         if name.startswith("clip.visual."):

@@ -1,0 +1,44 @@
+"""Zero-shot classification in CLIP's own embedding space (`evaluator.zeroshot`, or `evaluator=zeroshot`).
+
+Each test image holds one digit (`ppp.data.digits.one_digit_images`, drawn with the dataset's grid and
+domains and the evaluator's own seed), so chance is 10 % and a forgotten class can fall to it; on
+multi-label scenes a co-occurring digit would count as a hit. An image is assigned the class whose
+prompt-averaged text embedding is the most cosine-similar (`ppp/models/clip_space.py`); with domains,
+the prompts of every domain are averaged ("a negative image of six", ...), as the training captions
+always name one.
+Metrics: `forget/zs_acc` and `retain/zs_acc` over the images of forget / retained classes and, where the
+data has domains, `zs_acc/<class>/<domain>` for every cell. Not quality metrics of |Δ|.
+"""
+from __future__ import annotations
+
+import torch
+from omegaconf import DictConfig
+
+from ppp.data.digits import one_digit_images
+from ppp.models.clip_space import class_text_embeddings, image_embeddings
+
+
+def zeroshot_accuracy(system, images: torch.Tensor, classes: torch.Tensor, domain_idx: torch.Tensor,
+                      class_names: list[str], domains: list[str], forget_idx: list[int], templates: list[str],
+                      domain_template: str, device: torch.device, batch_size: int = 256) -> dict[str, float]:
+    """Forget / retain zero-shot accuracy of `images` of known `classes`, and the class x domain grid
+    when `domains` is not empty (`domain_idx` indexes it)."""
+    text = class_text_embeddings(system, class_names, templates, domains, domain_template)
+    predicted = (image_embeddings(system, images, device, batch_size) @ text.to("cpu").T).argmax(1)
+    correct = (predicted == classes).float()
+    is_forget = torch.isin(classes, torch.as_tensor(forget_idx, dtype=classes.dtype))
+    out = {"forget/zs_acc": float(correct[is_forget].mean()), "retain/zs_acc": float(correct[~is_forget].mean())}
+    for d, domain in enumerate(domains):
+        for c, name in enumerate(class_names):
+            cell = (classes == c) & (domain_idx == d)
+            out[f"zs_acc/{name}/{domain}"] = float(correct[cell].mean())
+    return out
+
+
+def evaluate_zeroshot(system, ctx, settings: DictConfig, batch_size: int = 256) -> dict[str, float]:
+    """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain."""
+    domains = list(ctx.cfg.dataset.get("domains") or [])
+    images, classes, domain_idx = one_digit_images(int(settings.per_class), int(ctx.cfg.dataset.grid),
+                                                   int(settings.seed), domains or None)
+    return zeroshot_accuracy(system, images, classes, domain_idx, ctx.bench.class_names, domains, ctx.forget_idx,
+                             list(settings.templates), settings.domain_template, ctx.device, batch_size)
