@@ -26,7 +26,9 @@ from ppp.report.load import find_runs, tidy  # noqa: E402
 
 GAP = ["delta/forget", "delta/retain", "objective/gap"]
 RESIDUAL = ["forget/i2i_map", "forget/t2t_map", "probe/image_auc", "probe/text_auc"]
-MATCHED_ABOVE_RETRAIN = (0.0, 2.5, 5.0)  # forget-mAP levels (points above Retrain's) for the matched comparison
+MATCHED_ABOVE_RETRAIN = (0.0, 2.5, 5.0)
+SETTINGS = ["base", "harder", "topic 0.8", "forget eight", "forget two", "32 bits", "64 bits",
+            "classification (digits, ResNet-18)"]  # table order  # forget-mAP levels (points above Retrain's) for the matched comparison
 
 
 def variant_name(row: pd.Series) -> str:
@@ -52,10 +54,17 @@ def variant_name(row: pd.Series) -> str:
 
 
 def setting_name(row: pd.Series) -> str:
+    """The study's setting (conf/mechanism_setting/) a run belongs to, read off its identity."""
+    if row["task"] == "classification":
+        return "classification (digits, ResNet-18)"
     if row["backbone"] == "clip_small":
         return "harder"
     if "topic_prob=0.8" in row["dataset"]:
         return "topic 0.8"
+    if row["forget"] != "six":
+        return f"forget {row['forget']}"
+    if int(row["bits"]) != 16:
+        return f"{int(row['bits'])} bits"
     return "base"
 
 
@@ -87,7 +96,8 @@ def stage2_tables(frame: pd.DataFrame) -> list[str]:
     runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
     refs = wide(frame[frame["method"].isin(["original", "retrain"])], ["setting", "method"]).reset_index()
     out = []
-    for setting, group in runs.groupby("setting", sort=False):
+    for setting in [s for s in SETTINGS if s in set(runs["setting"])]:
+        group = runs[runs["setting"] == setting]
         out += [f"### Setting `{setting}`", "",
                 "| variant | α | forget \\|Δ\\| | retain \\|Δ\\| | gap | selected | share in core | I→I forget | T→T forget | probe AUC image | probe AUC text |",
                 "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -105,6 +115,17 @@ def stage2_tables(frame: pd.DataFrame) -> list[str]:
     out.append(f"mean ± std over {runs['sample_seed'].nunique()} sample seeds (models of seed 0); |Δ| and gap in "
                "points of mAP (%), residual metrics in %; selected: entries the rule changed (PPP: B ∪ C; SSD: "
                "its selection); share in core: PPP's C among them.")
+    return out
+
+
+def overview(frame: pd.DataFrame, metric: str = "objective/gap") -> list[str]:
+    """One line per variant, one column per setting: `metric` (in points) as mean ± std over sample seeds."""
+    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
+    settings = [s for s in SETTINGS if s in set(runs["setting"])]
+    out = ["| variant | α | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
+    for (variant, alpha), g in runs.groupby(["variant", "alpha"], sort=True):
+        cells = [mean_std(g.loc[g["setting"] == setting, metric] * 100) for setting in settings]
+        out.append(f"| {variant} | {alpha:g} | " + " | ".join(cells) + " |")
     return out
 
 
@@ -197,6 +218,7 @@ def main(argv=None) -> None:
     lines = ["# Mechanism study (issue 12)", "", "## Stage 2: variants at fixed hyperparameters (test split)", ""]
     if args.variants.exists():
         stage2 = load(args.variants)
+        lines += ["### Gap (forget |Δ| + retain |Δ|, points) per setting", ""] + overview(stage2) + [""]
         lines += stage2_tables(stage2)
         lines += ["", "### Paired differences (same sample seed; negative = first is better)", "",
                   "| setting | comparison | forget \\|Δ\\| | retain \\|Δ\\| | gap | seeds |", "|---|---|---|---|---|---|"]
