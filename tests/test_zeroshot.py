@@ -1,11 +1,14 @@
 """Zero-shot classification in CLIP's own space (`ppp/evaluation/zeroshot.py`), the one-digit test images
 and the `dataset.domains` renderings."""
+import hashlib
 import re
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from omegaconf import OmegaConf
 
 from ppp.data.digits import DIGIT_NAMES, digit_scenes, one_digit_images, render_domain
 from ppp.errors import ConfigError
@@ -68,6 +71,43 @@ def test_one_digit_images_hold_one_glyph_of_their_class():
     assert images[30:].float().mean() > 200                            # negative: a light canvas
     again, _, _ = one_digit_images(3, grid=4, seed=0, domains=["ink", "negative"])
     assert torch.equal(images, again)
+
+
+def test_val_and_test_draws_are_other_images_each_deterministic():
+    domains = ["ink", "negative"]
+    test, classes, domain_idx = one_digit_images(3, grid=4, seed=0, domains=domains)
+    val, val_classes, val_domains = one_digit_images(3, grid=4, seed=0, domains=domains, split="val")
+    assert torch.equal(classes, val_classes) and torch.equal(domain_idx, val_domains)
+    flat_test, flat_val = test.flatten(1), val.flatten(1)
+    assert not (flat_val[:, None] == flat_test[None]).all(-1).any()     # no validation image is a test image
+    assert torch.equal(val, one_digit_images(3, grid=4, seed=0, domains=domains, split="val")[0])
+    assert torch.equal(test, one_digit_images(3, grid=4, seed=0, domains=domains, split="test")[0])
+    digest = hashlib.sha256(test.numpy().tobytes() + classes.numpy().tobytes() + domain_idx.numpy().tobytes())
+    assert digest.hexdigest()[:16] == "69c92423cbf4e3ec"                # the test draw before `val` existed
+
+
+class PixelSum(HandMade):
+    """An image embeds as the digit of its pixel sum mod 10: an answer that depends on the very images drawn."""
+
+    def embed_images(self, x):
+        return F.one_hot(x.sum(dim=(1, 2, 3)).long() % 10, 10).float()
+
+
+def test_the_evaluator_split_picks_the_zeroshot_draw():
+    ctx = SimpleNamespace(cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": ["ink", "negative"]}}),
+                          bench=SimpleNamespace(class_names=DIGIT_NAMES), forget_idx=[SIX], device=torch.device("cpu"))
+    settings = {"per_class": 4, "seed": 0, "templates": ["{}"], "domain_template": "a {domain} image of {}"}
+    metrics = {}
+    for split in ("test", "val"):
+        cfg = OmegaConf.create({"zeroshot_settings": settings, "batch_size": 64, "split": split})
+        metrics[split] = EVALUATORS.get("zeroshot")(PixelSum(), ctx, cfg)
+        images, classes, domain_idx = one_digit_images(4, 4, 0, ["ink", "negative"], split)
+        assert metrics[split] == zeroshot_accuracy(PixelSum(), images, classes, domain_idx, DIGIT_NAMES,
+                                                   ["ink", "negative"], [SIX], ["{}"], "a {domain} image of {}",
+                                                   torch.device("cpu"))
+    assert metrics["test"] != metrics["val"]
+    no_split = OmegaConf.create({"zeroshot_settings": settings, "batch_size": 64})  # evaluator=zeroshot: test
+    assert EVALUATORS.get("zeroshot")(PixelSum(), ctx, no_split) == metrics["test"]
 
 
 def test_domain_renderings():

@@ -12,8 +12,8 @@ are those of the default data and only the captions change.
 `domains` (off by default) renders each scene in one of a few styles (DOMAINS: `ink` as drawn,
 `negative` inverted, `outline` the glyphs' edges) and names the style in its caption ("a negative image
 of ..."); the styles, too, come from a stream of their own, so the scenes and labels stay the default's.
-`one_digit_images` draws single-glyph scenes with the same generator: zero-shot test images, where
-chance is one in ten.
+`one_digit_images` draws single-glyph scenes with the same generator: zero-shot images, where chance is
+one in ten; its `test` and `val` draws come from two streams of their own (ONE_DIGIT_STREAMS).
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
 jitter so that every class has enough test and validation images.
 """
@@ -26,6 +26,9 @@ import torch.nn.functional as F
 from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs, split_indices, stratified_split
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+
+# The random streams ([seed, stream]) of one_digit_images' draws; 1 and 2 are digit_scenes' caption and domain streams.
+ONE_DIGIT_STREAMS = {"test": 3, "val": 4}
 
 # Fixed co-occurrence topics (indices into DIGIT_NAMES). Overlapping on purpose: 'eight' sits in two.
 DEFAULT_TOPICS = [[0, 6, 8], [1, 4, 7], [2, 3, 5], [8, 9, 3]]
@@ -137,12 +140,14 @@ def render_domain(image: np.ndarray, domain: str) -> np.ndarray:
     raise ValueError(f"unknown domain '{domain}'")
 
 
-def one_digit_images(per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None
-                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def one_digit_images(per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None,
+                     split: str = "test") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`per_class` one-glyph scenes of every class in every domain (`ink` alone without domains), drawn as
     `digit_scenes` draws its scenes: images (N, 3, H, W) uint8, classes (N,) and domain indices (N,)
-    into `domains`, ordered domain, class, draw."""
-    rng = np.random.default_rng([seed, 3])
+    into `domains`, ordered domain, class, draw. `split` picks the stream: `val` images, on which
+    hyperparameters are chosen, are other scenes than the reported `test` ones (the glyph pool is shared,
+    as it is by every split of `digit_scenes`)."""
+    rng = np.random.default_rng([seed, ONE_DIGIT_STREAMS[split]])
     glyphs, targets = _load_glyphs()
     glyphs_by_class = [glyphs[targets == c] for c in range(10)]
     images, classes, domain_idx = [], [], []

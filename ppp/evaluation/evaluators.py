@@ -34,7 +34,7 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
 
 @EVALUATORS.register("zeroshot")
 def zeroshot(system, ctx, cfg: DictConfig) -> dict:
-    return evaluate_zeroshot(system, ctx, cfg.zeroshot_settings, cfg.batch_size)
+    return evaluate_zeroshot(system, ctx, cfg.zeroshot_settings, cfg.get("split", "test"), cfg.batch_size)
 
 
 @EVALUATORS.register("classification")

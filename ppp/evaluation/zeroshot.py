@@ -1,7 +1,8 @@
 """Zero-shot classification in CLIP's own embedding space (`evaluator.zeroshot`, or `evaluator=zeroshot`).
 
-Each test image holds one digit (`ppp.data.digits.one_digit_images`, drawn with the dataset's grid and
-domains and the evaluator's own seed), so chance is 10 % and a forgotten class can fall to it; on
+Each image holds one digit (`ppp.data.digits.one_digit_images`, drawn with the dataset's grid and
+domains and the evaluator's own seed; `evaluator.split=val` draws other images, from a stream of their
+own, on which hyperparameters are chosen), so chance is 10 % and a forgotten class can fall to it; on
 multi-label scenes a co-occurring digit would count as a hit. An image is assigned the class whose
 prompt-averaged text embedding is the most cosine-similar (`ppp/models/clip_space.py`); with domains,
 the prompts of every domain are averaged ("a negative image of six", ...), as the training captions
@@ -35,10 +36,12 @@ def zeroshot_accuracy(system, images: torch.Tensor, classes: torch.Tensor, domai
     return out
 
 
-def evaluate_zeroshot(system, ctx, settings: DictConfig, batch_size: int = 256) -> dict[str, float]:
-    """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain."""
+def evaluate_zeroshot(system, ctx, settings: DictConfig, split: str = "test", batch_size: int = 256
+                      ) -> dict[str, float]:
+    """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain of
+    the `split` draw."""
     domains = list(ctx.cfg.dataset.get("domains") or [])
     images, classes, domain_idx = one_digit_images(int(settings.per_class), int(ctx.cfg.dataset.grid),
-                                                   int(settings.seed), domains or None)
+                                                   int(settings.seed), domains or None, split)
     return zeroshot_accuracy(system, images, classes, domain_idx, ctx.bench.class_names, domains, ctx.forget_idx,
                              list(settings.templates), settings.domain_template, ctx.device, batch_size)
