@@ -29,6 +29,11 @@ def make_deterministic(device: torch.device) -> None:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
+    # attention through scaled_dot_product_attention (open_clip's towers): the flash, memory-efficient and
+    # cuDNN kernels' backward accumulate with atomics, and warn_only would let them run; the math kernel is exact
+    for backend in ("enable_flash_sdp", "enable_mem_efficient_sdp", "enable_cudnn_sdp"):
+        if hasattr(torch.backends.cuda, backend):
+            getattr(torch.backends.cuda, backend)(False)
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
