@@ -37,12 +37,13 @@ def block(name):
     return name.split(".")[0] if name.startswith(("layer", "fc")) else "stem"
 
 
-def ratio_per_block(i_f, i_r) -> str:
+def block_sums(i_f, i_r) -> dict[str, list]:
+    """Per block: its entries, the sum of I_f and the sum of I_r."""
     sums = {}
     for n in i_f:
-        s = sums.setdefault(block(n), [0.0, 0.0])
-        s[0] += float(i_f[n].sum()); s[1] += float(i_r[n].sum())
-    return " ".join(f"{b}: {f / r:.1e}" for b, (f, r) in sums.items())
+        s = sums.setdefault(block(n), [0, 0.0, 0.0])
+        s[0] += i_f[n].numel(); s[1] += float(i_f[n].sum()); s[2] += float(i_r[n].sum())
+    return sums
 
 
 ctx = context("ssd")
@@ -71,14 +72,13 @@ acc_f, acc_r, probs0 = scored(original)
 print(f"  forget {cfg.forget}: original val forget acc {acc_f:.4f}, retain acc {acc_r:.4f}")
 print(f"  {'block':<8}{'numel':>10}{'sum I_f':>11}{'sum I_r':>11}{'I_f/I_r':>9}" + "".join(f"{'sel a=' + str(a):>12}" for a in ALPHAS))
 rules = {a: DampeningRule(alpha=a, lam=1.0) for a in ALPHAS}
-rows = {}
+selected = {}
 for n in i_f:
-    r = rows.setdefault(block(n), [0, 0.0, 0.0] + [0] * len(ALPHAS))
-    r[0] += i_f[n].numel(); r[1] += float(i_f[n].sum()); r[2] += float(i_r[n].sum())
+    counts = selected.setdefault(block(n), [0] * len(ALPHAS))
     for k, a in enumerate(ALPHAS):
-        r[3 + k] += int(rules[a].factors(i_f[n], i_r[n])[1].sum())
-for b, r in rows.items():
-    print(f"{b:<8}{r[0]:>10}{r[1]:>11.2e}{r[2]:>11.2e}{r[1] / r[2]:>9.1e}" + "".join(f"{c:>12}" for c in r[3:]))
+        counts[k] += int(rules[a].factors(i_f[n], i_r[n])[1].sum())
+for b, (numel, f, r) in block_sums(i_f, i_r).items():
+    print(f"{b:<8}{numel:>10}{f:>11.2e}{r:>11.2e}{f / r:>9.1e}" + "".join(f"{c:>12}" for c in selected[b]))
 row_f, row_r = i_f["fc.weight"][cls], i_r["fc.weight"][cls]
 print(f"fc row {cls}: sum I_f {row_f.sum():.2e}, sum I_r {row_r.sum():.2e}; fc.bias[{cls}] I_f {i_f['fc.bias'][cls]:.2e} "
       f"I_r {i_r['fc.bias'][cls]:.2e}")
@@ -100,4 +100,4 @@ ppp_ctx = context("ppp")
 forget = ppp_ctx.forget_train.sample(ppp_ctx.cfg.method.forget_samples, ppp_ctx.sample_seed)
 pf, _ = ppp_ctx.fisher(original, forget, ppp_ctx.cfg.method, "fisher_forget")
 pr, _ = ppp_ctx.fisher(original, ppp_ctx.retain_train, ppp_ctx.cfg.method, "fisher_retain")
-print("  " + ratio_per_block(pf, pr))
+print("  " + " ".join(f"{b}: {f / r:.1e}" for b, (_, f, r) in block_sums(pf, pr).items()))
