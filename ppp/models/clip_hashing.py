@@ -15,6 +15,7 @@ from ppp.errors import ConfigError
 from ppp.utils import reachable
 from ppp.losses import LOSSES
 from ppp.models.base import System
+from ppp.models.clip_space import similarity_logits
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
@@ -97,7 +98,7 @@ class ClipHashNet(nn.Module):
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """CLIP's symmetric InfoNCE over a batch of pairs: cross-entropy of the scaled cosine logits, pair i
     the target of row i, averaged over both directions."""
-    logits = scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+    logits = similarity_logits(img, txt, scale)
     target = torch.arange(len(logits), device=logits.device)
     return (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
 

@@ -22,6 +22,11 @@ def prompts(word: str, templates: list[str], domains: list[str] | None = None,
     return [domain_template.format(t, domain=d) for d in domains for t in texts] if domains else texts
 
 
+def similarity_logits(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+    """(N, M): `scale` times the cosine of image embedding i and text embedding j, CLIP's logits."""
+    return scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
+
+
 @torch.no_grad()
 def class_text_embeddings(system: System, words: list[str], templates: list[str], domains: list[str] | None = None,
                           domain_template: str | None = None) -> torch.Tensor:

@@ -22,6 +22,7 @@ from omegaconf import DictConfig
 
 from ppp.data.base import Concatenated, carries_any
 from ppp.errors import choose
+from ppp.models.clip_space import similarity_logits
 from ppp.unlearn.baselines import _train
 from ppp.unlearn.registry import METHODS
 
@@ -31,10 +32,6 @@ FORGET_LOSSES = ("ascent", "bounded")
 def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of `values` where `mask` holds; 0 (with a gradient path) when it holds nowhere."""
     return (values * mask).sum() / mask.sum().clamp(min=1)
-
-
-def similarity_logits(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
-    return scale * F.normalize(img, dim=-1) @ F.normalize(txt, dim=-1).T
 
 
 def cliperase_terms(img: torch.Tensor, txt: torch.Tensor, teacher_img: torch.Tensor, teacher_txt: torch.Tensor,
