@@ -92,9 +92,18 @@ def wide(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
     return frame.pivot_table(index=index, columns="metric", values="value", aggfunc="first")
 
 
-def stage2_tables(frame: pd.DataFrame) -> list[str]:
-    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
-    refs = wide(frame[frame["method"].isin(["original", "retrain"])], ["setting", "method"]).reset_index()
+def runs_wide(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    """One row per run (identified by `index`), one column per metric."""
+    return wide(frame[frame["source"] == "run"], index).reset_index()
+
+
+def references_wide(frame: pd.DataFrame, index: list[str]) -> pd.DataFrame:
+    """One row per Original / Retrain (identified by `index`), one column per metric."""
+    return wide(frame[frame["method"].isin(["original", "retrain"])], index)
+
+
+def stage2_tables(frame: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
+    refs = references_wide(frame, ["setting", "method"]).reset_index()
     out = []
     for setting in [s for s in SETTINGS if s in set(runs["setting"])]:
         group = runs[runs["setting"] == setting]
@@ -118,9 +127,8 @@ def stage2_tables(frame: pd.DataFrame) -> list[str]:
     return out
 
 
-def overview(frame: pd.DataFrame, metric: str = "objective/gap") -> list[str]:
+def overview(runs: pd.DataFrame, metric: str = "objective/gap") -> list[str]:
     """One line per variant, one column per setting: `metric` (in points) as mean ± std over sample seeds."""
-    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
     settings = [s for s in SETTINGS if s in set(runs["setting"])]
     out = ["| variant | α | " + " | ".join(settings) + " |", "|---|---|" + "---|" * len(settings)]
     for (variant, alpha), g in runs.groupby(["variant", "alpha"], sort=True):
@@ -129,9 +137,8 @@ def overview(frame: pd.DataFrame, metric: str = "objective/gap") -> list[str]:
     return out
 
 
-def paired(frame: pd.DataFrame, a: str, b: str, alpha_a=None, alpha_b=None) -> list[str]:
+def paired(runs: pd.DataFrame, a: str, b: str, alpha_a=None, alpha_b=None) -> list[str]:
     """Per setting: mean ± std over sample seeds of (a − b) in forget |Δ|, retain |Δ| and the gap."""
-    runs = wide(frame[frame["source"] == "run"], ["setting", "variant", "alpha", "sample_seed"]).reset_index()
     rows = []
     for setting, g in runs.groupby("setting", sort=False):
         left = g[(g["variant"] == a) & ((g["alpha"] == alpha_a) if alpha_a else True)].set_index("sample_seed")
@@ -160,10 +167,10 @@ def pareto(frame: pd.DataFrame, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    runs = wide(frame[frame["source"] == "run"], ["variant", "alpha", "sample_seed"]).reset_index()
+    runs = runs_wide(frame, ["variant", "alpha", "sample_seed"])
     runs["forget"] = (runs["forget/i2t_map"] + runs["forget/t2i_map"]) * 50
     runs["retain"] = (runs["retain/i2t_map"] + runs["retain/t2i_map"]) * 50
-    refs = wide(frame[frame["method"].isin(["original", "retrain"])], ["method"])
+    refs = references_wide(frame, ["method"])
     ref = {m: ((refs.loc[m, "forget/i2t_map"] + refs.loc[m, "forget/t2i_map"]) * 50,
                (refs.loc[m, "retain/i2t_map"] + refs.loc[m, "retain/t2i_map"]) * 50) for m in refs.index}
 
@@ -219,13 +226,14 @@ def main(argv=None) -> None:
     lines = ["# Mechanism study (issue 12)", "", "## Stage 2: variants at fixed hyperparameters (test split)", ""]
     if args.variants.exists():
         stage2 = load(args.variants)
-        lines += ["### Gap (forget |Δ| + retain |Δ|, points) per setting", ""] + overview(stage2) + [""]
-        lines += stage2_tables(stage2)
+        runs = runs_wide(stage2, ["setting", "variant", "alpha", "sample_seed"])
+        lines += ["### Gap (forget |Δ| + retain |Δ|, points) per setting", ""] + overview(runs) + [""]
+        lines += stage2_tables(stage2, runs)
         lines += ["", "### Paired differences (same sample seed; negative = first is better)", "",
                   "| setting | comparison | forget \\|Δ\\| | retain \\|Δ\\| | gap | seeds |", "|---|---|---|---|---|---|"]
-        lines += paired(stage2, "PPP best", "PPP best, no core (τ=∞)")
-        lines += paired(stage2, "PPP default", "SSD per-sample Fisher", alpha_b=3.0)
-        lines += paired(stage2, "PPP default", "SSD official", alpha_b=3.0)
+        lines += paired(runs, "PPP best", "PPP best, no core (τ=∞)")
+        lines += paired(runs, "PPP default", "SSD per-sample Fisher", alpha_b=3.0)
+        lines += paired(runs, "PPP default", "SSD official", alpha_b=3.0)
     if args.pareto.exists():
         lines += ["", "## Stage 3: Pareto curves over α (test split)", "", "![Pareto](pareto.png)", ""]
         lines += pareto(load(args.pareto), args.out)
