@@ -381,6 +381,41 @@ def startup_section(settings: Settings) -> Section:
                     + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
 
 
+TRIAL_SEARCH = "ppp_digit_scenes"
+
+
+@SECTIONS.register("trial")
+def trial_section(settings: Settings) -> Section:
+    """A warm search trial (`python -m ppp.tune`: every setting's models, Fisher and dataset cached, imports
+    warm) against the evaluation of its unlearned models alone."""
+    from ppp.tune import tune
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        search = [f"hparams_search={TRIAL_SEARCH}", *run_overrides(settings, root), f"tune.dir={root / 'tune'}"]
+        with contextlib.redirect_stdout(io.StringIO()):
+            tune([*search, "tune.n_trials=1"])  # cold: trains every setting's models, computes the Fisher
+            study = tune([*search, f"tune.n_trials={1 + settings.repeats}"])
+    rows = []
+    for trial in study.get_trials(deepcopy=False)[1:]:
+        attrs = trial.user_attrs
+        timed = {t: sum(v for k, v in attrs.items() if k.startswith(f"{t}[")) for t in ("time/unlearn_s",
+                                                                                        "time/evaluate_s")}
+        rows.append({"runs": sum(k.startswith("time/evaluate_s[") for k in attrs), "trial_s": attrs["time/trial_s"],
+                     "evaluate_s": timed["time/evaluate_s"], "unlearn_s": timed["time/unlearn_s"],
+                     "rest_s": attrs["time/trial_s"] - timed["time/evaluate_s"] - timed["time/unlearn_s"],
+                     "trial/evaluate": attrs["time/trial_s"] / timed["time/evaluate_s"]})
+    median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    median["runs"] = rows[0]["runs"]
+    return Section(f"Warm search trial (`python -m ppp.tune hparams_search={TRIAL_SEARCH}`, in one process; "
+                   f"seconds, median of {len(rows)} trials)", [median],
+                   ["trial_s: one trial, every setting of tune.grid (one run each); evaluate_s: the evaluation of "
+                    "the unlearned models alone (the runs' time/evaluate_s); unlearn_s: their unlearning; rest_s: "
+                    "composing each run's config, loading the cached models and Fisher, the reference rows, "
+                    "writing the results. Target: trial/evaluate at most 1.5. "
+                    + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
+
+
 @SECTIONS.register("unlearning")
 def unlearning_section(settings: Settings) -> Section:
     """Each method's unlearning time on the embedded default (digit_scenes, clip_tiny, 16 bits), cold (no

@@ -283,7 +283,8 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
                 raise ValueError(f"run {result['run_hash']} has no '{run_cfg.optimized_metric}'")
             values.append(value)
             trial.set_user_attr(f"{run_cfg.optimized_metric}[{label}]", value)
-            trial.set_user_attr(f"time/unlearn_s[{label}]", result["metrics"].get("time/unlearn_s"))
+            for timing in ("time/unlearn_s", "time/evaluate_s"):  # what a trial costs beyond them: ppp.bench
+                trial.set_user_attr(f"{timing}[{label}]", result["metrics"].get(timing))
             print(f"[tune] trial {trial.number} {label}: {run_cfg.optimized_metric}={value:.4f}  ({out})")
             trial.report(aggregate(values), step)
             if trial.should_prune():

@@ -149,3 +149,12 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
     assert not checkpoint.exists()
     for (name, a), b in zip(uninterrupted.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_a_run_imports_no_library_only_some_runs_need():
+    """scikit-learn (~1.4 s), matplotlib, pandas and optuna load only where a run uses them (MIA, probes,
+    figures, searches): a warm `python run.py` must not pay for them (issue 10's start-up target)."""
+    code = ("import sys, ppp.experiment, ppp.evaluation.retrieval, ppp.evaluation.residual, ppp.evaluation.mia; "
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'pandas', 'optuna') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 
 UNIMODAL = (("i2i", 0, 0), ("t2t", 1, 1))  # (direction, query modality, database modality); 0 image, 1 text
 
@@ -23,6 +21,9 @@ def linear_probe_auc(train_codes: torch.Tensor, train_target: torch.Tensor, test
                      test_target: torch.Tensor) -> float:
     """ROC AUC on the test codes of a logistic regression fitted on the training codes (NaN when either
     side holds one class only, where neither a fit nor an AUC is defined)."""
+    from sklearn.linear_model import LogisticRegression  # scikit-learn only for runs that probe (~1.4 s import)
+    from sklearn.metrics import roc_auc_score
+
     train_y, test_y = train_target.numpy().astype(int), test_target.numpy().astype(int)
     if len(np.unique(train_y)) < 2 or len(np.unique(test_y)) < 2:
         return float("nan")
