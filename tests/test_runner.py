@@ -58,9 +58,11 @@ def test_bad_value_on_the_command_line_is_one_line(cli):
     assert "Traceback" not in proc.stderr
 
 
-def test_runs_in_one_process_match_separate_processes(tmp_path, cli):
-    """Two different configs in one process, then each in its own process: identical numbers."""
-    configs = [["method=ppp", "method.forget_samples=12"], ["method=ssd"]]
+@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+def test_runs_in_one_process_match_separate_processes(tmp_path, cli, device):
+    """Two different configs in one process, then each in its own process, on the same device (models are
+    keyed by device type, so a CPU run and a CUDA run train their own): identical numbers."""
+    configs = [["method=ppp", "method.forget_samples=12", f"device={device}"], ["method=ssd", f"device={device}"]]
     in_process = [execute(composed(tmp_path, [*c, "skip_finished=false"]))["metrics"] for c in configs]
     for c, metrics in zip(configs, in_process):
         cli([*c, *TINY, "skip_finished=false"])
