@@ -419,8 +419,8 @@ def trial_section(settings: Settings) -> Section:
                    f"seconds, the median of {len(rows)} trials)", [median],
                    ["trial_s: one trial, every setting of tune.grid (one run each); evaluate_s: the evaluation of "
                     "the unlearned models alone (the runs' time/evaluate_s); unlearn_s: their unlearning; rest_s: "
-                    "composing each run's config, loading the cached models and Fisher, the reference rows, "
-                    "writing the results. Target: trial/evaluate at most 1.5. "
+                    "each run's config (composed once per setting), loading the cached models and Fisher, the "
+                    "reference rows, writing the results. Target: trial/evaluate at most 1.5. "
                     + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
 
 

@@ -247,24 +247,35 @@ def cached_benchmarks():
         ppp.experiment.build_benchmark = build
 
 
-def suggest(trial: optuna.Trial, params: DictConfig) -> list[str]:
-    """The trial's values as `method.NAME=value` overrides."""
-    out = []
+def suggest(trial: optuna.Trial, params: DictConfig) -> dict[str, object]:
+    """The trial's value of each searched `method` key."""
+    out = {}
     for name, spec in params.items():
         log = bool(spec.get("log", False))
         if spec.type == "float":
-            value = trial.suggest_float(name, spec.low, spec.high, log=log)
+            out[name] = trial.suggest_float(name, spec.low, spec.high, log=log)
         elif spec.type == "int":
-            value = trial.suggest_int(name, spec.low, spec.high, log=log)
+            out[name] = trial.suggest_int(name, spec.low, spec.high, log=log)
         else:
-            value = trial.suggest_categorical(name, list(spec.choices))
-        out.append(f"method.{name}={value!r}")
+            out[name] = trial.suggest_categorical(name, list(spec.choices))
     return out
+
+
+def trial_config(setting_cfg: DictConfig, params: dict[str, object], out: Path) -> DictConfig:
+    """A setting's composed config with the trial's method values and run folder: the config that composing
+    with `method.NAME=value out_dir=OUT` gives, without composing again (Hydra's composition was over half
+    of a warm trial's time beyond its runs' unlearning and evaluation)."""
+    cfg = run_config(setting_cfg)
+    for name, value in params.items():
+        OmegaConf.update(cfg, f"method.{name}", value, merge=False)
+    OmegaConf.update(cfg, "out_dir", str(out), merge=False)
+    return cfg
 
 
 def make_objective(cfg: DictConfig, overrides: list[str]):
     tune = cfg.tune
     aggregate = AGGREGATES[tune.aggregate]
+    composed = {}  # each setting's config, composed once per process
 
     def objective(trial: optuna.Trial) -> float:
         for key, value in {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())}.items():
@@ -274,7 +285,9 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
         for step, setting in enumerate(settings(tune)):
             label = ",".join(setting)
             out = Path(tune.dir) / "trials" / str(trial.number) / label.replace("=", "")
-            run_cfg = run_config(compose("config", overrides=overrides + setting + params + [f"out_dir={out}"]))
+            if label not in composed:
+                composed[label] = compose("config", overrides=overrides + setting)
+            run_cfg = trial_config(composed[label], params, out)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):
                 result = execute(run_cfg)

@@ -16,11 +16,13 @@ import pytest
 import torch
 import yaml
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import ppp.experiment
 from ppp.errors import ConfigError
-from ppp.tune import CONF_DIR, check_search, main, search_overrides, tune
+from ppp.runs import run_hash
+from ppp.tune import CONF_DIR, check_search, main, run_config, search_overrides, trial_config, tune
 from conftest import ROOT, TINY
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
@@ -74,6 +76,20 @@ def test_every_search_file_composes_and_validates(name):
     assert cfg.method.name == name.split("_")[0] and cfg.evaluator.split == "val"
     assert set(cfg.tune.params) >= {"alpha", "lam"} and list(cfg.tune.grid.bits) == [16, 32, 64]
     assert cfg.tune.params.lam.log and cfg.tune.params.lam.high >= 10 * cfg.tune.params.alpha.high
+
+
+def test_a_trial_config_is_the_composed_config_with_its_values(tmp_path):
+    """Trials compose each setting once and set their values on a copy: the same config, and run hash, as
+    composing with the values as overrides (the setting's composed config is left as it was)."""
+    overrides = search_overrides(["hparams_search=ppp_digit_scenes", *TINY])
+    params = {"alpha": 3.2500000000000004, "tau": 0.5, "lam": 120.0, "lam_max": 0.01}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        setting = compose("config", overrides=overrides + ["bits=32"])
+        expected = run_config(compose("config", overrides=overrides + ["bits=32", f"out_dir={tmp_path}"]
+                                      + [f"method.{k}={v!r}" for k, v in params.items()]))
+    cfg = trial_config(setting, params, tmp_path)
+    assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected) and run_hash(cfg) == run_hash(expected)
+    assert setting.method.alpha == yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())["alpha"]
 
 
 def test_bad_search_values_are_one_line_errors(capsys):
