@@ -349,6 +349,11 @@ def execute_run(overrides: list[str], root: Path) -> dict:
         return execute(cfg)
 
 
+def quick_note(settings: Settings) -> str:
+    """The run overrides of the quick size, for a section's notes (empty at the full size)."""
+    return "Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else ""
+
+
 def import_seconds(module: str) -> float:
     """Wall time of a fresh interpreter that imports `module` and exits."""
     start = time.perf_counter()
@@ -384,10 +389,10 @@ def startup_section(settings: Settings) -> Section:
                    f"{settings.repeats})", [median],
                    ["floor = import torch (a bare interpreter) + unlearning + evaluation of the unlearned model; "
                     "overhead = run_wall_s - floor: the rest of the imports, building the dataset, loading the "
-                    "cached models, the reference rows' evaluation and writing the results. "
+                    "cached models, the reference rows' cached metrics and writing the results. "
                     "overhead_beyond_open_clip_s: the same with a bare interpreter that imports open_clip (torch, "
                     "torchvision, timm and torch._dynamo with it) in place of torch alone. "
-                    + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
+                    + quick_note(settings)])
 
 
 TRIAL_SEARCH = "ppp_digit_scenes"
@@ -421,7 +426,7 @@ def trial_section(settings: Settings) -> Section:
                     "the unlearned models alone (the runs' time/evaluate_s); unlearn_s: their unlearning; rest_s: "
                     "each run's config (composed once per setting), loading the cached models and Fisher, the "
                     "reference rows, writing the results. Target: trial/evaluate at most 1.5. "
-                    + ("Quick size: " + " ".join(RUN_SIZES["quick"]) if settings.size == "quick" else "")])
+                    + quick_note(settings)])
 
 
 UNLEARNING_SETTINGS = {  # label -> its overrides per size: the embedded default, and Table 1's backbone on digits
@@ -436,7 +441,7 @@ UNLEARNING_SETTINGS = {  # label -> its overrides per size: the embedded default
 def unlearning_section(settings: Settings) -> Section:
     """Each method's unlearning time in each of UNLEARNING_SETTINGS, cold (no Fisher cached; models cached)
     and warm, with its peak memory; Retrain's is its training time."""
-    rows = []
+    rows, same_mode = [], []
     for label, sizes in UNLEARNING_SETTINGS.items():
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp)
@@ -449,14 +454,11 @@ def unlearning_section(settings: Settings) -> Section:
                 key = "time/train_s" if method == "retrain" else "time/unlearn_s"
                 timed.append({"setting": label, "method": method, "cold_s": runs[0][key], "warm_s": runs[1][key],
                               "peak_mb": runs[0]["mem/peak_mb"]})
-        retrain = next(r for r in timed if r["method"] == "retrain")
+        by_name = {r["method"]: r for r in timed}
         for row in timed:
-            row["retrain/cold"] = retrain["cold_s"] / row["cold_s"]
-            row["retrain/warm"] = retrain["cold_s"] / row["warm_s"]
+            row["retrain/cold"] = by_name["retrain"]["cold_s"] / row["cold_s"]
+            row["retrain/warm"] = by_name["retrain"]["cold_s"] / row["warm_s"]
         rows += timed
-    same_mode = []
-    for label in UNLEARNING_SETTINGS:
-        by_name = {r["method"]: r for r in rows if r["setting"] == label}
         if {"ppp", "ssd_per_sample"} <= set(by_name):
             ppp, ssd = by_name["ppp"], by_name["ssd_per_sample"]
             same_mode.append(f"{label}: PPP / SSD on the same (per-sample) Fisher mode: cold "

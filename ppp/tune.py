@@ -1,13 +1,13 @@
 """Optuna searches over a method's hyperparameters: `python -m ppp.tune hparams_search=NAME [overrides]`.
 
 Optuna is driven directly; each setting's config is composed with Hydra's compose API once per process
-and a trial sets its values on a copy (see docs/decisions.md, "Hyperparameter search"). A search file (`conf/hparams_search/NAME.yaml`) sets the
-run config and a `tune` block: the space (`tune.params`, keys of `method`), the settings every trial
-evaluates (`tune.grid`, e.g. bits 16/32/64 on their cached models), the objective's aggregate, the
-sampler, pruner, storage and budget. The budget counts COMPLETE trials across restarts and workers.
-A trial killed with its worker is failed and retried with the same parameters: on RDB storages by
-Optuna's heartbeat, on every storage at start-up when its worker process (host + pid in the trial's
-user attrs) is gone.
+and a trial sets its values on a copy (see docs/decisions.md, "Hyperparameter search"). A search file
+(`conf/hparams_search/NAME.yaml`) sets the run config and a `tune` block: the space (`tune.params`,
+keys of `method`), the settings every trial evaluates (`tune.grid`, e.g. bits 16/32/64 on their cached
+models), the objective's aggregate, the sampler, pruner, storage and budget. The budget counts COMPLETE
+trials across restarts and workers. A trial killed with its worker is failed and retried with the same
+parameters: on RDB storages by Optuna's heartbeat, on every storage at start-up when its worker process
+(host + pid in the trial's user attrs) is gone.
 """
 from __future__ import annotations
 
