@@ -172,7 +172,9 @@ def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     assert len(retry) == 1 and retry[0].params == killed[0].params
 
 
-def run_two_workers(shared, tmp_path, storage, n=4):
+def run_two_workers(shared, tmp_path, storage, n=10):
+    """Both workers start together and must each run trials: the budget outlasts the later one's start-up
+    (with 4 trials of a few tenths of a second, one worker sometimes finished the study alone)."""
     args = search_args(tmp_path, n, f'tune.storage="{storage}"')
     procs = [worker(shared, args + [f"tune.worker={i}"]) for i in range(2)]
     for proc in procs:
