@@ -1,4 +1,5 @@
 """Entry point: `python run.py method=ppp dataset=coco bits=64` (Hydra; `-m` for sweeps)."""
+
 import sys
 
 import hydra

@@ -5,6 +5,7 @@ table (rows of the same columns) and notes. Every figure is the median of severa
 a warm-up. Sections: mAP and its scaling, per-sample Fisher throughput, a warm run's start-up, the
 unlearning times of the methods; peak memory sits beside the times it belongs to.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,9 +20,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -33,10 +34,10 @@ from ppp.utils import resolve_device
 
 @dataclass
 class Settings:
-    size: str             # "quick" or "full": each section picks its own sizes from it
+    size: str  # "quick" or "full": each section picks its own sizes from it
     device: torch.device
     repeats: int
-    figures: Path         # where sections write their plots
+    figures: Path  # where sections write their plots
     items: int | None = None  # database items of the mAP sections (None: the size's own)
 
 
@@ -94,8 +95,8 @@ def floor(q, d, ql, dl) -> None:
     q, d = binarise(q), binarise(d)
     rows = max(1, BLOCK_ENTRIES // d.shape[0])
     for s in range(0, q.shape[0], rows):
-        sign_distance(q[s:s + rows], d)
-        (ql[s:s + rows] @ dl.T) > 0
+        sign_distance(q[s : s + rows], d)
+        _ = (ql[s : s + rows] @ dl.T) > 0  # the relevance matrix, computed and dropped
 
 
 def argsort_aps(q, d, ql, dl) -> torch.Tensor:
@@ -153,19 +154,32 @@ def map_section(settings: Settings) -> Section:
         t = time_map_methods(data, settings)
         subset = first_queries(data, ARGSORT_QUERIES)
         stable_gap = (average_precisions(*subset, ties="stable").cpu() - argsort_aps(*subset)).abs().max()
-        rows.append({
-            "bits": bits, "queries": n_query, "items": n_db,
-            "floor_s": t["floor"], "average_s": t["average"], "stable_s": t["stable"], "argsort_s": t["argsort"],
-            "average/floor": t["average"] / t["floor"], "stable/floor": t["stable"] / t["floor"],
-            "argsort/floor": t["argsort"] / t["floor"],
-            "argsort/average": t["argsort"] / t["average"], "argsort/stable": t["argsort"] / t["stable"],
-            "stable_vs_argsort_max_diff": float(stable_gap),
-        })
-    return Section(f"mAP@all, {n_query:,} queries x {n_db:,} items, {MAP_LABELS} labels (seconds, median of "
-                   f"{settings.repeats})", rows,
-                   ["floor: the Hamming-distance and relevance matrices alone; argsort: one stable argsort per "
-                    f"query (DSPH's calc_map_k), timed on the first {ARGSORT_QUERIES} queries and scaled to all; "
-                    f"stable_vs_argsort_max_diff: largest per-query AP difference between the two on those queries"])
+        rows.append(
+            {
+                "bits": bits,
+                "queries": n_query,
+                "items": n_db,
+                "floor_s": t["floor"],
+                "average_s": t["average"],
+                "stable_s": t["stable"],
+                "argsort_s": t["argsort"],
+                "average/floor": t["average"] / t["floor"],
+                "stable/floor": t["stable"] / t["floor"],
+                "argsort/floor": t["argsort"] / t["floor"],
+                "argsort/average": t["argsort"] / t["average"],
+                "argsort/stable": t["argsort"] / t["stable"],
+                "stable_vs_argsort_max_diff": float(stable_gap),
+            }
+        )
+    return Section(
+        f"mAP@all, {n_query:,} queries x {n_db:,} items, {MAP_LABELS} labels (seconds, median of {settings.repeats})",
+        rows,
+        [
+            "floor: the Hamming-distance and relevance matrices alone; argsort: one stable argsort per "
+            f"query (DSPH's calc_map_k), timed on the first {ARGSORT_QUERIES} queries and scaled to all; "
+            f"stable_vs_argsort_max_diff: largest per-query AP difference between the two on those queries"
+        ],
+    )
 
 
 @SECTIONS.register("map_scaling")
@@ -179,11 +193,17 @@ def map_scaling_section(settings: Settings) -> Section:
         rows.append({"items": n_db, **{f"{name}_s": seconds for name, seconds in t.items()}})
     slopes = {name: loglog_slope([r["items"] for r in rows], [r[f"{name}_s"] for r in rows]) for name in MAP_METHODS}
     figure = settings.figures / "map_scaling.png"
-    plot_scaling(rows, slopes, figure, f"mAP@all time vs database size ({n_query:,} queries, {SCALING_BITS} bits, "
-                                       f"{settings.device.type})")
-    return Section(f"mAP@all time against database size ({n_query:,} queries, {SCALING_BITS} bits; seconds)", rows,
-                   ["log-log slope (1 = linear): " + ", ".join(f"{n} {s:.2f}" for n, s in slopes.items()),
-                    f"plot: {figure}"])
+    plot_scaling(
+        rows,
+        slopes,
+        figure,
+        f"mAP@all time vs database size ({n_query:,} queries, {SCALING_BITS} bits, {settings.device.type})",
+    )
+    return Section(
+        f"mAP@all time against database size ({n_query:,} queries, {SCALING_BITS} bits; seconds)",
+        rows,
+        ["log-log slope (1 = linear): " + ", ".join(f"{n} {s:.2f}" for n, s in slopes.items()), f"plot: {figure}"],
+    )
 
 
 def loglog_slope(x: list[float], y: list[float]) -> float:
@@ -255,7 +275,7 @@ def loop_fisher(system, data, device, context: dict) -> dict[str, torch.Tensor]:
         system.sample_loss(system.net, {k: v[i] for k, v in batch.items()}, context).backward()
         for n, p in params.items():
             if p.grad is not None:
-                total[n] += p.grad ** 2
+                total[n] += p.grad**2
     system.net.zero_grad(set_to_none=True)
     return {n: t.div_(len(data)).cpu() for n, t in total.items()}
 
@@ -285,8 +305,11 @@ def fisher_section(settings: Settings) -> Section:
         system, train = fisher_system(model, px)
         system.to(settings.device).eval()
         data = train.subset(range(n))
-        context = loss_context(system, train.subset(range(n, n + FISHER_CONTEXT)), settings.device) \
-            if uses_context(system) else {}
+        context = (
+            loss_context(system, train.subset(range(n, n + FISHER_CONTEXT)), settings.device)
+            if uses_context(system)
+            else {}
+        )
         runs = {
             "path": lambda: per_sample_fisher(system, data, settings.device, context),
             "torch_func": lambda: functorch_fisher(system, data, settings.device, context),
@@ -306,25 +329,46 @@ def fisher_section(settings: Settings) -> Section:
                 times[name].append(seconds(run, settings.device))
         rate = {name: n / statistics.median(t) for name, t in times.items()}
         rate.setdefault("torch_func", rate["path"])
-        rows.append({
-            "model": model, "px": px, "samples": n, "engine": "hooks" if hooks else "torch.func",
-            "path_per_s": rate["path"], "torch_func_per_s": rate["torch_func"], "loop_per_s": rate["loop"],
-            "floor_per_s": rate["floor"], "path/loop": rate["path"] / rate["loop"],
-            "floor/path": rate["floor"] / rate["path"], "path_peak_mb": memory.mb, "path_vs_loop_max_rel_diff": gap,
-        })
-        del system
-    return Section(f"Per-sample Fisher diagonal, samples per second (median of {settings.repeats})", rows,
-                   ["path: ppp.fisher.per_sample_fisher (chunks of 32); torch_func: vmap(grad) over the whole "
-                    "network (the path before issue 10); loop: one backward per sample; floor: one backward of "
-                    "the batch-mean loss over the same samples. Random initialisation; ResNets with their "
-                    "configs' stem (small_input=false)."])
+        rows.append(
+            {
+                "model": model,
+                "px": px,
+                "samples": n,
+                "engine": "hooks" if hooks else "torch.func",
+                "path_per_s": rate["path"],
+                "torch_func_per_s": rate["torch_func"],
+                "loop_per_s": rate["loop"],
+                "floor_per_s": rate["floor"],
+                "path/loop": rate["path"] / rate["loop"],
+                "floor/path": rate["floor"] / rate["path"],
+                "path_peak_mb": memory.mb,
+                "path_vs_loop_max_rel_diff": gap,
+            }
+        )
+        system = runs = None  # free the model before the next one is built
+    return Section(
+        f"Per-sample Fisher diagonal, samples per second (median of {settings.repeats})",
+        rows,
+        [
+            "path: ppp.fisher.per_sample_fisher (chunks of 32); torch_func: vmap(grad) over the whole "
+            "network (the path before issue 10); loop: one backward per sample; floor: one backward of "
+            "the batch-mean loss over the same samples. Random initialisation; ResNets with their "
+            "configs' stem (small_input=false)."
+        ],
+    )
 
 
 # --- whole runs ------------------------------------------------------------------------------------
 
 RUN_SIZES = {  # overrides of the embedded default run per size
-    "quick": ["dataset.n_total=280", "dataset.n_query=40", "dataset.n_train=120", "dataset.n_val=40",
-              "backbone.train.epochs=1", "backbone.train.batch_size=32"],
+    "quick": [
+        "dataset.n_total=280",
+        "dataset.n_query=40",
+        "dataset.n_train=120",
+        "dataset.n_val=40",
+        "backbone.train.epochs=1",
+        "backbone.train.batch_size=32",
+    ],
     "full": [],
 }
 UNLEARNING_METHODS = ("ppp", "ssd", "ssd_per_sample", "fisher", "finetune", "retrain")  # rows, in run order
@@ -333,8 +377,13 @@ UNLEARNING_OVERRIDES = {"ssd_per_sample": ["method=ssd", "method.fisher_mode=per
 
 
 def run_overrides(settings: Settings, root: Path, sizes: dict[str, list[str]] = RUN_SIZES) -> list[str]:
-    return [*sizes[settings.size], f"device={settings.device}", f"cache_dir={root / 'cache'}",
-            f"run_index={root / 'index'}", "skip_finished=false"]
+    return [
+        *sizes[settings.size],
+        f"device={settings.device}",
+        f"cache_dir={root / 'cache'}",
+        f"run_index={root / 'index'}",
+        "skip_finished=false",
+    ]
 
 
 def execute_run(overrides: list[str], root: Path) -> dict:
@@ -370,8 +419,12 @@ def startup_section(settings: Settings) -> Section:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         overrides = run_overrides(settings, root)
-        command = [sys.executable, str(Path(__file__).resolve().parents[1] / "run.py"), *overrides,
-                   f"hydra.run.dir={root / 'hydra'}"]
+        command = [
+            sys.executable,
+            str(Path(__file__).resolve().parents[1] / "run.py"),
+            *overrides,
+            f"hydra.run.dir={root / 'hydra'}",
+        ]
         subprocess.run(command, check=True, capture_output=True)  # cold: trains and caches everything
         for _ in range(settings.repeats):
             start = time.perf_counter()
@@ -380,19 +433,30 @@ def startup_section(settings: Settings) -> Section:
             torch_s, open_clip_s = import_seconds("torch"), import_seconds("open_clip")
             metrics = json.loads(next((root / "hydra").rglob("metrics.json")).read_text())["metrics"]
             work = metrics["time/unlearn_s"] + metrics["time/evaluate_s"]
-            rows.append({"run_wall_s": wall, "import_torch_s": torch_s, "import_open_clip_s": open_clip_s,
-                         "unlearn_s": metrics["time/unlearn_s"], "evaluate_s": metrics["time/evaluate_s"],
-                         "overhead_s": wall - torch_s - work, "run/floor": wall / (torch_s + work),
-                         "overhead_beyond_open_clip_s": wall - open_clip_s - work})
+            rows.append(
+                {
+                    "run_wall_s": wall,
+                    "import_torch_s": torch_s,
+                    "import_open_clip_s": open_clip_s,
+                    "unlearn_s": metrics["time/unlearn_s"],
+                    "evaluate_s": metrics["time/evaluate_s"],
+                    "overhead_s": wall - torch_s - work,
+                    "run/floor": wall / (torch_s + work),
+                    "overhead_beyond_open_clip_s": wall - open_clip_s - work,
+                }
+            )
     median = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    return Section(f"Warm `python run.py` (PPP, every model and Fisher cached; seconds, median of "
-                   f"{settings.repeats})", [median],
-                   ["floor = import torch (a bare interpreter) + unlearning + evaluation of the unlearned model; "
-                    "overhead = run_wall_s - floor: the rest of the imports, building the dataset, loading the "
-                    "cached models, the reference rows' cached metrics and writing the results. "
-                    "overhead_beyond_open_clip_s: the same with a bare interpreter that imports open_clip (torch, "
-                    "torchvision, timm and torch._dynamo with it) in place of torch alone. "
-                    + quick_note(settings)])
+    return Section(
+        f"Warm `python run.py` (PPP, every model and Fisher cached; seconds, median of {settings.repeats})",
+        [median],
+        [
+            "floor = import torch (a bare interpreter) + unlearning + evaluation of the unlearned model; "
+            "overhead = run_wall_s - floor: the rest of the imports, building the dataset, loading the "
+            "cached models, the reference rows' cached metrics and writing the results. "
+            "overhead_beyond_open_clip_s: the same with a bare interpreter that imports open_clip (torch, "
+            "torchvision, timm and torch._dynamo with it) in place of torch alone. " + quick_note(settings)
+        ],
+    )
 
 
 TRIAL_SEARCH = "ppp_digit_scenes"
@@ -413,27 +477,39 @@ def trial_section(settings: Settings) -> Section:
     rows = []
     for trial in study.get_trials(deepcopy=False)[1:]:
         attrs = trial.user_attrs
-        timed = {t: sum(v for k, v in attrs.items() if k.startswith(f"{t}[")) for t in ("time/unlearn_s",
-                                                                                        "time/evaluate_s")}
-        rows.append({"runs": sum(k.startswith("time/evaluate_s[") for k in attrs), "trial_s": attrs["time/trial_s"],
-                     "evaluate_s": timed["time/evaluate_s"], "unlearn_s": timed["time/unlearn_s"],
-                     "rest_s": attrs["time/trial_s"] - timed["time/evaluate_s"] - timed["time/unlearn_s"],
-                     "trial/evaluate": attrs["time/trial_s"] / timed["time/evaluate_s"]})
+        timed = {
+            t: sum(v for k, v in attrs.items() if k.startswith(f"{t}[")) for t in ("time/unlearn_s", "time/evaluate_s")
+        }
+        rows.append(
+            {
+                "runs": sum(k.startswith("time/evaluate_s[") for k in attrs),
+                "trial_s": attrs["time/trial_s"],
+                "evaluate_s": timed["time/evaluate_s"],
+                "unlearn_s": timed["time/unlearn_s"],
+                "rest_s": attrs["time/trial_s"] - timed["time/evaluate_s"] - timed["time/unlearn_s"],
+                "trial/evaluate": attrs["time/trial_s"] / timed["time/evaluate_s"],
+            }
+        )
     median = sorted(rows, key=lambda r: r["trial_s"])[(len(rows) - 1) // 2]  # one trial: its columns add up
-    return Section(f"Warm search trial (`python -m ppp.tune hparams_search={TRIAL_SEARCH}`, in one process; "
-                   f"seconds, the median of {len(rows)} trials)", [median],
-                   ["trial_s: one trial, every setting of tune.grid (one run each); evaluate_s: the evaluation of "
-                    "the unlearned models alone (the runs' time/evaluate_s); unlearn_s: their unlearning; rest_s: "
-                    "each run's config (composed once per setting), loading the cached models and Fisher, the "
-                    "reference rows, writing the results. Target: trial/evaluate at most 1.5. "
-                    + quick_note(settings)])
+    return Section(
+        f"Warm search trial (`python -m ppp.tune hparams_search={TRIAL_SEARCH}`, in one process; "
+        f"seconds, the median of {len(rows)} trials)",
+        [median],
+        [
+            "trial_s: one trial, every setting of tune.grid (one run each); evaluate_s: the evaluation of "
+            "the unlearned models alone (the runs' time/evaluate_s); unlearn_s: their unlearning; rest_s: "
+            "each run's config (composed once per setting), loading the cached models and Fisher, the "
+            "reference rows, writing the results. Target: trial/evaluate at most 1.5. " + quick_note(settings)
+        ],
+    )
 
 
 UNLEARNING_SETTINGS = {  # label -> its overrides per size: the embedded default, and Table 1's backbone on digits
     "digit_scenes, clip_tiny": RUN_SIZES,
-    "digits, resnet50": {"quick": ["dataset=digits", "backbone=resnet50", "dataset.per_class=40",
-                                   "backbone.train.epochs=1"],
-                         "full": ["dataset=digits", "backbone=resnet50"]},
+    "digits, resnet50": {
+        "quick": ["dataset=digits", "backbone=resnet50", "dataset.per_class=40", "backbone.train.epochs=1"],
+        "full": ["dataset=digits", "backbone=resnet50"],
+    },
 }
 
 
@@ -452,8 +528,15 @@ def unlearning_section(settings: Settings) -> Section:
                 chosen = UNLEARNING_OVERRIDES.get(method, [f"method={method}"])
                 runs = [execute_run([*overrides, *chosen, "references=[]"], root)["metrics"] for _ in range(2)]
                 key = "time/train_s" if method == "retrain" else "time/unlearn_s"
-                timed.append({"setting": label, "method": method, "cold_s": runs[0][key], "warm_s": runs[1][key],
-                              "peak_mb": runs[0]["mem/peak_mb"]})
+                timed.append(
+                    {
+                        "setting": label,
+                        "method": method,
+                        "cold_s": runs[0][key],
+                        "warm_s": runs[1][key],
+                        "peak_mb": runs[0]["mem/peak_mb"],
+                    }
+                )
         by_name = {r["method"]: r for r in timed}
         for row in timed:
             row["retrain/cold"] = by_name["retrain"]["cold_s"] / row["cold_s"]
@@ -461,28 +544,56 @@ def unlearning_section(settings: Settings) -> Section:
         rows += timed
         if {"ppp", "ssd_per_sample"} <= set(by_name):
             ppp, ssd = by_name["ppp"], by_name["ssd_per_sample"]
-            same_mode.append(f"{label}: PPP / SSD on the same (per-sample) Fisher mode: cold "
-                             f"{ppp['cold_s'] / ssd['cold_s']:.2f}x, warm {ppp['warm_s'] / ssd['warm_s']:.2f}x "
-                             f"(target: at most 1.5x)")
-    return Section("Unlearning time (each setting's defaults, 16 bits on digit_scenes; seconds, one run each)", rows,
-                   ["cold: the first run (models cached, no Fisher); warm: the same run again (Fisher cached); "
-                    "Retrain: its training time (cached models report it too); retrain/x: Retrain's time over "
-                    "the method's. peak_mb: ppp.memory.PeakMemory of the unlearning step (cold). ssd_per_sample: "
-                    "method=ssd method.fisher_mode=per_sample. "
-                    + ("Quick size: " + "; ".join(f"{label}: {' '.join(sizes['quick'])}"
-                                                  for label, sizes in UNLEARNING_SETTINGS.items())
-                       if settings.size == "quick" else ""), *same_mode])
+            same_mode.append(
+                f"{label}: PPP / SSD on the same (per-sample) Fisher mode: cold "
+                f"{ppp['cold_s'] / ssd['cold_s']:.2f}x, warm {ppp['warm_s'] / ssd['warm_s']:.2f}x "
+                f"(target: at most 1.5x)"
+            )
+    return Section(
+        "Unlearning time (each setting's defaults, 16 bits on digit_scenes; seconds, one run each)",
+        rows,
+        [
+            "cold: the first run (models cached, no Fisher); warm: the same run again (Fisher cached); "
+            "Retrain: its training time (cached models report it too); retrain/x: Retrain's time over "
+            "the method's. peak_mb: ppp.memory.PeakMemory of the unlearning step (cold). ssd_per_sample: "
+            "method=ssd method.fisher_mode=per_sample. "
+            + (
+                "Quick size: "
+                + "; ".join(f"{label}: {' '.join(sizes['quick'])}" for label, sizes in UNLEARNING_SETTINGS.items())
+                if settings.size == "quick"
+                else ""
+            ),
+            *same_mode,
+        ],
+    )
 
 
 # --- output --------------------------------------------------------------------------------------
 
+
 def machine(device: torch.device) -> dict:
     """What the numbers were measured on."""
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else ""
-    info = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "load_average_1min": round(os.getloadavg()[0], 2), "torch": torch.__version__,
-            "python": platform.python_version(), "device": str(device)}
+    cpu = (
+        next(
+            (
+                line.split(":", 1)[1].strip()
+                for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")
+            ),
+            platform.processor(),
+        )
+        if Path("/proc/cpuinfo").exists()
+        else ""
+    )
+    info = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average_1min": round(os.getloadavg()[0], 2),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "device": str(device),
+    }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info
@@ -504,8 +615,7 @@ def markdown_table(rows: list[dict]) -> str:
 def write_outputs(path: Path, info: dict, command: str, sections: dict[str, Section]) -> None:
     """FILE as JSON (machine, command, every section), and one CSV per section beside it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    payload = {"machine": info, "command": command,
-               "sections": {name: asdict(s) for name, s in sections.items()}}
+    payload = {"machine": info, "command": command, "sections": {name: asdict(s) for name, s in sections.items()}}
     path.write_text(json.dumps(payload, indent=2))
     for name, s in sections.items():
         with open(path.with_name(f"{path.stem}.{name}.csv"), "w", newline="") as f:
@@ -523,15 +633,19 @@ def main(argv: list[str] | None = None) -> dict[str, Section]:
     parser.add_argument("--repeats", type=int, default=3, help="timed repeats per figure (the median is reported)")
     parser.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice, one per core)")
     parser.add_argument("--figures", type=Path, default=Path("outputs/bench"), help="where plots are written")
-    parser.add_argument("--items", type=int, help="database items of the mAP sections (default: 100,000 full, "
-                                                  "20,000 quick; the scaling plot goes up to it)")
+    parser.add_argument(
+        "--items",
+        type=int,
+        help="database items of the mAP sections (default: 100,000 full, 20,000 quick; the scaling plot goes up to it)",
+    )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
     try:  # bad values fail before anything runs
         if args.items is not None and args.items < 1:
             raise ConfigError(f"--items must be a positive number of database items, got {args.items}")
-        settings = Settings("quick" if args.quick else "full", resolve_device(args.device), args.repeats, args.figures,
-                            args.items)
+        settings = Settings(
+            "quick" if args.quick else "full", resolve_device(args.device), args.repeats, args.figures, args.items
+        )
         runners = {name: SECTIONS.get(name) for name in (args.only.split(",") if args.only else SECTIONS.names())}
     except ConfigError as e:
         parser.error(str(e))

@@ -11,6 +11,7 @@ docs/decisions.md, "Caches").
 Keys come from `config_identity`: a config section with the keys that never change an artefact
 removed, and with every key in `NEUTRAL_DEFAULTS` dropped while it holds its declared default.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,8 +22,9 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -46,18 +48,26 @@ def _config_block(*files: str) -> dict:
 # caches nor makes finished runs look new; any other value is keyed. When you add a config key, add it
 # here with its neutral default.
 NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "dataset.surface_forms": False, "dataset.mention_prob": 1.0, "dataset.domains": None,
+    "dataset.surface_forms": False,
+    "dataset.mention_prob": 1.0,
+    "dataset.domains": None,
     "backbone.loss.contrastive_weight": 0.0,
-    "evaluator.residual": False, "evaluator.zeroshot": False,
+    "evaluator.residual": False,
+    "evaluator.zeroshot": False,
     "evaluator.zeroshot_settings": _config_block("prompts/digits.yaml", "zeroshot/default.yaml"),
-    "method.gamma": None, "method.sign_flip": True, "method.neighbours": "prototype", "method.fisher_memory_mb": None,
+    "method.gamma": None,
+    "method.sign_flip": True,
+    "method.neighbours": "prototype",
+    "method.fisher_memory_mb": None,
 }
 
 # Keys inside hashed config sections that never change an artefact.
-NEVER_KEYED = frozenset({
-    "dataset.forget",           # the original model never depends on it; Retrain keys its forget classes itself
-    "dataset.skip_bad_images",  # only decides between a placeholder and an error: both never build an artefact
-})
+NEVER_KEYED = frozenset(
+    {
+        "dataset.forget",  # the original model never depends on it; Retrain keys its forget classes itself
+        "dataset.skip_bad_images",  # only decides between a placeholder and an error: both never build an artefact
+    }
+)
 
 
 def content_key(obj: Any) -> str:
@@ -84,7 +94,7 @@ def config_identity(section: Any, prefix: str, never_keyed: frozenset = NEVER_KE
     return out
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def source_digest(*paths: Path) -> str:
     """A short hash of the Python sources under `paths` (files or folders): keys of artefacts that code
     computes from cached inputs (reference rows' metrics), so an edit to that code rebuilds them."""
@@ -193,9 +203,17 @@ def entries(root: Path, kind: str | None = None) -> list[dict]:
         note_path = path.with_suffix(".json")
         note = json.loads(note_path.read_text()) if note_path.exists() else {}
         stat = path.stat()
-        out.append({"kind": path.parent.name, "key": path.stem, "size_mb": stat.st_size / 2**20,
-                    "age_days": (time.time() - stat.st_mtime) / 86400, "label": note.get("label", ""),
-                    "made_by": note.get("made_by", {}), "path": path})
+        out.append(
+            {
+                "kind": path.parent.name,
+                "key": path.stem,
+                "size_mb": stat.st_size / 2**20,
+                "age_days": (time.time() - stat.st_mtime) / 86400,
+                "label": note.get("label", ""),
+                "made_by": note.get("made_by", {}),
+                "path": path,
+            }
+        )
     return out
 
 

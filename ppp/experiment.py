@@ -1,4 +1,5 @@
 """One run: config -> benchmark -> original model -> unlearning method -> metrics.json."""
+
 from __future__ import annotations
 
 import math
@@ -16,8 +17,7 @@ from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import check_query_settings
 from ppp.memory import PeakMemory
-from ppp.runs import (finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays,
-                      write_result)
+from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
 from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
@@ -27,19 +27,32 @@ REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown
 # behaviour, code elsewhere that the evaluators call).
 REFERENCE_METRICS_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
-EVALUATION_SOURCES = tuple(PACKAGE / p for p in ("evaluation", "models", "losses", "unlearn/reference.py",
-                                                 "unlearn/prototypes.py", "data/base.py",
-                                                 "data/digits.py"))  # zero-shot draws its images at evaluation
+EVALUATION_SOURCES = tuple(
+    PACKAGE / p
+    for p in (
+        "evaluation",
+        "models",
+        "losses",
+        "unlearn/reference.py",
+        "unlearn/prototypes.py",
+        "data/base.py",
+        "data/digits.py",
+    )
+)  # zero-shot draws its images at evaluation
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
     """Before any training: the evaluator and the backbone must serve the benchmark's task."""
     if cfg.evaluator.get("task", cfg.evaluator.name) != bench.task:
-        raise ConfigError(f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
-                          f"benchmark; use evaluator={bench.task}")
+        raise ConfigError(
+            f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
+            f"benchmark; use evaluator={bench.task}"
+        )
     if cfg.backbone.task != bench.task:
-        raise ConfigError(f"backbone={cfg.backbone.name} serves {cfg.backbone.task} data, but dataset "
-                          f"'{bench.name}' is a {bench.task} benchmark")
+        raise ConfigError(
+            f"backbone={cfg.backbone.name} serves {cfg.backbone.task} data, but dataset "
+            f"'{bench.name}' is a {bench.task} benchmark"
+        )
 
 
 def reference_key(ctx: UnlearnContext, name: str) -> str:
@@ -49,15 +62,17 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
     the order given, the whole evaluator config (split, ties, MIA settings, ...) and, when the evaluator
     draws forget queries, the sample seed that draws them."""
     evaluator = ctx.cfg.evaluator
-    return content_key({
-        "version": REFERENCE_METRICS_VERSION,
-        "code": source_digest(*EVALUATION_SOURCES),
-        "reference": name,
-        "models": ctx.model_key(exclude_forget=False),
-        "forget": list(ctx.cfg.forget),
-        "evaluator": config_identity(evaluator, "evaluator"),
-        "query_draw": ctx.sample_seed if evaluator.get("forget_queries", "all") != "all" else None,
-    })
+    return content_key(
+        {
+            "version": REFERENCE_METRICS_VERSION,
+            "code": source_digest(*EVALUATION_SOURCES),
+            "reference": name,
+            "models": ctx.model_key(exclude_forget=False),
+            "forget": list(ctx.cfg.forget),
+            "evaluator": config_identity(evaluator, "evaluator"),
+            "query_draw": ctx.sample_seed if evaluator.get("forget_queries", "all") != "all" else None,
+        }
+    )
 
 
 def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str], original) -> dict[str, dict]:
@@ -67,6 +82,7 @@ def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str], original)
     or build their own model."""
     out = {}
     for name in names:
+
         def build(name=name):
             model, _ = METHODS.get(name)(original, ctx, OmegaConf.create({"name": name}))
             return storable({**evaluate(model, ctx, ctx.cfg.evaluator), **parameter_changes(model, original)})
@@ -103,13 +119,17 @@ def output_dir(cfg: DictConfig) -> Path:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small text table: one row per model; mAP, accuracy, MIA rates and AUCs in percent."""
     groups = ("forget/", "retain/", "mia/", "probe/")
-    cols = sorted({k for r in rows.values() for k in r if k.startswith(groups)},
-                  key=lambda k: (groups.index(k[:k.index("/") + 1]), "/mia" in k, k))  # MIA after mAP / accuracy
+    cols = sorted(
+        {k for r in rows.values() for k in r if k.startswith(groups)},
+        key=lambda k: (groups.index(k[: k.index("/") + 1]), "/mia" in k, k),
+    )  # MIA after mAP / accuracy
     width = max([16] + [len(c) + 2 for c in cols])
     head = f"{'model':<12}" + "".join(f"{c:>{width}}" for c in cols)
     lines = [head, "-" * len(head)]
     for name, r in rows.items():
-        lines.append(f"{name:<12}" + "".join(f"{100 * r[c]:>{width}.2f}" if c in r else f"{'-':>{width}}" for c in cols))
+        lines.append(
+            f"{name:<12}" + "".join(f"{100 * r[c]:>{width}.2f}" if c in r else f"{'-':>{width}}" for c in cols)
+        )
     return "\n".join(lines)
 
 
@@ -135,9 +155,11 @@ def execute(cfg: DictConfig) -> dict:
     key = run_hash(cfg)
     done = finished(cfg, key) if cfg.skip_finished else None
     if done is not None:
-        print(f"[skip] run {key} already finished ({done['method']}, objective {cfg.optimized_metric}="
-              f"{done['metrics'].get(cfg.optimized_metric)}); results in {Path(done['run_dir'])}; "
-              f"skip_finished=false runs it again")
+        print(
+            f"[skip] run {key} already finished ({done['method']}, objective {cfg.optimized_metric}="
+            f"{done['metrics'].get(cfg.optimized_metric)}); results in {Path(done['run_dir'])}; "
+            f"skip_finished=false runs it again"
+        )
         point_to_finished(output_dir(cfg), done)
         return done
 
@@ -149,10 +171,22 @@ def execute(cfg: DictConfig) -> dict:
     forget_idx = bench.class_indices(list(cfg.forget))
     check_against_benchmark(cfg, bench.num_classes, forget_idx)
     check_query_settings(cfg.evaluator, bench)
-    ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=device,
-                        cache=Cache(cfg.cache_dir, made_by={"run_hash": key, "method": cfg.method.name,
-                                                            "dataset": cfg.dataset.name, "bits": int(cfg.bits),
-                                                            "seed": int(cfg.seed)}))
+    ctx = UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=forget_idx,
+        device=device,
+        cache=Cache(
+            cfg.cache_dir,
+            made_by={
+                "run_hash": key,
+                "method": cfg.method.name,
+                "dataset": cfg.dataset.name,
+                "bits": int(cfg.bits),
+                "seed": int(cfg.seed),
+            },
+        ),
+    )
 
     original, train_s = ctx.trained()
     method = METHODS.get(cfg.method.name)

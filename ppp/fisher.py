@@ -17,6 +17,7 @@ Two modes:
   batch: `batch_order`).
 Only `system.net` is covered (what serves queries); the loss's own state (DSPH proxies) is constant.
 """
+
 from __future__ import annotations
 
 import math
@@ -28,7 +29,6 @@ from torch.func import functional_call, grad, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from ppp.errors import ConfigError
 from ppp.models.base import System, batch_to
 from ppp.per_sample_grads import Unsupported, scatter_squared_rows, squared_gradient_sums, supports
 from ppp.train import make_loader
@@ -79,8 +79,11 @@ def trainable_parameters(net: nn.Module) -> dict[str, nn.Parameter]:
 
 def sparse_embeddings(net: nn.Module, min_rows: int) -> dict[str, nn.Embedding]:
     """Embedding tables with at least `min_rows` rows, handled row-sparsely in per_sample mode."""
-    return {name: m for name, m in net.named_modules()
-            if isinstance(m, nn.Embedding) and m.num_embeddings >= min_rows and m.weight.requires_grad}
+    return {
+        name: m
+        for name, m in net.named_modules()
+        if isinstance(m, nn.Embedding) and m.num_embeddings >= min_rows and m.weight.requires_grad
+    }
 
 
 def batch_fisher(system, data, device, batch_size: int = 64) -> dict[str, torch.Tensor]:
@@ -107,8 +110,9 @@ def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tens
     def add_offset(name, out):
         return out + offsets[name][None] if name in offsets else out
 
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: add_offset(name, out))
-               for name, m in modules.items()]
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: add_offset(name, out)) for name, m in modules.items()
+    ]
     try:
         yield
     finally:
@@ -116,8 +120,15 @@ def _output_offsets(modules: dict[str, nn.Module], offsets: dict[str, torch.Tens
             h.remove()
 
 
-def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
-                      sparse_min_rows: int = 10000, memory_mb: float | None = None) -> dict[str, torch.Tensor]:
+def per_sample_fisher(
+    system,
+    data,
+    device,
+    context: dict[str, torch.Tensor],
+    chunk: int = 32,
+    sparse_min_rows: int = 10000,
+    memory_mb: float | None = None,
+) -> dict[str, torch.Tensor]:
     """Mean over samples of squared per-sample gradients, in chunks of at most `chunk` samples and of
     at most what `memory_mb` holds (`budget_chunk`); every sample's loss sees the same `context` (from
     `loss_context`), so chunks do not change it. Layer hooks where they cover the network, torch.func
@@ -135,9 +146,9 @@ def per_sample_fisher(system, data, device, context: dict[str, torch.Tensor], ch
     return functorch_fisher(system, data, device, context, size, sparse_min_rows)
 
 
-MEMORY_FRACTION = 0.5   # of the device's free memory: the default budget of a per-sample Fisher chunk
-GRADIENT_COPIES = 2     # torch.func path: a chunk's per-sample gradients, and one parameter's squares beside them
-ACTIVATION_COPIES = 3   # a sample's saved activations, their gradients, and the hooks' copies (inputs, patches)
+MEMORY_FRACTION = 0.5  # of the device's free memory: the default budget of a per-sample Fisher chunk
+GRADIENT_COPIES = 2  # torch.func path: a chunk's per-sample gradients, and one parameter's squares beside them
+ACTIVATION_COPIES = 3  # a sample's saved activations, their gradients, and the hooks' copies (inputs, patches)
 
 
 def free_memory_mb(device: torch.device | str) -> float | None:
@@ -169,8 +180,9 @@ def activation_bytes(system, sample: dict[str, torch.Tensor], context: dict[str,
     return sum(saved.values())
 
 
-def budget_chunk(system, data, device, context: dict[str, torch.Tensor], most: int, memory_mb: float | None,
-                 gradient_bytes: int) -> int:
+def budget_chunk(
+    system, data, device, context: dict[str, torch.Tensor], most: int, memory_mb: float | None, gradient_bytes: int
+) -> int:
     """Samples per chunk: at most `most`, and as many as `memory_mb` holds (None: MEMORY_FRACTION of the
     device's free memory) beside the Fisher's running sums, at `gradient_bytes` (a sample's dense
     per-sample gradient; 0 on the hook path) times GRADIENT_COPIES plus one sample's measured activations
@@ -181,10 +193,13 @@ def budget_chunk(system, data, device, context: dict[str, torch.Tensor], most: i
     sums = sum(p.numel() * p.element_size() for p in trainable_parameters(system.net).values())
     one = batch_to(next(iter(make_loader(data, system, 1))), device)
     per_sample = GRADIENT_COPIES * gradient_bytes + ACTIVATION_COPIES * activation_bytes(
-        system, {k: v[0] for k, v in one.items()}, context)
+        system, {k: v[0] for k, v in one.items()}, context
+    )
     chunk = max(1, min(most, int((budget * 2**20 - sums) // per_sample)))
-    print(f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each and {sums / 2**20:.0f} MB of sums "
-          f"within {budget:.0f} MB")
+    print(
+        f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each and {sums / 2**20:.0f} MB of sums "
+        f"within {budget:.0f} MB"
+    )
     return chunk
 
 
@@ -211,8 +226,13 @@ def hooked_fisher(system, data, device, context: dict[str, torch.Tensor], chunk:
     return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
 
 
-def _output_gradients(system, outputs: tuple[torch.Tensor, ...], as_tuple: bool, batch: dict[str, torch.Tensor],
-                      context: dict[str, torch.Tensor]) -> tuple[torch.Tensor, ...]:
+def _output_gradients(
+    system,
+    outputs: tuple[torch.Tensor, ...],
+    as_tuple: bool,
+    batch: dict[str, torch.Tensor],
+    context: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, ...]:
     """d(sum of per-sample losses)/d(network outputs): row i is sample i's own loss gradient, since the
     samples do not interact inside the network (eval mode)."""
     leaves = tuple(o.detach().requires_grad_() for o in outputs)
@@ -228,8 +248,9 @@ def _output_gradients(system, outputs: tuple[torch.Tensor, ...], as_tuple: bool,
     return torch.autograd.grad(losses.sum(), leaves)
 
 
-def functorch_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int = 32,
-                     sparse_min_rows: int = 10000) -> dict[str, torch.Tensor]:
+def functorch_fisher(
+    system, data, device, context: dict[str, torch.Tensor], chunk: int = 32, sparse_min_rows: int = 10000
+) -> dict[str, torch.Tensor]:
     """Per-sample Fisher with torch.func (`vmap(grad)` over the whole network) in chunks."""
     net = system.net
     params = trainable_parameters(net)
@@ -257,23 +278,33 @@ def functorch_fisher(system, data, device, context: dict[str, torch.Tensor], chu
             batch = batch_to(batch, device)
             size = len(next(iter(batch.values())))
             token_ids = {name: batch["text"] for name in embeddings}  # the tables index text tokens
-            zero_offsets = {name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
-                            for name, m in embeddings.items()}
+            zero_offsets = {
+                name: torch.zeros(size, *token_ids[name].shape[1:], m.embedding_dim, device=device)
+                for name, m in embeddings.items()
+            }
             # Outer no_grad: the loss's own parameters (DSPH proxies) would otherwise make every
             # per-sample gradient part of a regular autograd graph, kept alive by the running sums.
             with torch.no_grad():
                 dense_grads, offset_grads = per_sample_grads(dense, zero_offsets, batch, context)
             offsets.clear()
             for n, g in dense_grads.items():
-                fisher[n] += (g ** 2).sum(0)
+                fisher[n] += (g**2).sum(0)
             for name, g in offset_grads.items():
                 scatter_squared_rows(fisher[f"{name}.weight"], token_ids[name], g)
             n_seen += size
     return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
 
 
-def fisher_diagonal(system, data, device, mode: str = "per_sample", batch_size: int = 64, chunk: int = 32,
-                    context_data=None, memory_mb: float | None = None) -> dict[str, torch.Tensor]:
+def fisher_diagonal(
+    system,
+    data,
+    device,
+    mode: str = "per_sample",
+    batch_size: int = 64,
+    chunk: int = 32,
+    context_data=None,
+    memory_mb: float | None = None,
+) -> dict[str, torch.Tensor]:
     """The diagonal Fisher of `system` on `data`; per_sample mode takes its loss context from `context_data`
     and bounds a chunk's memory by `memory_mb` (None: a share of the device's free memory)."""
     if mode == "per_sample":

@@ -1,4 +1,5 @@
 """Peak memory of one step of a run (the unlearning method), for the `mem/peak_mb` metric."""
+
 from __future__ import annotations
 
 import resource
@@ -43,12 +44,14 @@ class PeakMemory:
 
     def _now_and_peak_mb(self) -> tuple[float, float]:
         if self.device.type == "cuda":
-            return torch.cuda.memory_allocated(self.device) / 2**20, torch.cuda.max_memory_allocated(self.device) / 2**20
+            return torch.cuda.memory_allocated(self.device) / 2**20, torch.cuda.max_memory_allocated(
+                self.device
+            ) / 2**20
         if self._kernel_peak:
             return _status_kb("VmRSS") / 1024, _status_kb("VmHWM") / 1024
         return _maxrss_kb() / 1024, _maxrss_kb() / 1024
 
-    def __enter__(self) -> "PeakMemory":
+    def __enter__(self) -> PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
         else:

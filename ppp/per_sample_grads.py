@@ -14,10 +14,11 @@ BackPACK's SumGradSquared, with one rule per layer type:
 This holds only when samples do not interact inside the network (eval mode) and each layer runs once
 per forward; `supports` and the hooks refuse anything else, and the caller falls back to torch.func.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import contextmanager
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,7 +31,7 @@ class Unsupported(Exception):
 
 
 OUTER_TRICK_MAX_POSITIONS = 4  # measured: the L^2 product wins up to 4 positions, ties at 8 (docs/benchmarks.md)
-BLOCK_ELEMENTS = 1 << 22        # per-sample weight gradients are formed this many numbers at a time
+BLOCK_ELEMENTS = 1 << 22  # per-sample weight gradients are formed this many numbers at a time
 
 
 def outer_squares(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -48,7 +49,7 @@ def outer_squares(g: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     total = g.new_zeros(rows, cols)
     step = max(1, BLOCK_ELEMENTS // (rows * cols))
     for start in range(0, n, step):
-        total += torch.bmm(g[start:start + step], x[start:start + step].transpose(1, 2)).square_().sum(0)
+        total += torch.bmm(g[start : start + step], x[start : start + step].transpose(1, 2)).square_().sum(0)
     return total
 
 
@@ -77,8 +78,9 @@ def _conv2d(m: nn.Conv2d, x: torch.Tensor, g: torch.Tensor) -> dict[str, torch.T
     return squares
 
 
-def _affine(normalised: torch.Tensor, g: torch.Tensor, m: nn.Module, shape: tuple[int, ...], positions_dim: int
-            ) -> dict[str, torch.Tensor]:
+def _affine(
+    normalised: torch.Tensor, g: torch.Tensor, m: nn.Module, shape: tuple[int, ...], positions_dim: int
+) -> dict[str, torch.Tensor]:
     """Squared per-sample gradients of y = x̂ * weight + bias, each summed over the positions in `positions_dim`."""
     n = len(g)
     squares = {"weight": _squares((g * normalised).reshape(n, *shape).sum(positions_dim))}
@@ -125,8 +127,10 @@ RULES: dict[type, tuple[Callable, Callable | None]] = {
 def _rule(module: nn.Module) -> tuple[Callable, Callable | None] | None:
     """The rule of the module's type; a subclass with its own forward (a weight-standardised conv, a
     LayerNorm that casts) computes something else and has none."""
-    return next((rule for kind, rule in RULES.items()
-                 if isinstance(module, kind) and type(module).forward is kind.forward), None)
+    return next(
+        (rule for kind, rule in RULES.items() if isinstance(module, kind) and type(module).forward is kind.forward),
+        None,
+    )
 
 
 def parameter_owners(net: nn.Module) -> dict[str, nn.Module]:
@@ -155,9 +159,10 @@ def scatter_squared_rows(target: torch.Tensor, ids: torch.Tensor, grads: torch.T
     """target[row] += (sum of the sample's gradients at positions holding that row)^2, per sample."""
     for sample_ids, sample_grads in zip(ids, grads):
         rows, inverse = torch.unique(sample_ids, return_inverse=True)
-        summed = torch.zeros(len(rows), sample_grads.shape[-1], device=grads.device,
-                             dtype=grads.dtype).index_add_(0, inverse, sample_grads)
-        target.index_add_(0, rows, summed ** 2)
+        summed = torch.zeros(len(rows), sample_grads.shape[-1], device=grads.device, dtype=grads.dtype).index_add_(
+            0, inverse, sample_grads
+        )
+        target.index_add_(0, rows, summed**2)
 
 
 @contextmanager
@@ -167,8 +172,10 @@ def squared_gradient_sums(net: nn.Module, fisher: dict[str, torch.Tensor]):
     name). Raises Unsupported for a layer without a rule or one that runs twice in a forward."""
     owners = parameter_owners(net)
     recorder = _Recorder(owners, fisher)
-    handles = [m.register_forward_hook(lambda mod, inp, out, name=name: recorder.record(name, mod, inp[0], out))
-               for name, m in owners.items()]
+    handles = [
+        m.register_forward_hook(lambda mod, inp, out, name=name: recorder.record(name, mod, inp[0], out))
+        for name, m in owners.items()
+    ]
     try:
         yield recorder
     finally:
@@ -193,7 +200,9 @@ class _Recorder:
         if isinstance(module, nn.Embedding):
             if module.padding_idx is not None:  # that row receives no gradient
                 g = g * (x != module.padding_idx)[..., None]
-            scatter_squared_rows(self.fisher[prefix + "weight"], x.reshape(len(x), -1), g.reshape(len(x), -1, g.shape[-1]))
+            scatter_squared_rows(
+                self.fisher[prefix + "weight"], x.reshape(len(x), -1), g.reshape(len(x), -1, g.shape[-1])
+            )
             return
         for param, squares in _rule(module)[1](module, x, g.detach()).items():
             if prefix + param in self.fisher:  # frozen parameters are not in it

@@ -1,7 +1,9 @@
 """A tiny name -> factory registry, in the spirit of timm's @register_model."""
+
 from __future__ import annotations
 
-from typing import Callable, Generic, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from ppp.errors import choose
 

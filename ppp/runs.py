@@ -6,6 +6,7 @@ wrote its results and does not depend on timestamped sweep folders, so a repeate
 skips what is done. Results are written atomically and the index entry last: a run killed at any
 moment leaves nothing that looks finished.
 """
+
 from __future__ import annotations
 
 import io
@@ -33,8 +34,11 @@ def resolved(cfg: DictConfig) -> dict:
 def run_hash(cfg: DictConfig) -> str:
     """The resolved config without what never changes the numbers (paths, worker counts) and without
     new keys at their neutral default (`NEUTRAL_DEFAULTS`), so that adding a key keeps finished runs finished."""
-    config = {k: config_identity(v, k, never_keyed=frozenset({"dataset.root"}))  # where the data lives
-              for k, v in resolved(cfg).items() if k not in NOT_IN_RUN_HASH}
+    config = {
+        k: config_identity(v, k, never_keyed=frozenset({"dataset.root"}))  # where the data lives
+        for k, v in resolved(cfg).items()
+        if k not in NOT_IN_RUN_HASH
+    }
     return content_key(config)
 
 
@@ -60,8 +64,10 @@ def point_to_finished(out: Path, done: dict) -> None:
     if Path(done["run_dir"]).resolve() == out.resolve():
         return
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write(out / FINISHED_ELSEWHERE, json.dumps({"run_hash": done["run_hash"],
-                                                       "run_dir": str(Path(done["run_dir"]).resolve())}).encode())
+    atomic_write(
+        out / FINISHED_ELSEWHERE,
+        json.dumps({"run_hash": done["run_hash"], "run_dir": str(Path(done["run_dir"]).resolve())}).encode(),
+    )
 
 
 def write_result(cfg: DictConfig, out: Path, result: dict, arrays: dict[str, np.ndarray]) -> Path:
@@ -72,8 +78,10 @@ def write_result(cfg: DictConfig, out: Path, result: dict, arrays: dict[str, np.
         np.savez_compressed(buf, **arrays)
         atomic_write(out / "arrays.npz", buf.getvalue())
     atomic_write(out / "metrics.json", json.dumps(result, indent=2, default=_json_default).encode())
-    atomic_write(Path(cfg.run_index) / f"{result['run_hash']}.json",
-                 json.dumps({"run_dir": str(out.resolve()), "method": result["method"]}).encode())
+    atomic_write(
+        Path(cfg.run_index) / f"{result['run_hash']}.json",
+        json.dumps({"run_dir": str(out.resolve()), "method": result["method"]}).encode(),
+    )
     return out / "metrics.json"
 
 

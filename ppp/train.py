@@ -1,10 +1,11 @@
 """The one training loop, shared by every method that trains (original, retrain, finetune, ...)."""
+
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -14,18 +15,33 @@ from ppp.data.base import Transformed
 from ppp.models.base import System, batch_to
 
 
-def make_loader(data: Dataset, system: System, batch_size: int, shuffle: bool = False, seed: int = 0,
-                num_workers: int = 0, drop_last: bool = False) -> DataLoader:
+def make_loader(
+    data: Dataset,
+    system: System,
+    batch_size: int,
+    shuffle: bool = False,
+    seed: int = 0,
+    num_workers: int = 0,
+    drop_last: bool = False,
+) -> DataLoader:
     """A loader that applies the system's image transform per item and its collate per batch."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return DataLoader(Transformed(data, system.transform), batch_size=batch_size, shuffle=shuffle,
-                      generator=generator, num_workers=num_workers, collate_fn=system.collate,
-                      drop_last=drop_last, persistent_workers=False)
+    return DataLoader(
+        Transformed(data, system.transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=num_workers,
+        collate_fn=system.collate,
+        drop_last=drop_last,
+        persistent_workers=False,
+    )
 
 
 @torch.no_grad()
-def collect(system: System, data: Dataset, device: torch.device, outputs: Callable, batch_size: int = 256,
-            num_workers: int = 0) -> tuple[torch.Tensor, ...]:
+def collect(
+    system: System, data: Dataset, device: torch.device, outputs: Callable, batch_size: int = 256, num_workers: int = 0
+) -> tuple[torch.Tensor, ...]:
     """`outputs(batch)` (a tensor or a tuple of tensors) over every item of `data`, in order, in eval
     mode; each output concatenated over batches on the CPU."""
     system.eval().to(device)
@@ -41,8 +57,11 @@ def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
     sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
     opts: list[torch.optim.Optimizer] = []
     if adamw:
-        opts.append(torch.optim.AdamW([{k: v for k, v in g.items() if k != "optimizer"} for g in adamw],
-                                      betas=(0.9, 0.98), eps=1e-6))
+        opts.append(
+            torch.optim.AdamW(
+                [{k: v for k, v in g.items() if k != "optimizer"} for g in adamw], betas=(0.9, 0.98), eps=1e-6
+            )
+        )
     if sgd:
         opts.append(torch.optim.SGD([{k: v for k, v in g.items() if k != "optimizer"} for g in sgd], momentum=0.9))
     return opts
@@ -57,9 +76,17 @@ def warmup_cosine(step: int, total: int, warmup_fraction: float) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train(system: System, data: Dataset, settings, device: torch.device, seed: int,
-          objective: Callable[[System, dict], torch.Tensor] | None = None, desc: str = "train",
-          num_workers: int = 0, checkpoint: Path | None = None) -> System:
+def train(
+    system: System,
+    data: Dataset,
+    settings,
+    device: torch.device,
+    seed: int,
+    objective: Callable[[System, dict], torch.Tensor] | None = None,
+    desc: str = "train",
+    num_workers: int = 0,
+    checkpoint: Path | None = None,
+) -> System:
     """Train `system` in place on `data` for `settings.epochs` epochs; deterministic given `seed`.
 
     `objective(system, batch)` replaces the system's own loss (amnesiac, bad teacher, ...). With a
@@ -68,20 +95,35 @@ def train(system: System, data: Dataset, settings, device: torch.device, seed: i
     uninterrupted run gives; the file is removed once training ends.
     """
     torch.manual_seed(seed)
-    loader = make_loader(data, system, settings.batch_size, shuffle=True, seed=seed, num_workers=num_workers,
-                         drop_last=len(data) > settings.batch_size)
+    loader = make_loader(
+        data,
+        system,
+        settings.batch_size,
+        shuffle=True,
+        seed=seed,
+        num_workers=num_workers,
+        drop_last=len(data) > settings.batch_size,
+    )
     objective = objective or (lambda s, b: s.loss(b))
     optimizers = _optimizers(system.param_groups(settings))
     total = settings.epochs * len(loader)
-    schedulers = [torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup))
-                  for o in optimizers]
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup)) for o in optimizers
+    ]
     system.to(device).train()
     state = TrainingState(system, optimizers, schedulers, loader.generator)
     first_epoch = state.resume(checkpoint) if checkpoint else 0
     if first_epoch:
         print(f"[train] {desc}: resuming after epoch {first_epoch} from {checkpoint}")
-    bar = tqdm(total=total, initial=first_epoch * len(loader), desc=desc, unit="step", leave=False,
-               dynamic_ncols=True, disable=None)
+    bar = tqdm(
+        total=total,
+        initial=first_epoch * len(loader),
+        desc=desc,
+        unit="step",
+        leave=False,
+        dynamic_ncols=True,
+        disable=None,
+    )
     for epoch in range(first_epoch, settings.epochs):
         system.train()
         for batch in loader:

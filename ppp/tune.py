@@ -9,6 +9,7 @@ trials across restarts and workers. A trial killed with its worker is failed and
 parameters: on RDB storages by Optuna's heartbeat, on every storage at start-up when its worker process
 (host + pid in the trial's user attrs) is gone.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -47,12 +48,15 @@ PRUNERS = ("none", "median")
 
 # ---------------------------------------------------------------- configs
 
+
 def search_overrides(argv: list[str]) -> list[str]:
     """The command line as compose overrides; `hparams_search=X` joins the defaults as `+hparams_search=X`."""
     overrides = ["+" + a if a.startswith("hparams_search=") else a for a in argv]
     if not any(a.startswith("+hparams_search=") for a in overrides):
-        raise ConfigError("name a search: python -m ppp.tune hparams_search=NAME, NAME one of "
-                          + ", ".join(sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))))
+        raise ConfigError(
+            "name a search: python -m ppp.tune hparams_search=NAME, NAME one of "
+            + ", ".join(sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml")))
+        )
     return overrides
 
 
@@ -71,8 +75,10 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
     """Every `tune` value, and the run config at both ends of every range, before any trial runs."""
     tune = cfg.tune
     if cfg.evaluator.split != "val":
-        raise ConfigError(f"a search optimises on the validation split: evaluator.split must be val, "
-                          f"got '{cfg.evaluator.split}' (report the best parameters with evaluator.split=test)")
+        raise ConfigError(
+            f"a search optimises on the validation split: evaluator.split must be val, "
+            f"got '{cfg.evaluator.split}' (report the best parameters with evaluator.split=test)"
+        )
     if tune.direction not in ("minimize", "maximize"):
         raise ConfigError(f"tune.direction must be minimize or maximize, got '{tune.direction}'")
     if tune.aggregate not in AGGREGATES:
@@ -97,11 +103,17 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
             if not spec.get("choices"):
                 raise ConfigError(f"tune.params.{name}: a categorical parameter needs a non-empty choices list")
         elif not spec.low < spec.high or (spec.get("log", False) and spec.low <= 0):
-            raise ConfigError(f"tune.params.{name}: need low < high (and low > 0 on a log scale), "
-                              f"got low={spec.low}, high={spec.high}")
-    ends = [[f"method.{n}={end}" for n, end in corner] for corner in
-            (((n, s.choices[0] if s.type == "categorical" else s.low) for n, s in tune.params.items()),
-             ((n, s.choices[-1] if s.type == "categorical" else s.high) for n, s in tune.params.items()))]
+            raise ConfigError(
+                f"tune.params.{name}: need low < high (and low > 0 on a log scale), "
+                f"got low={spec.low}, high={spec.high}"
+            )
+    ends = [
+        [f"method.{n}={end}" for n, end in corner]
+        for corner in (
+            ((n, s.choices[0] if s.type == "categorical" else s.low) for n, s in tune.params.items()),
+            ((n, s.choices[-1] if s.type == "categorical" else s.high) for n, s in tune.params.items()),
+        )
+    ]
     for setting in settings(tune):
         for end in ends:
             validate(run_config(compose("config", overrides=overrides + setting + end)))
@@ -109,25 +121,33 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
 
 # ---------------------------------------------------------------- storage and study
 
+
 def open_storage(tune: DictConfig):
     """`journal:PATH` (several local workers), or an RDB URL (sqlite, postgresql, ...) with a heartbeat."""
     url = str(tune.storage)
     if url.startswith("journal:"):
-        path = Path(url[len("journal:"):])
+        path = Path(url[len("journal:") :])
         path.parent.mkdir(parents=True, exist_ok=True)
         return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     if "://" not in url:
-        raise ConfigError(f"tune.storage must be an RDB URL (sqlite:///PATH, postgresql://...) or journal:PATH; "
-                          f"got '{url}'")
+        raise ConfigError(
+            f"tune.storage must be an RDB URL (sqlite:///PATH, postgresql://...) or journal:PATH; got '{url}'"
+        )
     if url.startswith("sqlite:///"):
-        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+        Path(url[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+
     def rdb():
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.storages.RDBStorage(
-                url, heartbeat_interval=tune.heartbeat_interval, grace_period=tune.grace_period,
+                url,
+                heartbeat_interval=tune.heartbeat_interval,
+                grace_period=tune.grace_period,
                 heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(
-                    max_retry=tune.max_retry))
+                    max_retry=tune.max_retry
+                ),
+            )
+
     try:
         return rdb()
     except sqlalchemy.exc.IntegrityError:  # a worker on another machine created the schema at this moment
@@ -160,17 +180,23 @@ def open_study(cfg: DictConfig) -> optuna.Study:
     tune = cfg.tune
     with file_lock(Path(tune.dir) / ".study.lock"):  # schema and study creation race between workers
         storage = open_storage(tune)
-        study = optuna.create_study(study_name=tune.study_name, storage=storage, direction=tune.direction,
-                                    load_if_exists=True)
+        study = optuna.create_study(
+            study_name=tune.study_name, storage=storage, direction=tune.direction, load_if_exists=True
+        )
         if not study.trials and all(within(cfg.method[n], spec) for n, spec in tune.params.items()):
-            study.enqueue_trial({n: cfg.method[n] for n in tune.params}, user_attrs={"start": "config values"},
-                                skip_if_exists=True)
+            study.enqueue_trial(
+                {n: cfg.method[n] for n in tune.params}, user_attrs={"start": "config values"}, skip_if_exists=True
+            )
     # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
     # worker does not replay its first proposals and concurrent workers (distinct tune.worker) differ.
     entropy = [int(tune.sampler.seed), int(tune.worker), len(study.trials)]
     seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
-    return optuna.load_study(study_name=tune.study_name, storage=storage,
-                             sampler=make_sampler(tune.sampler, seed), pruner=make_pruner(tune.pruner))
+    return optuna.load_study(
+        study_name=tune.study_name,
+        storage=storage,
+        sampler=make_sampler(tune.sampler, seed),
+        pruner=make_pruner(tune.pruner),
+    )
 
 
 def within(value, spec: DictConfig) -> bool:
@@ -227,6 +253,7 @@ def n_complete(study: optuna.Study) -> int:
 
 
 # ---------------------------------------------------------------- trials
+
 
 @contextlib.contextmanager
 def cached_benchmarks():
@@ -310,6 +337,7 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
 
 # ---------------------------------------------------------------- outputs
 
+
 def paste_overrides(overrides: list[str]) -> list[str]:
     """The run config's own overrides (groups chosen by the search file first), for run.py."""
     choices = compose("config", overrides=overrides, return_hydra_config=True).hydra.runtime.choices
@@ -320,8 +348,9 @@ def paste_overrides(overrides: list[str]) -> list[str]:
 def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) -> list[Path]:
     """trials.csv, best.yaml, best_overrides.txt and the plots (PNG) under tune.dir."""
     out = Path(cfg.tune.dir)
-    frame = study.trials_dataframe(attrs=("number", "state", "value", "params", "user_attrs",
-                                           "datetime_start", "datetime_complete", "duration"))
+    frame = study.trials_dataframe(
+        attrs=("number", "state", "value", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
+    )
     atomic_write(out / "trials.csv", frame.to_csv(index=False).encode())
     written = [out / "trials.csv"]
     if n_complete(study) == 0:
@@ -329,11 +358,22 @@ def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) ->
     best = study.best_trial
     line = " ".join(paste_overrides(overrides) + [f"method.{k}={v!r}" for k, v in best.params.items()])
     atomic_write(out / "best_overrides.txt", (line + "\n").encode())
-    atomic_write(out / "best.yaml", yaml.safe_dump({
-        "study": study.study_name, "trial": best.number, "objective": cfg.optimized_metric,
-        "aggregate": cfg.tune.aggregate, "value": best.value, "split": "val",
-        "grid": OmegaConf.to_container(cfg.tune.grid),
-        "method": {"name": cfg.method.name, **best.params}}, sort_keys=False).encode())
+    atomic_write(
+        out / "best.yaml",
+        yaml.safe_dump(
+            {
+                "study": study.study_name,
+                "trial": best.number,
+                "objective": cfg.optimized_metric,
+                "aggregate": cfg.tune.aggregate,
+                "value": best.value,
+                "split": "val",
+                "grid": OmegaConf.to_container(cfg.tune.grid),
+                "method": {"name": cfg.method.name, **best.params},
+            },
+            sort_keys=False,
+        ).encode(),
+    )
     written += [out / "best_overrides.txt", out / "best.yaml"]
     return written + write_plots(study, cfg, out / "plots")
 
@@ -373,6 +413,7 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
 
 # ---------------------------------------------------------------- entry point
 
+
 def tune(argv: list[str]) -> optuna.Study:
     """Run (or resume, or join) the search named on the command line; returns the study."""
     overrides = search_overrides(argv)
@@ -390,8 +431,10 @@ def tune(argv: list[str]) -> optuna.Study:
         print(f"[tune] study '{study.study_name}' in {cfg.tune.storage}: {done}/{budget} trials complete")
         if done < budget:
             with cached_benchmarks():
-                study.optimize(make_objective(cfg, overrides), callbacks=[
-                    optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))])
+                study.optimize(
+                    make_objective(cfg, overrides),
+                    callbacks=[optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))],
+                )
         written = write_outputs(study, cfg, overrides)
     if n_complete(study):
         best = study.best_trial

@@ -1,4 +1,5 @@
 """Seeding and device selection."""
+
 from __future__ import annotations
 
 import os

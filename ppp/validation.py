@@ -5,10 +5,12 @@ method or evaluator has its own keys), so a rule can be declared once for every 
 Checks that need the benchmark (e.g. `method.k` against the number of retained classes) live in
 `check_against_benchmark`.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -39,10 +41,13 @@ def integer(low: int | None = None, optional: bool = False) -> Check:
         if value is None and optional:
             return
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{path} must be an integer{'' if low is None else f' >= {low}'}"
-                              f"{' or null' if optional else ''}, got '{value}'")
+            raise ConfigError(
+                f"{path} must be an integer{'' if low is None else f' >= {low}'}"
+                f"{' or null' if optional else ''}, got '{value}'"
+            )
         if low is not None and value < low:
             raise ConfigError(f"{path} must be >= {low}, got {value}")
+
     return check
 
 
@@ -54,6 +59,7 @@ def number(low: float = -math.inf, high: float = math.inf, low_open: bool = Fals
         if math.isnan(x) or x < low or x > high or (low_open and x == low):
             bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
             raise ConfigError(f"{path} must lie in {bound}, got {value}")
+
     return check
 
 
@@ -63,6 +69,7 @@ def one_of(*choices: Any, optional: bool = False) -> Check:
             return
         if value not in choices:
             raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got '{value}'")
+
     return check
 
 
@@ -71,6 +78,7 @@ def subset_of(*choices: str) -> Check:
         unknown = [v for v in (value or []) if v not in choices]
         if unknown:
             raise ConfigError(f"{path}: unknown value(s) {', '.join(map(str, unknown))}; valid: {', '.join(choices)}")
+
     return check
 
 
@@ -79,21 +87,28 @@ def distinct_subset_of(*choices: str, optional: bool = False) -> Check:
         if value is None and optional:
             return
         if not isinstance(value, list) or not value:
-            raise ConfigError(f"{path} must be a non-empty list of {', '.join(choices)}{' or null' if optional else ''}; "
-                              f"got '{value}'")
+            raise ConfigError(
+                f"{path} must be a non-empty list of {', '.join(choices)}{' or null' if optional else ''}; "
+                f"got '{value}'"
+            )
         subset_of(*choices)(path, value)
         if len(set(value)) != len(value):
             raise ConfigError(f"{path} names a value twice: {value}")
+
     return check
 
 
 def prompt_template(*slots: str) -> Check:
     """A prompt template (or a list of them) that holds exactly one `{}` slot besides the named `slots`."""
+
     def check(path, value):
         for template in value if isinstance(value, list) else [value]:
             try:
-                ok = isinstance(template, str) and template.count("{}") == 1 and \
-                    template.format("x", **{s: "y" for s in slots}) is not None
+                ok = (
+                    isinstance(template, str)
+                    and template.count("{}") == 1
+                    and template.format("x", **{s: "y" for s in slots}) is not None
+                )
             except (IndexError, KeyError, ValueError):
                 ok = False
             if not ok or any("{" + s + "}" not in template for s in slots):
@@ -101,6 +116,7 @@ def prompt_template(*slots: str) -> Check:
                 raise ConfigError(f"{path}: the prompt template '{template}' must hold {wanted} and no other braces")
         if isinstance(value, list) and not value:
             raise ConfigError(f"{path} must list at least one prompt template")
+
     return check
 
 
@@ -202,7 +218,9 @@ def check_combinations(cfg: DictConfig) -> None:
 
 def require_clip_backbone(cfg: DictConfig, what: str) -> None:
     if OmegaConf.select(cfg, "backbone.kind") != "clip_hashing":
-        raise ConfigError(f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}")
+        raise ConfigError(
+            f"{what} needs a CLIP backbone (backbone.kind=clip_hashing); got backbone={cfg.backbone.name}"
+        )
 
 
 def check_clip_method(cfg: DictConfig, method: str) -> None:
@@ -213,7 +231,9 @@ def check_clip_method(cfg: DictConfig, method: str) -> None:
     if method == "clip_nullspace" and cfg.method.paradigm in ("domain", "complete"):
         chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
         if not chosen:
-            raise ConfigError(f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]")
+            raise ConfigError(
+                f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]"
+            )
         missing = [d for d in chosen if d not in available]
         if missing:
             raise ConfigError(f"method.domains: {', '.join(missing)} not among dataset.domains ({available or 'none'})")
@@ -224,8 +244,9 @@ def check_clip_space(cfg: DictConfig, what: str) -> None:
     generator (its class words and domains)."""
     require_clip_backbone(cfg, what)
     if OmegaConf.select(cfg, "dataset.name") != "digit_scenes":
-        raise ConfigError(f"{what} draws its one-digit test images with the digit_scenes generator; "
-                          f"got dataset={cfg.dataset.name}")
+        raise ConfigError(
+            f"{what} draws its one-digit test images with the digit_scenes generator; got dataset={cfg.dataset.name}"
+        )
 
 
 def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[int]) -> None:
@@ -233,5 +254,7 @@ def check_against_benchmark(cfg: DictConfig, num_classes: int, forget_idx: list[
     retained = num_classes - len(forget_idx)
     k = OmegaConf.select(cfg, "method.k")
     if k is not None and k > retained - 1:
-        raise ConfigError(f"method.k={k}: at most {retained - 1} neighbours, since {retained} classes are retained "
-                          f"and at least one must stay outside the neighbour set")
+        raise ConfigError(
+            f"method.k={k}: at most {retained - 1} neighbours, since {retained} classes are retained "
+            f"and at least one must stay outside the neighbour set"
+        )

@@ -6,6 +6,7 @@
 
 python scripts/diag_digits.py [forget=[eight]] [cache_dir=...]   (seconds once the Fisher diagonals are cached)
 """
+
 import sys
 from pathlib import Path
 
@@ -29,8 +30,13 @@ def context(method: str) -> UnlearnContext:
         cfg = compose("config", overrides=["dataset=digits", f"method={method}", *sys.argv[1:]])
     OmegaConf.resolve(cfg)
     bench = build_benchmark(cfg.dataset, cfg.cache_dir)
-    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
-                          device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir, made_by={"diag": True}))
+    return UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=bench.class_indices(list(cfg.forget)),
+        device=resolve_device(cfg.device),
+        cache=Cache(cfg.cache_dir, made_by={"diag": True}),
+    )
 
 
 def block(name):
@@ -42,7 +48,9 @@ def block_sums(i_f, i_r) -> dict[str, list]:
     sums = {}
     for n in i_f:
         s = sums.setdefault(block(n), [0, 0.0, 0.0])
-        s[0] += i_f[n].numel(); s[1] += float(i_f[n].sum()); s[2] += float(i_r[n].sum())
+        s[0] += i_f[n].numel()
+        s[1] += float(i_f[n].sum())
+        s[2] += float(i_r[n].sum())
     return sums
 
 
@@ -56,8 +64,10 @@ print("1. original model, training images per class: acc / mean (1 - p_true)")
 train_probs = predict_proba(original, bench.train, ctx.device)
 for c in range(bench.num_classes):
     m = bench.train.labels == c
-    print(f"  {bench.class_names[c]:>6}: {(train_probs[m].argmax(1) == c).float().mean():.3f} "
-          f"{(1 - train_probs[m, c]).mean():.2e}")
+    print(
+        f"  {bench.class_names[c]:>6}: {(train_probs[m].argmax(1) == c).float().mean():.3f} "
+        f"{(1 - train_probs[m, c]).mean():.2e}"
+    )
 
 
 def scored(system):
@@ -70,7 +80,10 @@ print("2. SSD (batch Fisher, reference D)")
 i_f, i_r, _ = forget_and_reference_fisher(original, ctx, cfg.method)
 acc_f, acc_r, probs0 = scored(original)
 print(f"  forget {cfg.forget}: original val forget acc {acc_f:.4f}, retain acc {acc_r:.4f}")
-print(f"  {'block':<8}{'numel':>10}{'sum I_f':>11}{'sum I_r':>11}{'I_f/I_r':>9}" + "".join(f"{'sel a=' + str(a):>12}" for a in ALPHAS))
+print(
+    f"  {'block':<8}{'numel':>10}{'sum I_f':>11}{'sum I_r':>11}{'I_f/I_r':>9}"
+    + "".join(f"{'sel a=' + str(a):>12}" for a in ALPHAS)
+)
 rules = {a: DampeningRule(alpha=a, lam=1.0) for a in ALPHAS}
 selected = {}
 for n in i_f:
@@ -80,8 +93,10 @@ for n in i_f:
 for b, (numel, f, r) in block_sums(i_f, i_r).items():
     print(f"{b:<8}{numel:>10}{f:>11.2e}{r:>11.2e}{f / r:>9.1e}" + "".join(f"{c:>12}" for c in selected[b]))
 row_f, row_r = i_f["fc.weight"][cls], i_r["fc.weight"][cls]
-print(f"fc row {cls}: sum I_f {row_f.sum():.2e}, sum I_r {row_r.sum():.2e}; fc.bias[{cls}] I_f {i_f['fc.bias'][cls]:.2e} "
-      f"I_r {i_r['fc.bias'][cls]:.2e}")
+print(
+    f"fc row {cls}: sum I_f {row_f.sum():.2e}, sum I_r {row_r.sum():.2e}; fc.bias[{cls}] I_f {i_f['fc.bias'][cls]:.2e} "
+    f"I_r {i_r['fc.bias'][cls]:.2e}"
+)
 for a in ALPHAS:
     system, _ = ctx.trained()
     buffers = {k: v.clone() for k, v in system.net.named_buffers()}
@@ -90,9 +105,11 @@ for a in ALPHAS:
     moved = sum(not torch.equal(v, params[k]) for k, v in system.net.named_parameters())
     assert all(torch.equal(v, buffers[k]) for k, v in system.net.named_buffers()), "BN buffers changed"
     acc_f, acc_r, probs = scored(system)
-    print(f"alpha={a}: selected {counts['n_buffer']} in {moved} tensors (buffers unchanged); val forget acc {acc_f:.4f}, "
-          f"retain acc {acc_r:.4f}, mean p(forget class) on forget val {probs[is_f, cls].mean():.4f} "
-          f"(original {probs0[is_f, cls].mean():.4f}); predictions changed {(probs.argmax(1) != probs0.argmax(1)).sum()}")
+    print(
+        f"alpha={a}: selected {counts['n_buffer']} in {moved} tensors (buffers unchanged); val forget acc {acc_f:.4f}, "
+        f"retain acc {acc_r:.4f}, mean p(forget class) on forget val {probs[is_f, cls].mean():.4f} "
+        f"(original {probs0[is_f, cls].mean():.4f}); predictions changed {(probs.argmax(1) != probs0.argmax(1)).sum()}"
+    )
 
 
 print("3. PPP (per-sample Fisher): sum I_f / sum I_r per block")

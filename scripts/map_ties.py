@@ -6,6 +6,7 @@ database index), `average` (tie-aware), the unstable sorts of common hashing cod
 DSPH, NumPy's default quicksort as in DCMH), and stable on randomly permuted databases (a random order
 of the tied items: its mean, standard deviation and range); and how many ties there are.
 """
+
 import sys
 from pathlib import Path
 
@@ -44,8 +45,9 @@ def main(overrides: list[str]) -> None:
         cfg = compose("config", overrides=overrides)
     bench = build_benchmark(cfg.dataset)
     forget_idx = bench.class_indices(list(cfg.forget))
-    ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=forget_idx, device=resolve_device(cfg.device),
-                         cache=Cache(cfg.cache_dir))
+    ctx = UnlearnContext(
+        cfg=cfg, bench=bench, forget_idx=forget_idx, device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir)
+    )
     system, _ = ctx.trained()
     q_img, q_txt = encode(system, bench.query, ctx.device)
     d_img, d_txt = encode(system, bench.database, ctx.device)
@@ -53,11 +55,16 @@ def main(overrides: list[str]) -> None:
     is_forget = carries_any(q_lab, forget_idx)
     g = torch.Generator().manual_seed(0)
     print(f"bits {cfg.bits}; mAP@all x 100; random: stable on {PERMUTATIONS} random database orders")
-    print(f"{'split':<18}{'stable':>8}{'average':>9}{'torch.argsort':>15}{'np.argsort':>12}"
-          f"{'random mean':>13}{'sd':>7}{'min':>8}{'max':>8}{'items/dist':>12}")
+    print(
+        f"{'split':<18}{'stable':>8}{'average':>9}{'torch.argsort':>15}{'np.argsort':>12}"
+        f"{'random mean':>13}{'sd':>7}{'min':>8}{'max':>8}{'items/dist':>12}"
+    )
     for split, mask in (("forget", is_forget), ("retain", ~is_forget)):
-        ql, dl = (forget_split_labels(q_lab[mask], d_lab, forget_idx, cfg.evaluator.forget_relevance)
-                  if split == "forget" else (q_lab[mask], d_lab))
+        ql, dl = (
+            forget_split_labels(q_lab[mask], d_lab, forget_idx, cfg.evaluator.forget_relevance)
+            if split == "forget"
+            else (q_lab[mask], d_lab)
+        )
         ql, dl = ql.float(), dl.float()
         for direction, q, d in (("i2t", q_img[mask], d_txt), ("t2i", q_txt[mask], d_img)):
             stable = float(average_precisions(q, d, ql, dl, ties="stable").mean())
@@ -67,9 +74,11 @@ def main(overrides: list[str]) -> None:
             rand = torch.tensor([float(average_precisions(q, d[p], ql, dl[p], ties="stable").mean()) for p in perms])
             dist = hamming_distance(q, d)
             per_value = d.shape[0] / torch.tensor([row.unique().numel() for row in dist]).float().mean()
-            print(f"{split + '/' + direction:<18}{100 * stable:>8.2f}{100 * average:>9.2f}"
-                  f"{100 * unstable[0]:>15.2f}{100 * unstable[1]:>12.2f}{100 * rand.mean():>13.2f}"
-                  f"{100 * rand.std():>7.2f}{100 * rand.min():>8.2f}{100 * rand.max():>8.2f}{per_value:>12.0f}")
+            print(
+                f"{split + '/' + direction:<18}{100 * stable:>8.2f}{100 * average:>9.2f}"
+                f"{100 * unstable[0]:>15.2f}{100 * unstable[1]:>12.2f}{100 * rand.mean():>13.2f}"
+                f"{100 * rand.std():>7.2f}{100 * rand.min():>8.2f}{100 * rand.max():>8.2f}{per_value:>12.0f}"
+            )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ PPP's Fisher. Stage 3 (`experiment=mechanism_pareto`): forget mAP against retain
 curve per variant, and each curve's retain mAP at matched forgetting (interpolated per sample seed).
 Writes `mechanism_study.md` and `pareto.png` / `pareto.pdf` into --out.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -16,7 +17,6 @@ import math
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +27,16 @@ from ppp.report.load import find_runs, tidy  # noqa: E402
 GAP = ["delta/forget", "delta/retain", "objective/gap"]
 RESIDUAL = ["forget/i2i_map", "forget/t2t_map", "probe/image_auc", "probe/text_auc"]
 MATCHED_ABOVE_RETRAIN = (0.0, -2.0, -4.0)  # forget-mAP levels, in points from Retrain's, for the matched comparison
-SETTINGS = ["base", "harder", "topic 0.8", "forget eight", "forget two", "32 bits", "64 bits",
-            "classification (digits, ResNet-18)"]  # table order  # forget-mAP levels (points above Retrain's) for the matched comparison
+SETTINGS = [
+    "base",
+    "harder",
+    "topic 0.8",
+    "forget eight",
+    "forget two",
+    "32 bits",
+    "64 bits",
+    "classification (digits, ResNet-18)",
+]  # table order  # forget-mAP levels (points above Retrain's) for the matched comparison
 
 
 def variant_name(row: pd.Series) -> str:
@@ -46,8 +54,12 @@ def variant_name(row: pd.Series) -> str:
             parts.append("random neighbours")
         return ", ".join(parts)
     if row["method"] == "ssd":
-        changes = {"method.fisher_mode": ("per_sample", "per-sample Fisher"), "method.reference": ("retain", "I_r on D_r"),
-                   "method.forget_samples": (80.0, "80 forget samples"), "method.batch_order": ("dataset", "dataset order")}
+        changes = {
+            "method.fisher_mode": ("per_sample", "per-sample Fisher"),
+            "method.reference": ("retain", "I_r on D_r"),
+            "method.forget_samples": (80.0, "80 forget samples"),
+            "method.batch_order": ("dataset", "dataset order"),
+        }
         moved = [label for key, (value, label) in changes.items() if row.get(key) == value]
         return "SSD " + (", ".join(moved) if moved else "official")
     return str(row["method"])
@@ -107,23 +119,32 @@ def stage2_tables(frame: pd.DataFrame, runs: pd.DataFrame) -> list[str]:
     out = []
     for setting in [s for s in SETTINGS if s in set(runs["setting"])]:
         group = runs[runs["setting"] == setting]
-        out += [f"### Setting `{setting}`", "",
-                "| variant | α | forget \\|Δ\\| | retain \\|Δ\\| | gap | selected | share in core | I→I forget | T→T forget | probe AUC image | probe AUC text |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        out += [
+            f"### Setting `{setting}`",
+            "",
+            "| variant | α | forget \\|Δ\\| | retain \\|Δ\\| | gap | selected | share in core | I→I forget | T→T forget | probe AUC image | probe AUC text |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
         for (variant, alpha), g in group.groupby(["variant", "alpha"], sort=True):
             prefix = "ppp" if variant.startswith("PPP") else "ssd"
-            selected = g[f"{prefix}/n_buffer"] + g[f"{prefix}/n_core"] if f"{prefix}/n_core" in g else pd.Series(dtype=float)
+            selected = (
+                g[f"{prefix}/n_buffer"] + g[f"{prefix}/n_core"] if f"{prefix}/n_core" in g else pd.Series(dtype=float)
+            )
             share = g.get(f"{prefix}/share_c", pd.Series(dtype=float)) * 100
             cells = [mean_std(g[m] * 100) for m in GAP] + [mean_std(selected, 0), mean_std(share, 0)]
             cells += [mean_std(g[m] * 100) for m in RESIDUAL if m in g] or ["–"] * 4
             out.append(f"| {variant} | {alpha:g} | " + " | ".join(cells) + " |")
         for _, ref in refs[refs["setting"] == setting].iterrows():
-            cells = ["", "", "", "", ""] + [f"{ref[m] * 100:.2f}" if m in ref and pd.notna(ref[m]) else "–" for m in RESIDUAL]
+            cells = ["", "", "", "", ""] + [
+                f"{ref[m] * 100:.2f}" if m in ref and pd.notna(ref[m]) else "–" for m in RESIDUAL
+            ]
             out.append(f"| {ref['method'].capitalize()} | | " + " | ".join(cells) + " |")
         out.append("")
-    out.append(f"mean ± std over {runs['sample_seed'].nunique()} sample seeds (models of seed 0); |Δ| and gap in "
-               "points of mAP (%), residual metrics in %; selected: entries the rule changed (PPP: B ∪ C; SSD: "
-               "its selection); share in core: PPP's C among them.")
+    out.append(
+        f"mean ± std over {runs['sample_seed'].nunique()} sample seeds (models of seed 0); |Δ| and gap in "
+        "points of mAP (%), residual metrics in %; selected: entries the rule changed (PPP: B ∪ C; SSD: "
+        "its selection); share in core: PPP's C among them."
+    )
     return out
 
 
@@ -171,8 +192,13 @@ def pareto(frame: pd.DataFrame, out: Path) -> list[str]:
     runs["forget"] = (runs["forget/i2t_map"] + runs["forget/t2i_map"]) * 50
     runs["retain"] = (runs["retain/i2t_map"] + runs["retain/t2i_map"]) * 50
     refs = references_wide(frame, ["method"])
-    ref = {m: ((refs.loc[m, "forget/i2t_map"] + refs.loc[m, "forget/t2i_map"]) * 50,
-               (refs.loc[m, "retain/i2t_map"] + refs.loc[m, "retain/t2i_map"]) * 50) for m in refs.index}
+    ref = {
+        m: (
+            (refs.loc[m, "forget/i2t_map"] + refs.loc[m, "forget/t2i_map"]) * 50,
+            (refs.loc[m, "retain/i2t_map"] + refs.loc[m, "retain/t2i_map"]) * 50,
+        )
+        for m in refs.index
+    }
 
     fig, ax = plt.subplots(figsize=(7.2, 5.0))
     for variant, g in runs.groupby("variant"):
@@ -180,15 +206,21 @@ def pareto(frame: pd.DataFrame, out: Path) -> list[str]:
         style = "-" if variant.startswith("PPP") else "--"
         ax.plot(curve["forget"], curve["retain"], style, marker="o", markersize=3, label=variant)
         for alpha in (curve.index.min(), curve.index.max()):
-            ax.annotate(f"α={alpha:g}", (curve.loc[alpha, "forget"], curve.loc[alpha, "retain"]), fontsize=6,
-                        textcoords="offset points", xytext=(3, 3))
+            ax.annotate(
+                f"α={alpha:g}",
+                (curve.loc[alpha, "forget"], curve.loc[alpha, "retain"]),
+                fontsize=6,
+                textcoords="offset points",
+                xytext=(3, 3),
+            )
     for name, marker in (("original", "s"), ("retrain", "*")):
         if name in ref:
             ax.plot(*ref[name], marker, color="black", markersize=9, label=name.capitalize())
     ax.set_xlabel("forget mAP (%, mean of I→T and T→I on D_f queries; lower = more forgotten)")
     ax.set_ylabel("retain mAP (%, mean of I→T and T→I on D_r queries)")
-    ax.set_title("Forget–retain trade-off over α (digit_scenes, forget six, 16 bits; mean of 3 sample seeds)",
-                 fontsize=9)
+    ax.set_title(
+        "Forget–retain trade-off over α (digit_scenes, forget six, 16 bits; mean of 3 sample seeds)", fontsize=9
+    )
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
@@ -198,21 +230,32 @@ def pareto(frame: pd.DataFrame, out: Path) -> list[str]:
 
     retrain_forget = ref["retrain"][0]
     levels = [retrain_forget + d for d in MATCHED_ABOVE_RETRAIN]
-    lines = ["| variant | lowest forget mAP reached | " + " | ".join(
-        f"retain mAP at forget = {lvl:.1f} (Retrain {d:+g})" for lvl, d in zip(levels, MATCHED_ABOVE_RETRAIN)) + " |",
-             "|---|---|" + "---|" * len(levels)]
+    lines = [
+        "| variant | lowest forget mAP reached | "
+        + " | ".join(
+            f"retain mAP at forget = {lvl:.1f} (Retrain {d:+g})" for lvl, d in zip(levels, MATCHED_ABOVE_RETRAIN)
+        )
+        + " |",
+        "|---|---|" + "---|" * len(levels),
+    ]
     for variant, g in runs.groupby("variant"):
         lowest = g.groupby("alpha")["forget"].mean().min()
         cells = []
         for level in levels:
             values = pd.Series([interpolate_retain(s, level) for _, s in g.groupby("sample_seed")])
             reached = values.notna().sum()
-            cells.append("not reached" if reached == 0 else mean_std(values) + ("" if reached == len(values)
-                                                                                  else f" ({reached} of {len(values)} seeds)"))
+            cells.append(
+                "not reached"
+                if reached == 0
+                else mean_std(values) + ("" if reached == len(values) else f" ({reached} of {len(values)} seeds)")
+            )
         lines.append(f"| {variant} | {lowest:.2f} | " + " | ".join(cells) + " |")
-    lines += ["", f"Original: forget {ref['original'][0]:.2f}, retain {ref['original'][1]:.2f}; Retrain: forget "
-                  f"{ref['retrain'][0]:.2f}, retain {ref['retrain'][1]:.2f}. Each sample seed's curve is "
-                  "interpolated linearly between neighbouring α; mean ± std over the seeds whose curve reaches the level."]
+    lines += [
+        "",
+        f"Original: forget {ref['original'][0]:.2f}, retain {ref['original'][1]:.2f}; Retrain: forget "
+        f"{ref['retrain'][0]:.2f}, retain {ref['retrain'][1]:.2f}. Each sample seed's curve is "
+        "interpolated linearly between neighbouring α; mean ± std over the seeds whose curve reaches the level.",
+    ]
     return lines
 
 
@@ -229,8 +272,13 @@ def main(argv=None) -> None:
         runs = runs_wide(stage2, ["setting", "variant", "alpha", "sample_seed"])
         lines += ["### Gap (forget |Δ| + retain |Δ|, points) per setting", ""] + overview(runs) + [""]
         lines += stage2_tables(stage2, runs)
-        lines += ["", "### Paired differences (same sample seed; negative = first is better)", "",
-                  "| setting | comparison | forget \\|Δ\\| | retain \\|Δ\\| | gap | seeds |", "|---|---|---|---|---|---|"]
+        lines += [
+            "",
+            "### Paired differences (same sample seed; negative = first is better)",
+            "",
+            "| setting | comparison | forget \\|Δ\\| | retain \\|Δ\\| | gap | seeds |",
+            "|---|---|---|---|---|---|",
+        ]
         lines += paired(runs, "PPP best", "PPP best, no core (τ=∞)")
         lines += paired(runs, "PPP default", "SSD per-sample Fisher", alpha_b=3.0)
         lines += paired(runs, "PPP default", "SSD official", alpha_b=3.0)

@@ -4,6 +4,7 @@ python scripts/prototype_geometry.py [hydra overrides...]   e.g. dataset.topic_p
 Prints, for every class taken as the forget class, its k nearest neighbours, the ratio
 mu_rest / mu_n of mean prototype distances and gamma = ratio**2.
 """
+
 import sys
 from pathlib import Path
 
@@ -23,8 +24,13 @@ def main(overrides: list[str]) -> None:
     with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
     bench = build_benchmark(cfg.dataset)
-    ctx = UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
-                         device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir))
+    ctx = UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=bench.class_indices(list(cfg.forget)),
+        device=resolve_device(cfg.device),
+        cache=Cache(cfg.cache_dir),
+    )
     system, _ = ctx.trained()
     k = int(cfg.method.get("k", 2))
     protos = retrieval_prototypes(system, bench.train, ctx.device, cfg.method.get("prototype_modality", "mean"))

@@ -4,21 +4,31 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 
 # Small enough to train in seconds on 2 CPU cores.
 TINY = [
-    "dataset.n_total=280", "dataset.n_query=40", "dataset.n_train=120", "dataset.n_val=40",
-    "backbone.train.epochs=1", "backbone.train.batch_size=32",
+    "dataset.n_total=280",
+    "dataset.n_query=40",
+    "dataset.n_train=120",
+    "dataset.n_val=40",
+    "backbone.train.epochs=1",
+    "backbone.train.batch_size=32",
 ]
 
 
 def run_cli(args, tmp_path, check=True):
     """Run `python run.py ARGS` with the cache and outputs under tmp_path."""
     env = dict(os.environ, PPP_CACHE_DIR=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")
-    cmd = [sys.executable, str(ROOT / "run.py"), *args,
-           f"hydra.run.dir={tmp_path}/run", f"hydra.sweep.dir={tmp_path}/multi"]
+    cmd = [
+        sys.executable,
+        str(ROOT / "run.py"),
+        *args,
+        f"hydra.run.dir={tmp_path}/run",
+        f"hydra.sweep.dir={tmp_path}/multi",
+    ]
     proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     if check and proc.returncode != 0:
         raise AssertionError(f"run.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
@@ -28,3 +38,12 @@ def run_cli(args, tmp_path, check=True):
 @pytest.fixture
 def cli(tmp_path):
     return lambda args, check=True: run_cli(args, tmp_path, check)
+
+
+@pytest.fixture(scope="module")
+def single_thread():
+    """Tiny models run fastest on one thread, and do not stall when other jobs share the cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -1,4 +1,5 @@
 """Run `run_experiment` in-process and keep the model its evaluator scored (methods return it inside)."""
+
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,6 +29,7 @@ def scored_models():
         def keep(system, ctx, cfg):
             scored.append(system)
             return evaluate(system, ctx, cfg)
+
         return keep
 
     def run(overrides):

@@ -1,13 +1,14 @@
 """Each baseline on a tiny MLP over 8-px digits (seconds), and once on the tiny CLIP hashing system."""
+
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_contexts import CONF, make_context, make_hashing_context
 
 from ppp.data.base import carries_any
 from ppp.evaluation.classification import evaluate_classification
 from ppp.unlearn import METHODS, baselines
 from ppp.unlearn.baselines import Concatenated, Relabelled, kl_divergence, random_wrong_labels, recipe
-from tiny_contexts import CONF, make_context, make_hashing_context, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -64,14 +65,14 @@ def test_retrain_never_sees_the_forget_class(ctx):
 
 def test_finetune_trains_on_retain_only(ctx, original_acc, trained_on):
     after = run("finetune", ctx, method_cfg("finetune", lr=0.1, weight_decay=0.02))
-    data, = trained_on
+    (data,) = trained_on
     assert len(data) == len(ctx.retain_train) and not carries_any(data.labels, ctx.forget_idx).any()
     assert_forgets(after, original_acc)
 
 
 def test_amnesiac_relabels_forget_samples_as_retained_classes(ctx, original_acc, trained_on):
     after = run("amnesiac", ctx, method_cfg("amnesiac", lr=1e-3, batch_size=32))
-    data, = trained_on
+    (data,) = trained_on
     assert len(data) == len(ctx.retain_train) + len(ctx.forget_train)
     assert not carries_any(data.labels, ctx.forget_idx).any()
     assert_forgets(after, original_acc)
@@ -79,14 +80,16 @@ def test_amnesiac_relabels_forget_samples_as_retained_classes(ctx, original_acc,
 
 def test_bad_teacher_distils_a_random_model_on_forget_samples(ctx, original_acc, trained_on):
     after = run("bad_teacher", ctx, method_cfg("bad_teacher", lr=5e-4, batch_size=16))
-    data, = trained_on
+    (data,) = trained_on
     assert carries_any(data.labels, ctx.forget_idx).sum() == len(ctx.forget_train)
     assert (~carries_any(data.labels, ctx.forget_idx)).sum() == round(0.3 * len(ctx.retain_train))
     assert_forgets(after, original_acc)
 
 
 def test_incompetent_teacher_is_untrained(ctx):
-    teacher = baselines.incompetent_teacher(ctx, OmegaConf.create({"teacher_seed_offset": 1, "incompetent_pretrained": False}))
+    teacher = baselines.incompetent_teacher(
+        ctx, OmegaConf.create({"teacher_seed_offset": 1, "incompetent_pretrained": False})
+    )
     accuracy = evaluate_classification(teacher, ctx.bench, ctx.forget_idx, ctx.device)["retain/acc"]
     assert accuracy < 0.5
 
@@ -120,7 +123,9 @@ def test_relabelled_concatenation_keeps_item_format(ctx):
 def test_kl_reductions():
     log_student = torch.log_softmax(torch.randn(4, 5), dim=1)
     target = torch.softmax(torch.randn(4, 5), dim=1)
-    assert torch.isclose(kl_divergence(log_student, target, "batchmean"), 5 * kl_divergence(log_student, target, "mean"))
+    assert torch.isclose(
+        kl_divergence(log_student, target, "batchmean"), 5 * kl_divergence(log_student, target, "mean")
+    )
 
 
 def test_baselines_on_the_hashing_system(tmp_path):
@@ -128,6 +133,8 @@ def test_baselines_on_the_hashing_system(tmp_path):
     ctx = make_hashing_context(tmp_path)
     before = ctx.trained()[0].net.image_head[0].weight.detach().clone()
     for name in ("finetune", "amnesiac", "bad_teacher"):
-        method = OmegaConf.merge(OmegaConf.load(CONF / "method" / f"{name}.yaml"), {"train": {"retrieval": {"epochs": 1}}})
+        method = OmegaConf.merge(
+            OmegaConf.load(CONF / "method" / f"{name}.yaml"), {"train": {"retrieval": {"epochs": 1}}}
+        )
         model, _ = METHODS.get(name)(ctx.trained()[0], ctx, method)
         assert not torch.allclose(model.net.image_head[0].weight, before), name

@@ -5,8 +5,21 @@ import pytest
 
 from ppp import bench
 
-MAP_COLUMNS = ["bits", "queries", "items", "floor_s", "average_s", "stable_s", "argsort_s", "average/floor",
-               "stable/floor", "argsort/floor", "argsort/average", "argsort/stable", "stable_vs_argsort_max_diff"]
+MAP_COLUMNS = [
+    "bits",
+    "queries",
+    "items",
+    "floor_s",
+    "average_s",
+    "stable_s",
+    "argsort_s",
+    "average/floor",
+    "stable/floor",
+    "argsort/floor",
+    "argsort/average",
+    "argsort/stable",
+    "stable_vs_argsort_max_diff",
+]
 
 
 @pytest.fixture
@@ -17,8 +30,21 @@ def tiny_sizes(monkeypatch):
 
 def test_map_sections_print_one_table_each_and_write_json_csv_and_plot(tiny_sizes, tmp_path, capsys):
     out = tmp_path / "bench.json"
-    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--json", str(out),
-                           "--figures", str(tmp_path / "fig"), "--only", "map,map_scaling"])
+    sections = bench.main(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--json",
+            str(out),
+            "--figures",
+            str(tmp_path / "fig"),
+            "--only",
+            "map,map_scaling",
+        ]
+    )
     printed = capsys.readouterr().out
     assert "| " + " | ".join(MAP_COLUMNS) + " |" in printed
 
@@ -47,8 +73,21 @@ def test_only_runs_the_named_section_and_rejects_unknown_ones(tiny_sizes, tmp_pa
 
 
 def test_items_sets_the_database_size_and_the_scaling_plot_ends_there(tiny_sizes, tmp_path):
-    sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--items", "500",
-                           "--figures", str(tmp_path), "--only", "map,map_scaling"])
+    sections = bench.main(
+        [
+            "--quick",
+            "--device",
+            "cpu",
+            "--repeats",
+            "1",
+            "--items",
+            "500",
+            "--figures",
+            str(tmp_path),
+            "--only",
+            "map,map_scaling",
+        ]
+    )
     assert {r["items"] for r in sections["map"].rows} == {500}
     assert [r["items"] for r in sections["map_scaling"].rows] == [200, 400, 500]
     with pytest.raises(SystemExit):
@@ -60,8 +99,20 @@ def test_loglog_slope():
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.4, 1.6]) == pytest.approx(2.0)
 
 
-FISHER_COLUMNS = ["model", "px", "samples", "engine", "path_per_s", "torch_func_per_s", "loop_per_s", "floor_per_s",
-                  "path/loop", "floor/path", "path_peak_mb", "path_vs_loop_max_rel_diff"]
+FISHER_COLUMNS = [
+    "model",
+    "px",
+    "samples",
+    "engine",
+    "path_per_s",
+    "torch_func_per_s",
+    "loop_per_s",
+    "floor_per_s",
+    "path/loop",
+    "floor/path",
+    "path_peak_mb",
+    "path_vs_loop_max_rel_diff",
+]
 
 
 def test_fisher_section_times_each_path_and_checks_it_against_the_loop(monkeypatch):
@@ -71,7 +122,7 @@ def test_fisher_section_times_each_path_and_checks_it_against_the_loop(monkeypat
     assert [(r["model"], r["engine"]) for r in rows] == [("clip_tiny", "torch.func"), ("resnet18", "hooks")]
     assert list(rows[0]) == FISHER_COLUMNS
     assert all(r["path_vs_loop_max_rel_diff"] < 1e-4 for r in rows)  # the same numbers as the loop
-    assert rows[0]["torch_func_per_s"] == rows[0]["path_per_s"]      # CLIP: torch.func is the path
+    assert rows[0]["torch_func_per_s"] == rows[0]["path_per_s"]  # CLIP: torch.func is the path
     assert all(r["floor/path"] == pytest.approx(r["floor_per_s"] / r["path_per_s"]) for r in rows)
     assert all(r["path_peak_mb"] >= 0 and r["loop_per_s"] > 0 for r in rows)
 
@@ -82,7 +133,8 @@ def test_run_sections_measure_a_warm_run_and_each_methods_unlearning(monkeypatch
     (startup,) = sections["startup"].rows
     assert startup["run_wall_s"] > startup["import_torch_s"] > 0 and startup["unlearn_s"] > 0
     assert startup["overhead_s"] == pytest.approx(
-        startup["run_wall_s"] - startup["import_torch_s"] - startup["unlearn_s"] - startup["evaluate_s"])
+        startup["run_wall_s"] - startup["import_torch_s"] - startup["unlearn_s"] - startup["evaluate_s"]
+    )
     assert startup["import_open_clip_s"] > startup["import_torch_s"]  # open_clip imports torch and more
     by_setting = {}
     for r in sections["unlearning"].rows:

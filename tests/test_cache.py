@@ -8,16 +8,16 @@ import torch
 from conftest import TINY
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_context
 
 from ppp import cache as cache_module
-from ppp.runs import run_hash
 from ppp.cache import Cache, config_identity, content_key
 from ppp.evaluation import mia
 from ppp.models.base import System
+from ppp.runs import run_hash
 from ppp.unlearn import UnlearnContext
 from ppp.unlearn import context as context_module
 from ppp.unlearn import prototypes as prototypes_module
-from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_context
 
 
 def test_key_is_stable_and_sensitive():
@@ -87,6 +87,7 @@ def test_readers_never_see_or_destroy_an_entry_being_written(tmp_path, monkeypat
 
 # ---- what each key holds --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def scenes(tmp_path_factory):
     return make_hashing_context(tmp_path_factory.mktemp("unused")).bench
@@ -95,19 +96,32 @@ def scenes(tmp_path_factory):
 @pytest.fixture
 def hashing_ctx(scenes, tmp_path):
     """A context on the shipped configs with `overrides`, all on one benchmark (built once)."""
+
     def make(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[*TINY, f"cache_dir={tmp_path}", "device=cpu", *overrides])
-        return UnlearnContext(cfg=cfg, bench=scenes, forget_idx=scenes.class_indices(list(cfg.forget)),
-                              device=torch.device("cpu"), cache=Cache(tmp_path))
+        return UnlearnContext(
+            cfg=cfg,
+            bench=scenes,
+            forget_idx=scenes.class_indices(list(cfg.forget)),
+            device=torch.device("cpu"),
+            cache=Cache(tmp_path),
+        )
 
     return make
 
 
 def test_model_key_changes_with_each_keyed_value(hashing_ctx, monkeypatch):
     base = hashing_ctx().original_key
-    for override in ("dataset.topic_prob=0.4", "dataset.seed=1", "backbone.train.epochs=2", "backbone.dropout=0.1",
-                     "backbone.loss.proxy_seed=1", "bits=32", "seed=1"):
+    for override in (
+        "dataset.topic_prob=0.4",
+        "dataset.seed=1",
+        "backbone.train.epochs=2",
+        "backbone.dropout=0.1",
+        "backbone.loss.proxy_seed=1",
+        "bits=32",
+        "seed=1",
+    ):
         assert hashing_ctx(override).original_key != base, override
     ctx = hashing_ctx()
     ctx.device = torch.device("meta")  # any other device type
@@ -118,8 +132,17 @@ def test_model_key_changes_with_each_keyed_value(hashing_ctx, monkeypatch):
 
 def test_model_key_ignores_what_never_changes_a_model(hashing_ctx):
     base = hashing_ctx().original_key
-    for override in ("num_workers=2", "cache_dir=/elsewhere", "out_dir=/tmp/x", "sample_seed=7", "forget=[zero]",
-                     "method=ssd", "method.alpha=3", "references=[original]", "+dataset.skip_bad_images=true"):
+    for override in (
+        "num_workers=2",
+        "cache_dir=/elsewhere",
+        "out_dir=/tmp/x",
+        "sample_seed=7",
+        "forget=[zero]",
+        "method=ssd",
+        "method.alpha=3",
+        "references=[original]",
+        "+dataset.skip_bad_images=true",
+    ):
         assert hashing_ctx(override).original_key == base, override
     assert hashing_ctx("forget=[zero]").model_key(True) != hashing_ctx().model_key(True)  # Retrain keys its classes
 
@@ -181,8 +204,14 @@ def fisher_builds(monkeypatch):
     return run
 
 
-SETTINGS = {"name": "ppp", "fisher_mode": "per_sample", "fisher_batch_size": 64, "batch_order": "auto",
-            "fisher_chunk": 32, "fisher_context_size": 16}
+SETTINGS = {
+    "name": "ppp",
+    "fisher_mode": "per_sample",
+    "fisher_batch_size": 64,
+    "batch_order": "auto",
+    "fisher_chunk": 32,
+    "fisher_context_size": 16,
+}
 
 
 def test_fisher_key_changes_with_each_keyed_value(hashing_ctx, fisher_builds, monkeypatch):

@@ -1,14 +1,15 @@
 """Parameter-change shares (`changed/*`), per module and tower, and their place in a run's metrics."""
+
 import copy
 
 import pytest
 import torch
+from test_runner import composed
+from tiny_contexts import TinyClassifier
 
 from ppp.evaluation.changes import parameter_changes
 from ppp.experiment import execute
 from ppp.models.clip_hashing import ClipHashingSystem
-from test_runner import composed
-from tiny_contexts import TinyClassifier
 
 
 @pytest.fixture(scope="module")
@@ -22,9 +23,9 @@ def test_shares_counts_and_median_per_module_and_tower(clip_pair):
     original, changed = clip_pair
     net = changed.net
     with torch.no_grad():
-        net.clip.token_embedding.weight[7].mul_(-1.0)           # one token row: rel. change 2 per entry
-        net.clip.visual.conv1.weight.view(-1)[:10].mul_(0.5)    # 10 image entries: rel. change 0.5
-        net.image_head[0].bias.add_(1e-9)                        # below the threshold
+        net.clip.token_embedding.weight[7].mul_(-1.0)  # one token row: rel. change 2 per entry
+        net.clip.visual.conv1.weight.view(-1)[:10].mul_(0.5)  # 10 image entries: rel. change 0.5
+        net.image_head[0].bias.add_(1e-9)  # below the threshold
     out = parameter_changes(changed, original)
     token = net.clip.token_embedding.weight
     nonzero_row = int((original.net.clip.token_embedding.weight[7] != 0).sum())
@@ -61,8 +62,15 @@ def test_a_run_reports_changes_and_residual_metrics_for_method_and_references(tm
     result = execute(cfg)
     metrics, references = result["metrics"], result["references"]
     for row in (metrics, references["original"], references["retrain"]):
-        assert {"forget/i2i_map", "forget/t2t_map", "probe/image_auc", "probe/text_auc", "changed/all_share",
-                "changed/token_table_median_rel", "changed/image_share"} <= set(row)
+        assert {
+            "forget/i2i_map",
+            "forget/t2t_map",
+            "probe/image_auc",
+            "probe/text_auc",
+            "changed/all_share",
+            "changed/token_table_median_rel",
+            "changed/image_share",
+        } <= set(row)
     assert references["original"]["changed/all_share"] == 0.0
     assert references["retrain"]["changed/image_tower_share"] > 0.9  # trained apart: nearly everything differs
     selected = metrics["ppp/n_buffer"] + metrics["ppp/n_core"]

@@ -4,17 +4,16 @@ import time
 import pytest
 import torch
 import torchvision
+from conftest import TINY
 from omegaconf import OmegaConf
 from PIL import Image
+from tiny_contexts import TinyClassifier, make_context
 
 from ppp.errors import ConfigError
 from ppp.evaluation.classification import evaluate_classification
 from ppp.experiment import format_table
 from ppp.models import resnet
 from ppp.models.resnet import ClassifierSystem, use_small_stem
-from tiny_contexts import TinyClassifier, make_context, single_thread  # noqa: F401
-
-from conftest import TINY
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -74,9 +73,13 @@ def test_weights_tag_errors_are_fast_config_errors(tmp_path, monkeypatch):
 
 def test_param_groups_follow_the_recipe():
     system = ClassifierSystem("resnet18", 10, 32)
-    sgd, = system.param_groups(settings(optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.5))
-    assert sgd["optimizer"] == "sgd" and sgd["momentum"] == 0.5 and len(sgd["params"]) == len(list(system.net.parameters()))
-    adam, = system.param_groups(settings(optimizer="adamw", lr=1e-4, weight_decay=0.0, betas=[0.9, 0.999], eps=1e-8))
+    (sgd,) = system.param_groups(settings(optimizer="sgd", lr=0.1, weight_decay=5e-4, momentum=0.5))
+    assert (
+        sgd["optimizer"] == "sgd"
+        and sgd["momentum"] == 0.5
+        and len(sgd["params"]) == len(list(system.net.parameters()))
+    )
+    (adam,) = system.param_groups(settings(optimizer="adamw", lr=1e-4, weight_decay=0.0, betas=[0.9, 0.999], eps=1e-8))
     assert adam["betas"] == (0.9, 0.999) and adam["eps"] == 1e-8 and "momentum" not in adam
     with pytest.raises(ConfigError, match="sgd or adamw"):
         system.param_groups(settings(optimizer="lbfgs", lr=1.0, weight_decay=0.0))
@@ -107,8 +110,17 @@ def test_table_shows_accuracy_and_mia_in_percent():
 
 def test_cli_classification_run(cli, tmp_path, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # a small net: one thread is as fast, and immune to busy cores
-    cli(["backbone=resnet18", "dataset=digits", "dataset.per_class=180", "evaluator=classification", "method=finetune",
-         "backbone.train.epochs=1", "method.train.classification.epochs=1"])
+    cli(
+        [
+            "backbone=resnet18",
+            "dataset=digits",
+            "dataset.per_class=180",
+            "evaluator=classification",
+            "method=finetune",
+            "backbone.train.epochs=1",
+            "method.train.classification.epochs=1",
+        ]
+    )
     m = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
     for key in ("forget/acc", "retain/acc", "forget/mia", "retain/mia", "mia/auc"):
         assert 0.0 <= m[key] <= 1.0, key
@@ -123,5 +135,7 @@ def test_evaluator_config_errors_come_before_training(cli, monkeypatch):
     assert "Traceback" not in wrong.stderr and not trained  # only the (valid) dataset may have been built and cached
     wrong = cli(["evaluator=classification", *TINY], check=False)
     assert wrong.returncode == 2 and "use evaluator=retrieval" in wrong.stderr
-    wrong = cli(["backbone=resnet18", "dataset=digits", "evaluator=classification", "evaluator.mia=[loss]"], check=False)
+    wrong = cli(
+        ["backbone=resnet18", "dataset=digits", "evaluator=classification", "evaluator.mia=[loss]"], check=False
+    )
     assert wrong.returncode == 2 and "valid: entropy_lr, shokri" in wrong.stderr and "[cache]" not in wrong.stdout

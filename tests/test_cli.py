@@ -22,8 +22,9 @@ def test_end_to_end_deterministic_and_cached(cli, tmp_path):
     second = cli(["method=original", *TINY, "skip_finished=false"])
     assert "[cache] reusing original model" in second.stdout
     again = metrics_of(tmp_path)["metrics"]
-    assert {k: v for k, v in again.items() if not k.startswith(("time/", "mem/"))} == \
-        {k: v for k, v in m.items() if not k.startswith(("time/", "mem/"))}  # identical values from a fixed seed
+    assert {k: v for k, v in again.items() if not k.startswith(("time/", "mem/"))} == {
+        k: v for k, v in m.items() if not k.startswith(("time/", "mem/"))
+    }  # identical values from a fixed seed
 
     cli(["method=original", *TINY, "backbone.train.lr=0.002"])  # a changed setting retrains
     assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2
@@ -61,8 +62,18 @@ def test_config_errors_are_one_line(cli):
 
 def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
     """`sample_seed` redraws D_f / D_n / D_r and the method's randomness; the models (shadows included) stay."""
-    cli(["-m", "seed=0", "sample_seed=0,1,2,3,4", "method=ppp", "method.forget_samples=5", "evaluator.mia=[shokri]",
-         "evaluator.mia_settings.n_shadow=2", *TINY])
+    cli(
+        [
+            "-m",
+            "seed=0",
+            "sample_seed=0,1,2,3,4",
+            "method=ppp",
+            "method.forget_samples=5",
+            "evaluator.mia=[shokri]",
+            "evaluator.mia_settings.n_shadow=2",
+            *TINY,
+        ]
+    )
     runs = [json.loads(p.read_text()) for p in (tmp_path / "multi").glob("*/metrics.json")]
     assert sorted(r["sample_seed"] for r in runs) == [0, 1, 2, 3, 4]
     models = list((tmp_path / "cache" / "models").glob("*.pt"))

@@ -1,5 +1,6 @@
 """CLIP-side unlearning: the closed-form projection (ppp/unlearn/projection.py), CCUP and the multimodal
 nullspace (ppp/unlearn/clip_side.py), CLIPErase's terms (ppp/unlearn/cliperase.py)."""
+
 import copy
 import json
 import math
@@ -9,9 +10,11 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from omegaconf import OmegaConf
-
 from conftest import TINY
+from omegaconf import OmegaConf
+from test_configs import compose_with, valid
+from tiny_contexts import make_hashing_context
+
 from ppp.data.digits import DIGIT_NAMES
 from ppp.errors import ConfigError
 from ppp.models.clip_hashing import ClipHashingSystem, contrastive_loss
@@ -20,8 +23,6 @@ from ppp.unlearn import METHODS
 from ppp.unlearn.clip_side import select_cells
 from ppp.unlearn.cliperase import cliperase_terms
 from ppp.unlearn.projection import forget_operator, orthonormal_basis, partial
-from test_configs import compose_with, valid
-from tiny_contexts import make_hashing_context, single_thread  # noqa: F401 (fixture)
 
 GEN = torch.Generator().manual_seed(0)
 FORGET, RETAIN = torch.randn(8, 2, generator=GEN), torch.randn(8, 3, generator=GEN)
@@ -35,14 +36,16 @@ def test_plain_projection_removes_the_forget_span_and_keeps_its_complement():
     orthogonal = torch.randn(8, 4, generator=GEN)
     orthogonal -= q @ (q.T @ orthogonal)
     assert torch.allclose(m @ orthogonal, orthogonal, atol=1e-5)
-    assert torch.allclose(partial(m, 0.0), torch.eye(8)) and torch.allclose(partial(m, 0.5) @ FORGET, FORGET / 2, atol=1e-5)
+    assert torch.allclose(partial(m, 0.0), torch.eye(8)) and torch.allclose(
+        partial(m, 0.5) @ FORGET, FORGET / 2, atol=1e-5
+    )
 
 
 def test_orthogonalised_projection_keeps_every_retained_direction():
     m = forget_operator(FORGET, RETAIN, "orthogonalised")
     assert torch.allclose(m @ RETAIN, RETAIN, atol=1e-5)
     q_r = orthonormal_basis(RETAIN)
-    unique = FORGET - q_r @ (q_r.T @ FORGET)                   # the forget part outside the retained span
+    unique = FORGET - q_r @ (q_r.T @ FORGET)  # the forget part outside the retained span
     assert torch.allclose(m @ unique, torch.zeros_like(unique), atol=1e-5)
 
 
@@ -62,14 +65,29 @@ def clip():
 
 def ctx_for(domains=None, forget=("six",)):
     cfg = OmegaConf.create({"dataset": {"domains": domains, "grid": 4}})
-    return SimpleNamespace(cfg=cfg, bench=SimpleNamespace(class_names=list(DIGIT_NAMES)), sample_seed=0,
-                           forget_idx=[DIGIT_NAMES.index(f) for f in forget], device=torch.device("cpu"))
+    return SimpleNamespace(
+        cfg=cfg,
+        bench=SimpleNamespace(class_names=list(DIGIT_NAMES)),
+        sample_seed=0,
+        forget_idx=[DIGIT_NAMES.index(f) for f in forget],
+        device=torch.device("cpu"),
+    )
 
 
 def method_cfg(name, **kw):
-    base = {"name": name, "templates": TEMPLATES, "domain_template": "a {domain} image of {}", "alpha": 1.0,
-            "variant": "plain", "ridge_lambda": 1.0, "ridge_mu": 1e-3, "paradigm": "global", "domains": [],
-            "prototypes": "none", "gap_images": 8}
+    base = {
+        "name": name,
+        "templates": TEMPLATES,
+        "domain_template": "a {domain} image of {}",
+        "alpha": 1.0,
+        "variant": "plain",
+        "ridge_lambda": 1.0,
+        "ridge_mu": 1e-3,
+        "paradigm": "global",
+        "domains": [],
+        "prototypes": "none",
+        "gap_images": 8,
+    }
     return OmegaConf.create({**base, **kw})
 
 
@@ -108,33 +126,43 @@ def test_select_cells_per_paradigm():
 def test_domain_specific_nullspace_keeps_the_other_cells(clip):
     domains = ["ink", "negative", "outline"]
     images = torch.randn(6, 3, 32, 32, generator=GEN)
-    cells = torch.stack([class_text_embeddings(clip, DIGIT_NAMES, TEMPLATES, [d], "a {domain} image of {}")
-                         for d in domains], 1)
+    cells = torch.stack(
+        [class_text_embeddings(clip, DIGIT_NAMES, TEMPLATES, [d], "a {domain} image of {}") for d in domains], 1
+    )
     before = clip.net.clip.encode_image(images).detach()
-    model, diagnostics = unlearned(clip, "clip_nullspace", ctx_for(domains), paradigm="domain", domains=["negative"],
-                                   variant="orthogonalised", prototypes="modality_gap")
+    model, diagnostics = unlearned(
+        clip,
+        "clip_nullspace",
+        ctx_for(domains),
+        paradigm="domain",
+        domains=["negative"],
+        variant="orthogonalised",
+        prototypes="modality_gap",
+    )
     after = model.net.clip.encode_image(images).detach()
     assert diagnostics["clip_nullspace/forget_cells"] == 1 and diagnostics["clip_nullspace/forget_rank"] == 2
     kept = torch.cat([cells[c, d][None] for c in range(10) for d in range(3) if (c, d) != (6, 1)])
-    assert torch.allclose(after @ kept.T, before @ kept.T, atol=1e-4)   # every retained cell's similarity
+    assert torch.allclose(after @ kept.T, before @ kept.T, atol=1e-4)  # every retained cell's similarity
     assert not torch.allclose(after @ cells[6, 1], before @ cells[6, 1], atol=1e-3)
 
 
 def test_cliperase_terms_on_hand_made_inputs():
     eye = torch.eye(3)
     is_forget = torch.tensor([True, False, False])
-    ce = math.log(math.e + 2) - 1                                       # InfoNCE of a row with logits (1, 0, 0)
+    ce = math.log(math.e + 2) - 1  # InfoNCE of a row with logits (1, 0, 0)
     terms = cliperase_terms(eye, eye, eye, eye, is_forget, 1.0, "ascent")
     assert terms["forget"].item() == pytest.approx(-2 * ce)
     assert terms["retain"].item() == pytest.approx(2 * ce)
     assert terms["consistency"].item() == pytest.approx(0.0, abs=1e-7)  # the model is the original
     bounded = cliperase_terms(eye, eye, eye, eye, is_forget, 1.0, "bounded")
-    assert bounded["forget"].item() == pytest.approx(1.0)               # logit 1 pulled to a mismatched pair's 0
-    teacher_txt = eye[[1, 0, 2]]                                        # the original pairs image 1 with text 0
+    assert bounded["forget"].item() == pytest.approx(1.0)  # logit 1 pulled to a mismatched pair's 0
+    teacher_txt = eye[[1, 0, 2]]  # the original pairs image 1 with text 0
     drift = cliperase_terms(eye, eye, eye, teacher_txt, is_forget, 1.0, "ascent")["consistency"].item()
     p, q = torch.tensor([math.e, 1, 1]) / (math.e + 2), torch.tensor([1, math.e, 1]) / (math.e + 2)
-    kl = float((p * (p / q).log()).sum())     # row 1 and column 1 each swap their two largest probabilities
-    assert drift == pytest.approx(kl / 2 + kl / 2)   # mean over the retain rows 1, 2 (row 2 does not move), per direction
+    kl = float((p * (p / q).log()).sum())  # row 1 and column 1 each swap their two largest probabilities
+    assert drift == pytest.approx(
+        kl / 2 + kl / 2
+    )  # mean over the retain rows 1, 2 (row 2 does not move), per direction
 
 
 def test_cliperase_gradient_ascent_moves_forget_pairs_apart():
@@ -147,16 +175,19 @@ def test_cliperase_gradient_ascent_moves_forget_pairs_apart():
     assert cos(stepped[:2], txt[:2]).sum() < cos(img[:2].detach(), txt[:2]).sum()
 
 
-@pytest.mark.parametrize("overrides, message", [
-    (["method=ccup", "method.alpha=1.5"], "method.alpha must lie in [0, 1]"),
-    (["method=clip_nullspace", "method.alpha=-0.1"], "method.alpha must lie in [0, 1]"),
-    (["method=ccup", "method.templates=[digit]"], "must hold one {} slot"),
-    (["method=clip_nullspace", "method.paradigm=domain"], "needs method.domains"),
-    (["method=clip_nullspace", "method.paradigm=domain", "method.domains=[negative]"], "not among dataset.domains"),
-    (["method=clip_nullspace", "method.domains=[sketch]"], "unknown value(s) sketch"),
-    (["method=cliperase", "method.forget_loss=clamp"], "method.forget_loss must be one of"),
-    (["method=ccup", "backbone=resnet18"], "needs a CLIP backbone"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["method=ccup", "method.alpha=1.5"], "method.alpha must lie in [0, 1]"),
+        (["method=clip_nullspace", "method.alpha=-0.1"], "method.alpha must lie in [0, 1]"),
+        (["method=ccup", "method.templates=[digit]"], "must hold one {} slot"),
+        (["method=clip_nullspace", "method.paradigm=domain"], "needs method.domains"),
+        (["method=clip_nullspace", "method.paradigm=domain", "method.domains=[negative]"], "not among dataset.domains"),
+        (["method=clip_nullspace", "method.domains=[sketch]"], "unknown value(s) sketch"),
+        (["method=cliperase", "method.forget_loss=clamp"], "method.forget_loss must be one of"),
+        (["method=ccup", "backbone=resnet18"], "needs a CLIP backbone"),
+    ],
+)
 def test_bad_clip_side_values_are_one_line_errors(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         valid(compose_with(overrides))
@@ -175,18 +206,26 @@ def test_contrastive_backbone_adds_clip_infonce_to_the_hashing_loss():
     systems = []
     for weight in (0.0, 0.5):
         torch.manual_seed(0)
-        systems.append(ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24,
-                                         contrastive_weight=weight).eval())
-    batch = {"image": torch.randn(4, 3, 32, 32, generator=GEN), "text": systems[0].tokenizer(["one", "two", "six", "a"]),
-             "label": torch.eye(10)[:4]}
+        systems.append(
+            ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24, contrastive_weight=weight).eval()
+        )
+    batch = {
+        "image": torch.randn(4, 3, 32, 32, generator=GEN),
+        "text": systems[0].tokenizer(["one", "two", "six", "a"]),
+        "label": torch.eye(10)[:4],
+    }
     img, txt = systems[1].net.embeddings(batch["image"], batch["text"])
     infonce = contrastive_loss(img, txt, systems[1].net.clip.logit_scale.exp())
-    assert systems[1].loss(batch).item() == pytest.approx(systems[0].loss(batch).item() + 0.5 * infonce.item(), rel=1e-5)
+    assert systems[1].loss(batch).item() == pytest.approx(
+        systems[0].loss(batch).item() + 0.5 * infonce.item(), rel=1e-5
+    )
 
 
 def test_cliperase_trains_the_towers_and_leaves_the_hash_heads(tmp_path, single_thread):
 
-    ctx = make_hashing_context(tmp_path, ["method=cliperase", "method.train.retrieval.epochs=1", "method.retain_samples=40"])
+    ctx = make_hashing_context(
+        tmp_path, ["method=cliperase", "method.train.retrieval.epochs=1", "method.retain_samples=40"]
+    )
     original = ctx.trained()[0]
     model, diagnostics = METHODS.get("cliperase")(copy.deepcopy(original), ctx, ctx.cfg.method)
     before, after = dict(original.net.named_parameters()), dict(model.net.named_parameters())

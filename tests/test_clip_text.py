@@ -1,5 +1,6 @@
 """CLIP text shorter than the model's context (DSPH's 32 tokens on ViT-B/32's 77 positions), shown on
 clip_tiny (24 positions) with 16 tokens; and the retrieval loss by its paper name, DSAP."""
+
 import pytest
 import torch
 from scored import compose_config
@@ -32,8 +33,9 @@ def test_short_context_equals_the_full_context_padded(short):
 
 def test_pretrained_weights_load_with_every_position(short, tmp_path):
     torch.save(short.net.clip.state_dict(), tmp_path / "clip.pt")
-    loaded = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, pretrained=str(tmp_path / "clip.pt"),
-                               context_length=16).eval()
+    loaded = ClipHashingSystem(
+        "clip_tiny", bits=16, num_classes=10, pretrained=str(tmp_path / "clip.pt"), context_length=16
+    ).eval()
     assert torch.equal(loaded.net.clip.positional_embedding, short.net.clip.positional_embedding)  # 24 rows
     tokens = short.tokenizer(CAPTIONS)
     with torch.no_grad():

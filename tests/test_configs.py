@@ -1,13 +1,14 @@
 """Every config file composes and validates; every experiment's whole grid does; a miniature
 experiment runs end to end and the report renders its table."""
+
 import json
 from pathlib import Path
 
 import pytest
+from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
-from conftest import ROOT, TINY
 from ppp.experiment import validate
 
 CONF = ROOT / "conf"
@@ -37,9 +38,13 @@ def test_every_config_file_is_covered():
     covered = {f"{g}/{p.stem}.yaml" for g in GROUPS for p in (CONF / g).glob("*.yaml")}
     covered |= {f"experiment/{e}.yaml" for e in EXPERIMENTS} | {"config.yaml", "mia/default.yaml"}
     # blocks other configs pull in through their defaults (composed with them above)
-    covered |= {"method/fisher_estimate/default.yaml", "method/projection/default.yaml",
-                "backbone_weights/imagenet1k.yaml", "prompts/digits.yaml",
-                "zeroshot/default.yaml"}
+    covered |= {
+        "method/fisher_estimate/default.yaml",
+        "method/projection/default.yaml",
+        "backbone_weights/imagenet1k.yaml",
+        "prompts/digits.yaml",
+        "zeroshot/default.yaml",
+    }
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
     covered |= {f"{g}/{p.name}" for g in MECHANISM_GROUPS for p in (CONF / g).glob("*.yaml")}  # composed below
@@ -51,8 +56,10 @@ def sweep_values(params) -> list[str]:
     out = []
     for key, values in params.items():
         (override,) = OverridesParser.create().parse_overrides([f"{key}={values}"])
-        out += [f"{key}={v}" if not isinstance(v, list) else f"{key}=[{','.join(map(str, v))}]"
-                for v in override.sweep_string_iterator()]
+        out += [
+            f"{key}={v}" if not isinstance(v, list) else f"{key}=[{','.join(map(str, v))}]"
+            for v in override.sweep_string_iterator()
+        ]
     return out
 
 
@@ -69,7 +76,9 @@ def test_every_experiment_and_each_grid_value_composes_and_validates(experiment)
 MECHANISM_GROUPS = ("mechanism_variant", "mechanism_setting")  # the bundles of experiment=mechanism_variants
 
 
-@pytest.mark.parametrize("group, name", [(g, p.stem) for g in MECHANISM_GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
+@pytest.mark.parametrize(
+    "group, name", [(g, p.stem) for g in MECHANISM_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+)
 def test_every_mechanism_variant_and_setting_composes_and_validates(group, name):
     cfg = valid(compose_with(["experiment=mechanism_variants", f"{group}={name}"]))
     assert cfg.evaluator.name == ("classification" if name == "classification" else "retrieval")
@@ -93,13 +102,19 @@ def test_miniature_experiment_runs_and_reports(cli, tmp_path):
     import subprocess
     import sys
 
-    cli(["-m", "experiment=table2_digit_scenes", "method=ppp", "bits=16", "seed=0", "method.forget_samples=12",
-         *TINY])  # the helper points hydra.sweep.dir at tmp_path/multi
+    cli(
+        ["-m", "experiment=table2_digit_scenes", "method=ppp", "bits=16", "seed=0", "method.forget_samples=12", *TINY]
+    )  # the helper points hydra.sweep.dir at tmp_path/multi
     (result_file,) = list(Path(tmp_path / "multi").glob("*/metrics.json"))
     result = json.loads(result_file.read_text())
     assert result["method"] == "ppp" and set(result["references"]) == {"original", "retrain"}
-    report = subprocess.run([sys.executable, "-m", "ppp.report", str(tmp_path / "multi"), "--out", str(tmp_path / "rep"),
-                             "--no-figures"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    report = subprocess.run(
+        [sys.executable, "-m", "ppp.report", str(tmp_path / "multi"), "--out", str(tmp_path / "rep"), "--no-figures"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "rep" / "table2.md").read_text()
     assert "16-I2T" in table and "PPP" in table and "Retrain" in table

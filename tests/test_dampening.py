@@ -3,13 +3,13 @@ import math
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_contexts import make_context
 from torch import nn
 
 from ppp.data.base import carries_any
 from ppp.fisher import batch_fisher
 from ppp.unlearn.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
 from ppp.unlearn.prototypes import class_prototypes, prototype_geometry
-from tiny_contexts import make_context
 
 
 class Tiny(nn.Module):
@@ -20,18 +20,26 @@ class Tiny(nn.Module):
 
 def dampen(values, rule, i_f, i_r, i_n=None):
     net = Tiny(values)
-    counts = apply_dampening(net, rule, {"w": torch.tensor(i_f)}, {"w": torch.tensor(i_r)},
-                             None if i_n is None else {"w": torch.tensor(i_n)})
+    counts = apply_dampening(
+        net, rule, {"w": torch.tensor(i_f)}, {"w": torch.tensor(i_r)}, None if i_n is None else {"w": torch.tensor(i_n)}
+    )
     return net.w.detach(), counts
 
 
 def test_ssd_rule_by_hand():
     # alpha = 10, lambda = 1: select I_f > 10 I_D, scale by min(I_D / I_f, 1)
-    theta, counts = dampen([1.0, 2.0, 3.0, 4.0], DampeningRule(alpha=10, lam=1),
-                           i_f=[5.0, 50.0, 0.0, 200.0], i_r=[1.0, 1.0, 1.0, 4.0])
+    theta, counts = dampen(
+        [1.0, 2.0, 3.0, 4.0], DampeningRule(alpha=10, lam=1), i_f=[5.0, 50.0, 0.0, 200.0], i_r=[1.0, 1.0, 1.0, 4.0]
+    )
     assert theta.tolist() == pytest.approx([1.0, 2.0 * (1 / 50), 3.0, 4.0 * (4 / 200)])
-    assert counts == {"n_shared": 2, "n_buffer": 2, "n_core": 0, "share_b": 1.0, "share_c": 0.0,
-                      **{f"factor_b_q{q}": pytest.approx(0.02) for q in (10, 50, 90)}}  # both factors 0.02
+    assert counts == {
+        "n_shared": 2,
+        "n_buffer": 2,
+        "n_core": 0,
+        "share_b": 1.0,
+        "share_c": 0.0,
+        **{f"factor_b_q{q}": pytest.approx(0.02) for q in (10, 50, 90)},
+    }  # both factors 0.02
 
 
 def test_ssd_lambda_clamps_at_one():
@@ -46,8 +54,13 @@ def test_ppp_regions_weights_and_sign_inversion():
     # entry 2: I_f = 10 > 2, 10 >= 3*1 -> C, -gamma * w = -0.04
     # entry 3: I_f = 3 > 2 * 1, I_n = 0 -> C, w = min((1/3)^2, .5) = 1/9
     # entry 4: I_f = 1.5 > 2 * 0.5, I_n = 1 -> B, w = min((0.5 / 1.5)^2, 0.5) = 1/9
-    theta, counts = dampen([1.0, 1.0, 1.0, 2.0, 3.0], rule, i_f=[1.0, 10.0, 10.0, 3.0, 1.5],
-                           i_r=[1.0, 1.0, 1.0, 1.0, 0.5], i_n=[0.0, 5.0, 1.0, 0.0, 1.0])
+    theta, counts = dampen(
+        [1.0, 1.0, 1.0, 2.0, 3.0],
+        rule,
+        i_f=[1.0, 10.0, 10.0, 3.0, 1.5],
+        i_r=[1.0, 1.0, 1.0, 1.0, 0.5],
+        i_n=[0.0, 5.0, 1.0, 0.0, 1.0],
+    )
     assert theta.tolist() == pytest.approx([1.0, 0.01, -0.04, -4.0 * 2.0 / 9, 3.0 / 9])
     assert {k: counts[k] for k in ("n_shared", "n_buffer", "n_core")} == {"n_shared": 1, "n_buffer": 2, "n_core": 2}
     assert counts["share_b"] == counts["share_c"] == 0.5
@@ -56,8 +69,13 @@ def test_ppp_regions_weights_and_sign_inversion():
     assert counts["factor_b_q10"] == pytest.approx(0.01 + 0.1 * (1 / 9 - 0.01))
     assert counts["factor_c_q90"] == pytest.approx(-4 / 9 + 0.9 * (4 / 9 - 0.04))
     # without the sign flip the core keeps its magnitude gamma * w and its sign
-    unflipped, _ = dampen([1.0, 1.0, 1.0, 2.0, 3.0], DampeningRule(**{**rule.__dict__, "sign_flip": False}),
-                          i_f=[1.0, 10.0, 10.0, 3.0, 1.5], i_r=[1.0, 1.0, 1.0, 1.0, 0.5], i_n=[0.0, 5.0, 1.0, 0.0, 1.0])
+    unflipped, _ = dampen(
+        [1.0, 1.0, 1.0, 2.0, 3.0],
+        DampeningRule(**{**rule.__dict__, "sign_flip": False}),
+        i_f=[1.0, 10.0, 10.0, 3.0, 1.5],
+        i_r=[1.0, 1.0, 1.0, 1.0, 0.5],
+        i_n=[0.0, 5.0, 1.0, 0.0, 1.0],
+    )
     assert unflipped.tolist() == pytest.approx([1.0, 0.01, 0.04, 4.0 * 2.0 / 9, 3.0 / 9])
 
 
@@ -85,8 +103,13 @@ def test_ppp_reduces_to_ssd():
     i_f, i_r, i_n = (torch.rand(1000, generator=g) ** 3 for _ in range(3))
     theta = torch.randn(1000, generator=g)
     ssd, _ = dampen(theta.tolist(), DampeningRule(alpha=1.5, lam=0.7), i_f.tolist(), i_r.tolist())
-    ppp, counts = dampen(theta.tolist(), DampeningRule(alpha=1.5, lam=0.7, tau=1e30, lam_max=1.0, exponent=1.0,
-                                                       eps=0.0, gamma=123.0), i_f.tolist(), i_r.tolist(), i_n.tolist())
+    ppp, counts = dampen(
+        theta.tolist(),
+        DampeningRule(alpha=1.5, lam=0.7, tau=1e30, lam_max=1.0, exponent=1.0, eps=0.0, gamma=123.0),
+        i_f.tolist(),
+        i_r.tolist(),
+        i_n.tolist(),
+    )
     assert counts["n_core"] == 0 and counts["n_buffer"] > 0
     assert torch.allclose(ssd, ppp)
 
@@ -123,16 +146,25 @@ def test_ssd_reference_batches_follow_the_official_loader(tmp_path):
     official loader builds them; batch_order=dataset keeps dataset order. The two differ."""
     ctx = make_context(tmp_path)
     system = ctx.fresh_system()
-    cfg = OmegaConf.create({"name": "ssd", "reference": "full", "forget_samples": None, "reference_samples": None,
-                            "fisher_mode": "batch", "fisher_batch_size": 64, "batch_order": "auto",
-                            "fisher_chunk": 32, "fisher_context_size": 64})
+    cfg = OmegaConf.create(
+        {
+            "name": "ssd",
+            "reference": "full",
+            "forget_samples": None,
+            "reference_samples": None,
+            "fisher_mode": "batch",
+            "fisher_batch_size": 64,
+            "batch_order": "auto",
+            "fisher_chunk": 32,
+            "fisher_context_size": 64,
+        }
+    )
     _, i_d, _ = forget_and_reference_fisher(system, ctx, cfg)
 
     train = ctx.bench.train
     forget = carries_any(train.labels, ctx.forget_idx)
     positions = torch.arange(len(train))
-    ordered = torch.cat([positions[~forget][torch.sort(train.labels[~forget], stable=True).indices],
-                         positions[forget]])
+    ordered = torch.cat([positions[~forget][torch.sort(train.labels[~forget], stable=True).indices], positions[forget]])
     official = batch_fisher(system, train.subset(ordered), "cpu", 64)
     dataset = batch_fisher(system, train, "cpu", 64)
     for name in official:

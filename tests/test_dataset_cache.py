@@ -1,4 +1,5 @@
 """Embedded datasets are built once per dataset config identity and loaded from the cache afterwards."""
+
 import torch
 from omegaconf import OmegaConf
 
@@ -7,9 +8,18 @@ from ppp.data.base import SPLITS
 
 
 def dataset_cfg(name="digit_scenes", **overrides):
-    base = {"digit_scenes": {"name": "digit_scenes", "forget": ["six"], "n_total": 120, "n_query": 20,
-                             "n_train": 60, "n_val": 10, "seed": 0},
-            "digits": {"name": "digits", "forget": ["six"], "per_class": 12, "seed": 0}}[name]
+    base = {
+        "digit_scenes": {
+            "name": "digit_scenes",
+            "forget": ["six"],
+            "n_total": 120,
+            "n_query": 20,
+            "n_train": 60,
+            "n_val": 10,
+            "seed": 0,
+        },
+        "digits": {"name": "digits", "forget": ["six"], "per_class": 12, "seed": 0},
+    }[name]
     return OmegaConf.create({**base, **overrides})
 
 
@@ -28,8 +38,8 @@ def assert_same(a, b):
 def test_embedded_datasets_come_back_identical_from_the_cache(tmp_path):
     for name in ("digit_scenes", "digits"):
         built = build_benchmark(dataset_cfg(name))
-        first = build_benchmark(dataset_cfg(name), tmp_path)   # builds and stores
-        again = build_benchmark(dataset_cfg(name), tmp_path)   # loads
+        first = build_benchmark(dataset_cfg(name), tmp_path)  # builds and stores
+        again = build_benchmark(dataset_cfg(name), tmp_path)  # loads
         assert_same(first, built)
         assert_same(again, built)
     assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
@@ -47,9 +57,10 @@ def test_dataset_key_follows_the_config_identity(tmp_path, capsys):
 def test_coco_annotations_are_parsed_once_until_a_file_changes(tmp_path, capsys):
     import os
 
+    from test_real_datasets import make_coco
+
     from ppp.cache import Cache
     from ppp.data.coco import coco
-    from test_real_datasets import make_coco
 
     root = tmp_path / "coco"
     make_coco(root)

@@ -1,4 +1,5 @@
 """|Δ| against the paper's Table 2 (Flickr25K and COCO, 3 bits x 2 directions)."""
+
 import pytest
 
 from ppp.errors import ConfigError
@@ -31,19 +32,29 @@ def test_coco_ppp_retain_gap_is_not_the_printed_066():
 
 
 def test_deltas_read_only_quality_metrics():
-    metrics = {"forget/i2t_map": 0.30, "forget/t2i_map": 0.20, "retain/i2t_map": 0.88, "retain/t2i_map": 0.92,
-               "forget/mia": 0.9, "retain/mia": 0.1, "forget/i2i_map": 0.6}
-    refs = {"retrain": {"forget/i2t_map": 0.25, "forget/t2i_map": 0.25, "forget/mia": 0.0},
-            "original": {"retain/i2t_map": 0.90, "retain/t2i_map": 0.90, "retain/mia": 0.5}}
+    metrics = {
+        "forget/i2t_map": 0.30,
+        "forget/t2i_map": 0.20,
+        "retain/i2t_map": 0.88,
+        "retain/t2i_map": 0.92,
+        "forget/mia": 0.9,
+        "retain/mia": 0.1,
+        "forget/i2i_map": 0.6,
+    }
+    refs = {
+        "retrain": {"forget/i2t_map": 0.25, "forget/t2i_map": 0.25, "forget/mia": 0.0},
+        "original": {"retain/i2t_map": 0.90, "retain/t2i_map": 0.90, "retain/mia": 0.5},
+    }
     out = deltas(metrics, refs, "retrieval", "abs_mean")
-    assert out["delta/forget"] == pytest.approx(0.0)           # +0.05 and -0.05 cancel
+    assert out["delta/forget"] == pytest.approx(0.0)  # +0.05 and -0.05 cancel
     assert out["delta/retain"] == pytest.approx(0.0)
     out = deltas(metrics, refs, "retrieval", "mean_abs")
     assert out["delta/forget"] == pytest.approx(0.05)
     assert out["delta/retain"] == pytest.approx(0.02)
     assert out["objective/gap"] == pytest.approx(0.07)
-    assert deltas({"forget/acc": 0.1, "retain/acc": 0.9}, {"retrain": {"forget/acc": 0.0}}, "classification",
-                  "mean_abs") == {"delta/forget": pytest.approx(0.1)}  # no Original: no retain gap, no objective
+    assert deltas(
+        {"forget/acc": 0.1, "retain/acc": 0.9}, {"retrain": {"forget/acc": 0.0}}, "classification", "mean_abs"
+    ) == {"delta/forget": pytest.approx(0.1)}  # no Original: no retain gap, no objective
 
 
 def test_unknown_definition_is_a_config_error():

@@ -1,12 +1,13 @@
 """Figure 1's distances: group sizes, and forget samples nearest to the forget prototype."""
+
 import numpy as np
 import pytest
 import torch
+from tiny_contexts import make_context, make_hashing_context
 
 from ppp.data.base import carries_any
 from ppp.evaluation.density import GROUPS, original_neighbours, prototype_distances
 from ppp.unlearn.prototypes import system_features, system_prototypes
-from tiny_contexts import make_context, make_hashing_context, single_thread  # noqa: F401
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -19,8 +20,11 @@ def evaluated(ctx):
 def expected_sizes(labels, forget_idx, neighbours):
     is_forget = carries_any(labels, forget_idx)
     is_neighbour = carries_any(labels, neighbours) & ~is_forget
-    return {"forget": int(is_forget.sum()), "neighbour": int(is_neighbour.sum()),
-            "other": int((~is_forget & ~is_neighbour).sum())}
+    return {
+        "forget": int(is_forget.sum()),
+        "neighbour": int(is_neighbour.sum()),
+        "other": int((~is_forget & ~is_neighbour).sum()),
+    }
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,5 @@
 """Device selection and the CUDA determinism settings (checked in a fresh process: they are global)."""
+
 import os
 import subprocess
 import sys
@@ -25,7 +26,9 @@ print(before, torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.
 
 def test_cuda_runs_ask_for_exact_deterministic_kernels_and_cpu_runs_change_nothing():
     env = {k: v for k, v in os.environ.items() if k != "CUBLAS_WORKSPACE_CONFIG"}
-    out = subprocess.run([sys.executable, "-c", CHECK], capture_output=True, text=True, check=True, env=env).stdout.split()
+    out = subprocess.run(
+        [sys.executable, "-c", CHECK], capture_output=True, text=True, check=True, env=env
+    ).stdout.split()
     assert out == ["(False,", "True)", "True", "False", "False", "False", "False", ":4096:8"]
 
 

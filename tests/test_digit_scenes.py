@@ -1,8 +1,15 @@
 import numpy as np
 import torch
 
-from ppp.data.digits import (DEFAULT_TOPICS, DIGIT_NAMES, _load_glyphs, digit_scenes, digits, sample_scene_classes,
-                             split_indices)
+from ppp.data.digits import (
+    DEFAULT_TOPICS,
+    DIGIT_NAMES,
+    _load_glyphs,
+    digit_scenes,
+    digits,
+    sample_scene_classes,
+    split_indices,
+)
 
 
 def small(seed=0, **kw):
@@ -102,8 +109,10 @@ def test_digits_splits_share_no_glyph():
     glyphs, _ = _load_glyphs()
     glyph_of = {bytes((g * 255).round().astype(np.uint8)): i for i, g in enumerate(glyphs)}
     bench = digits(per_class=60, size=8, shift=0, rotation=0, scale=0)
-    used = [[glyph_of[bytes(split[i][0][0].numpy())] for i in range(len(split))]
-            for split in (bench.train, bench.val, bench.test)]
+    used = [
+        [glyph_of[bytes(split[i][0][0].numpy())] for i in range(len(split))]
+        for split in (bench.train, bench.val, bench.test)
+    ]
     train, val, test = map(set, used)
     assert not train & val and not train & test and not val & test
     assert len(used[2]) == len(test) == 120  # 12 test images per class, each from its own glyph
@@ -114,8 +123,9 @@ def test_default_data_is_the_data_of_every_earlier_result():
     import hashlib
 
     pairs = digit_scenes(n_total=400, n_query=50, n_train=200, n_val=50).train.base
-    digest = hashlib.sha256(pairs.images.numpy().tobytes() + "\n".join(pairs.texts).encode()
-                            + pairs.labels.numpy().tobytes()).hexdigest()[:16]
+    digest = hashlib.sha256(
+        pairs.images.numpy().tobytes() + "\n".join(pairs.texts).encode() + pairs.labels.numpy().tobytes()
+    ).hexdigest()[:16]
     assert digest == "d9fa624ec049df69"
 
 
@@ -125,8 +135,12 @@ def named_classes(text: str) -> list[int]:
 
     from ppp.data.digits import SURFACE_FORMS
 
-    return [c for c, name in enumerate(DIGIT_NAMES) for form in SURFACE_FORMS[name]
-            for _ in re.finditer(rf"(?<![\w-]){re.escape(form)}(?![\w-])", text)]
+    return [
+        c
+        for c, name in enumerate(DIGIT_NAMES)
+        for form in SURFACE_FORMS[name]
+        for _ in re.finditer(rf"(?<![\w-]){re.escape(form)}(?![\w-])", text)
+    ]
 
 
 def test_harder_captions_name_some_digits_by_many_forms_on_the_same_scenes():
@@ -149,14 +163,16 @@ def test_harder_captions_name_some_digits_by_many_forms_on_the_same_scenes():
     assert abs(named / present - 0.7) < 0.03  # about 1,900 labelled digits in the database
     assert all(len(forms) == 4 for forms in forms_used.values())  # word, numeral and both synonyms occur
     only_forms = small(surface_forms=True)  # every digit named, by varied forms
-    assert all(sorted(named_classes(only_forms.database[i][1])) ==
-               torch.nonzero(only_forms.database[i][2]).flatten().tolist() for i in range(len(only_forms.database)))
+    assert all(
+        sorted(named_classes(only_forms.database[i][1])) == torch.nonzero(only_forms.database[i][2]).flatten().tolist()
+        for i in range(len(only_forms.database))
+    )
 
 
 def test_harder_keys_enter_cache_keys_only_when_set():
+    from conftest import ROOT
     from hydra import compose, initialize_config_dir
 
-    from conftest import ROOT
     from ppp.cache import config_identity
     from ppp.errors import ConfigError
     from ppp.validation import check_config
@@ -166,12 +182,22 @@ def test_harder_keys_enter_cache_keys_only_when_set():
             return compose(config_name="config", overrides=list(overrides))
 
     default = config_identity(dataset().dataset, "dataset")
-    assert default == {"name": "digit_scenes", "seed": 0, "n_total": 6500, "n_query": 1000, "n_train": 2500,
-                       "n_val": 1000, "grid": 4, "topic_prob": 0.5}  # the key of every cached model so far
+    assert default == {
+        "name": "digit_scenes",
+        "seed": 0,
+        "n_total": 6500,
+        "n_query": 1000,
+        "n_train": 2500,
+        "n_val": 1000,
+        "grid": 4,
+        "topic_prob": 0.5,
+    }  # the key of every cached model so far
     harder = config_identity(dataset("dataset.surface_forms=true", "dataset.mention_prob=0.7").dataset, "dataset")
     assert harder == {**default, "surface_forms": True, "mention_prob": 0.7}
-    for bad, message in (("dataset.mention_prob=0", "dataset.mention_prob must lie in (0, 1]"),
-                         ("dataset.surface_forms=maybe", "dataset.surface_forms must be one of True, False")):
+    for bad, message in (
+        ("dataset.mention_prob=0", "dataset.mention_prob must lie in (0, 1]"),
+        ("dataset.surface_forms=maybe", "dataset.surface_forms must be one of True, False"),
+    ):
         try:
             check_config(dataset(bad))
         except ConfigError as err:

@@ -1,7 +1,9 @@
 """Which samples the evaluators score: the test or the validation split, and which forget queries."""
+
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_contexts import TinyClassifier
 from torch import nn
 
 from ppp.data.base import carries_any
@@ -11,19 +13,33 @@ from ppp.evaluation import EVALUATORS
 from ppp.evaluation.queries import check_query_settings, evaluation_set
 from ppp.models.base import System
 from ppp.unlearn import UnlearnContext
-from tiny_contexts import TinyClassifier
 
 SIX = 6
 
 
 def context(bench, sample_seed=0) -> UnlearnContext:
-    return UnlearnContext(cfg=OmegaConf.create({"sample_seed": sample_seed, "num_workers": 0}), bench=bench,
-                          forget_idx=[SIX], device=torch.device("cpu"), cache=None)
+    return UnlearnContext(
+        cfg=OmegaConf.create({"sample_seed": sample_seed, "num_workers": 0}),
+        bench=bench,
+        forget_idx=[SIX],
+        device=torch.device("cpu"),
+        cache=None,
+    )
 
 
 def settings(**kw):
-    return OmegaConf.create({"forget_relevance": "forget_classes", "ties": "average", "batch_size": 64, "mia": [], "split": "test",
-                             "forget_queries": "all", "forget_query_samples": 20, **kw})
+    return OmegaConf.create(
+        {
+            "forget_relevance": "forget_classes",
+            "ties": "average",
+            "batch_size": 64,
+            "mia": [],
+            "split": "test",
+            "forget_queries": "all",
+            "forget_query_samples": 20,
+            **kw,
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +90,7 @@ def test_retrieval_on_val_scores_the_validation_queries(scenes):
     assert (m["count/forget_queries"], m["count/retain_queries"]) == (int(is_six.sum()), int((~is_six).sum()))
     encoded = torch.cat(model.seen)
     assert len(encoded) == len(scenes.val) + len(scenes.database)
-    assert torch.equal(encoded[:len(scenes.val)], scenes.val.labels)  # the queries encoded are the validation ones
+    assert torch.equal(encoded[: len(scenes.val)], scenes.val.labels)  # the queries encoded are the validation ones
     test = EVALUATORS.get("retrieval")(LabelCodes(), ctx, settings())
     assert test["count/forget_queries"] + test["count/retain_queries"] == len(scenes.query) == 60
     assert test["count/forget_queries"] == int(scenes.query.labels[:, SIX].sum())
@@ -95,8 +111,9 @@ def test_sampled_forget_queries_are_seeded_and_sized(scenes, split):
     forget_items = set(data.root_indices()[carries_any(data.labels, [SIX])].tolist())
     draws = []
     for seed in (0, 0, 1):
-        queries = evaluation_set(context(scenes, seed), settings(split=split, forget_queries="sampled",
-                                                                  forget_query_samples=5))
+        queries = evaluation_set(
+            context(scenes, seed), settings(split=split, forget_queries="sampled", forget_query_samples=5)
+        )
         retain, forget = queries.parts
         assert torch.equal(retain.labels, data.labels[data.labels[:, SIX] == 0])  # every retain query, untouched
         assert len(forget) == 5 and set(forget.root_indices().tolist()) <= forget_items
@@ -110,8 +127,9 @@ def test_forget_samples_are_the_methods_forget_samples(scenes):
     retain, forget = evaluation_set(ctx, settings(forget_queries="forget_samples", forget_query_samples=15)).parts
     assert torch.equal(forget.root_indices(), ctx.forget_train.sample(15, 3).root_indices())  # PPP draws D_f so
     assert set(forget.root_indices().tolist()) <= set(scenes.train.root_indices().tolist())
-    m = EVALUATORS.get("retrieval")(LabelCodes(), ctx, settings(forget_queries="forget_samples",
-                                                                forget_query_samples=15))
+    m = EVALUATORS.get("retrieval")(
+        LabelCodes(), ctx, settings(forget_queries="forget_samples", forget_query_samples=15)
+    )
     assert m["count/forget_queries"] == 15
     assert m["count/retain_queries"] == int((scenes.query.labels[:, SIX] == 0).sum())
 

@@ -2,11 +2,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from ppp.data.base import carries_any
 from ppp.data.digits import digit_scenes
 from ppp.errors import ConfigError
-from ppp.fisher import (batch_fisher, batch_order, fisher_diagonal, loss_context,
-                        official_order, per_sample_fisher)
+from ppp.fisher import batch_fisher, batch_order, fisher_diagonal, loss_context, official_order, per_sample_fisher
 from ppp.models.clip_hashing import ClipHashingSystem
 from ppp.train import make_loader
 from ppp.validation import check_config
@@ -30,7 +28,7 @@ def loop_fisher(system, data, context):
         system.sample_loss(lambda *x: system.net(*x), sample, context).backward()
         for n, p in system.net.named_parameters():
             if p.grad is not None:
-                total[n] += p.grad ** 2
+                total[n] += p.grad**2
     return {n: t / len(data) for n, t in total.items()}
 
 
@@ -63,8 +61,10 @@ def test_a_samples_contribution_does_not_depend_on_the_set_it_is_measured_in(set
     retain = train.subset(torch.nonzero(~six & multi).flatten()[:6])
     both = train.subset(torch.cat([forget.indices, retain.indices]))
     context = train.subset(range(64))
-    f, r, fr = (fisher_diagonal(system, d, "cpu", "per_sample", chunk=len(d), context_data=context)
-                for d in (forget, retain, both))
+    f, r, fr = (
+        fisher_diagonal(system, d, "cpu", "per_sample", chunk=len(d), context_data=context)
+        for d in (forget, retain, both)
+    )
     assert_close({n: (f[n] * 6 + r[n] * 6) / 12 for n in f}, fr)
 
     # the defect is real here: measured against D_f itself, D_f's irrelevant-pair terms vanish
@@ -84,27 +84,33 @@ def test_batch_mode_is_squared_batch_mean_gradient(setup):
         system.loss(batch).backward()
         for n, p in system.net.named_parameters():
             if p.grad is not None:
-                expected[n] += p.grad ** 2
+                expected[n] += p.grad**2
     assert_close(fisher, {n: e / 3 for n, e in expected.items()})
 
 
 def test_fisher_leaves_parameters_untouched(setup):
     system, train = setup
     before = {n: p.clone() for n, p in system.net.named_parameters()}
-    per_sample_fisher(system, train.subset(range(4)), "cpu", loss_context(system, train.subset(range(8)), "cpu"), chunk=2)
+    per_sample_fisher(
+        system, train.subset(range(4)), "cpu", loss_context(system, train.subset(range(8)), "cpu"), chunk=2
+    )
     assert all(torch.equal(before[n], p) for n, p in system.net.named_parameters())
 
 
 def test_official_order_is_retained_then_forget_each_by_first_label():
     # multi-hot over 4 classes, forget class 2
-    labels = torch.tensor([[0, 1, 1, 0],   # 0: forget, first label 1
-                           [0, 0, 0, 1],   # 1: retain, first label 3
-                           [1, 0, 0, 1],   # 2: retain, first label 0
-                           [0, 0, 1, 0],   # 3: forget, first label 2
-                           [0, 1, 0, 1],   # 4: retain, first label 1
-                           [1, 0, 0, 0],   # 5: retain, first label 0
-                           [1, 0, 1, 0]],  # 6: forget, first label 0
-                          dtype=torch.float)
+    labels = torch.tensor(
+        [
+            [0, 1, 1, 0],  # 0: forget, first label 1
+            [0, 0, 0, 1],  # 1: retain, first label 3
+            [1, 0, 0, 1],  # 2: retain, first label 0
+            [0, 0, 1, 0],  # 3: forget, first label 2
+            [0, 1, 0, 1],  # 4: retain, first label 1
+            [1, 0, 0, 0],  # 5: retain, first label 0
+            [1, 0, 1, 0],
+        ],  # 6: forget, first label 0
+        dtype=torch.float,
+    )
     assert official_order(labels, [2]).tolist() == [2, 5, 4, 1, 6, 0, 3]
     assert official_order(torch.tensor([3, 1, 2, 1, 0]), [1]).tolist() == [4, 2, 0, 1, 3]
 
@@ -117,19 +123,29 @@ def test_batch_order_auto_is_official_for_ssd_in_batch_mode_only():
     assert batch_order({"name": "ssd", "fisher_mode": "batch", "batch_order": "dataset"}) == "dataset"
 
 
-@pytest.mark.parametrize("key, value, message", [
-    ("fisher_mode", "batched", "method.fisher_mode must be one of per_sample, batch; got 'batched'"),
-    ("batch_order", "sorted", "method.batch_order must be one of auto, official, dataset; got 'sorted'"),
-    ("reference", "all", "method.reference must be one of full, retain; got 'all'"),
-    ("fisher_context_size", 0, "method.fisher_context_size must be >= 1, got 0"),
-    ("fisher_chunk", 2.5, "method.fisher_chunk must be an integer >= 1, got '2.5'"),
-    ("fisher_batch_size", None, "method.fisher_batch_size must be an integer >= 1, got 'None'"),
-    ("fisher_memory_mb", 0, "method.fisher_memory_mb must lie in (0, inf], got 0"),
-    ("fisher_memory_mb", "lots", "method.fisher_memory_mb must be a number, got 'lots'"),
-])
+@pytest.mark.parametrize(
+    "key, value, message",
+    [
+        ("fisher_mode", "batched", "method.fisher_mode must be one of per_sample, batch; got 'batched'"),
+        ("batch_order", "sorted", "method.batch_order must be one of auto, official, dataset; got 'sorted'"),
+        ("reference", "all", "method.reference must be one of full, retain; got 'all'"),
+        ("fisher_context_size", 0, "method.fisher_context_size must be >= 1, got 0"),
+        ("fisher_chunk", 2.5, "method.fisher_chunk must be an integer >= 1, got '2.5'"),
+        ("fisher_batch_size", None, "method.fisher_batch_size must be an integer >= 1, got 'None'"),
+        ("fisher_memory_mb", 0, "method.fisher_memory_mb must lie in (0, inf], got 0"),
+        ("fisher_memory_mb", "lots", "method.fisher_memory_mb must be a number, got 'lots'"),
+    ],
+)
 def test_fisher_settings_are_checked(key, value, message):
-    good = {"name": "ssd", "fisher_mode": "batch", "batch_order": "auto", "reference": "full",
-            "fisher_batch_size": 64, "fisher_chunk": 32, "fisher_context_size": 64}
+    good = {
+        "name": "ssd",
+        "fisher_mode": "batch",
+        "batch_order": "auto",
+        "reference": "full",
+        "fisher_batch_size": 64,
+        "fisher_chunk": 32,
+        "fisher_context_size": 64,
+    }
     check_config(OmegaConf.create({"method": good}))
     check_config(OmegaConf.create({"method": {"name": "finetune"}}))  # methods without Fisher keys pass
     with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("(", r"\(").replace("[", r"\[")) as err:
@@ -164,7 +180,7 @@ def test_batchnorm_uses_running_statistics_and_is_left_untouched():
     system.eval()
     system.net.zero_grad()
     system.loss(next(iter(make_loader(data, system, 6)))).backward()
-    assert_close(whole, {n: p.grad ** 2 for n, p in system.net.named_parameters()}, tolerance=1e-2)
+    assert_close(whole, {n: p.grad**2 for n, p in system.net.named_parameters()}, tolerance=1e-2)
 
 
 def test_the_chunk_shrinks_with_the_memory_budget(setup, capsys):

@@ -2,11 +2,11 @@ import itertools
 
 import pytest
 import torch
+from tiny_contexts import make_hashing_context
 
 from ppp.errors import ConfigError
 from ppp.evaluation import average_precisions, evaluate_retrieval, hamming_distance, mean_average_precision
 from ppp.evaluation.map import check_map_settings
-from tiny_contexts import make_hashing_context, single_thread  # noqa: F401
 
 
 def test_hamming():
@@ -52,9 +52,12 @@ def test_query_without_relevant_items_counts_as_zero():
 
 def random_case(n_query, n_db, bits, n_labels, seed, label_prob=0.3):
     g = torch.Generator().manual_seed(seed)
-    return (torch.randn(n_query, bits, generator=g), torch.randn(n_db, bits, generator=g),
-            (torch.rand(n_query, n_labels, generator=g) < label_prob).float(),
-            (torch.rand(n_db, n_labels, generator=g) < label_prob).float())
+    return (
+        torch.randn(n_query, bits, generator=g),
+        torch.randn(n_db, bits, generator=g),
+        (torch.rand(n_query, n_labels, generator=g) < label_prob).float(),
+        (torch.rand(n_db, n_labels, generator=g) < label_prob).float(),
+    )
 
 
 def ap_of_ranking(relevant: torch.Tensor, k: int) -> float:
@@ -70,8 +73,10 @@ def argsort_aps(q, db, ql, dl, topk=None):
     k = db.shape[0] if topk is None else topk
     relevant = (ql @ dl.T > 0).float()
     dist = hamming_distance(q, db)
-    return torch.tensor([ap_of_ranking(relevant[i][torch.sort(dist[i], stable=True).indices], k)
-                         for i in range(q.shape[0])], dtype=torch.float64)
+    return torch.tensor(
+        [ap_of_ranking(relevant[i][torch.sort(dist[i], stable=True).indices], k) for i in range(q.shape[0])],
+        dtype=torch.float64,
+    )
 
 
 @pytest.mark.parametrize("bits, topk", [(4, None), (8, None), (8, 25), (16, None)])
@@ -97,8 +102,9 @@ def brute_force_tie_average(q, db, ql, dl) -> torch.Tensor:
 @pytest.mark.parametrize("seed", range(4))
 def test_average_is_the_mean_over_every_order_of_tied_items(seed):
     q, db, ql, dl = random_case(6, 8, 3, 3, seed=seed, label_prob=0.4)  # 8 items over 4 distances
-    torch.testing.assert_close(average_precisions(q, db, ql, dl, ties="average"),
-                               brute_force_tie_average(q, db, ql, dl), rtol=0, atol=1e-12)
+    torch.testing.assert_close(
+        average_precisions(q, db, ql, dl, ties="average"), brute_force_tie_average(q, db, ql, dl), rtol=0, atol=1e-12
+    )
 
 
 def test_average_does_not_depend_on_the_database_order():
@@ -106,8 +112,9 @@ def test_average_does_not_depend_on_the_database_order():
     perm = torch.randperm(500, generator=torch.Generator().manual_seed(0))
     same = average_precisions(q, db[perm], ql, dl[perm], ties="average")
     torch.testing.assert_close(average_precisions(q, db, ql, dl, ties="average"), same, rtol=0, atol=1e-12)
-    assert not torch.equal(average_precisions(q, db, ql, dl, ties="stable"),
-                           average_precisions(q, db[perm], ql, dl[perm], ties="stable"))
+    assert not torch.equal(
+        average_precisions(q, db, ql, dl, ties="stable"), average_precisions(q, db[perm], ql, dl[perm], ties="stable")
+    )
 
 
 @pytest.mark.parametrize("ties", ["stable", "average"])
@@ -143,8 +150,10 @@ def test_bad_settings_are_one_line_config_errors():
 def test_evaluate_retrieval_returns_each_querys_ap(tmp_path, single_thread):
     ctx = make_hashing_context(tmp_path)
     system = ctx.trained()[0]
-    out = {ties: evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, ties=ties)
-           for ties in ("stable", "average")}
+    out = {
+        ties: evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, ties=ties)
+        for ties in ("stable", "average")
+    }
     for metrics in out.values():
         for split in ("forget", "retain"):
             for direction in ("i2t", "t2i"):

@@ -2,19 +2,32 @@ import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
+from tiny_contexts import TinyClassifier, make_context, make_hashing_context
 
 from ppp.data.base import Subset
 from ppp.data.digits import digit_scenes
 from ppp.errors import ConfigError
 from ppp.evaluation import mia
-from ppp.evaluation.mia import (MembershipSplit, ShadowAttack, entropy_attack, membership_inference, nonmember_pool,
-                                score_attack)
-from tiny_contexts import TinyClassifier, make_context, make_hashing_context, single_thread  # noqa: F401
+from ppp.evaluation.mia import (
+    MembershipSplit,
+    ShadowAttack,
+    entropy_attack,
+    membership_inference,
+    nonmember_pool,
+    score_attack,
+)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
-SETTINGS = {"fit_fraction": 0.5, "seed": 0, "n_shadow": 2, "shadow_seed": 100, "shadow_train": None,
-            "attack": "mlp", "per_class": False}
+SETTINGS = {
+    "fit_fraction": 0.5,
+    "seed": 0,
+    "n_shadow": 2,
+    "shadow_seed": 100,
+    "shadow_train": None,
+    "attack": "mlp",
+    "per_class": False,
+}
 
 
 def confident(labels, num_classes=10):
@@ -32,7 +45,11 @@ def test_entropy_attack_separable_by_construction():
     split = MembershipSplit.draw(400, 400, 0.5, seed=0)
     members, nonmembers = confident(labels), diffuse(400)
     attack = entropy_attack(members[split.member_fit], nonmembers[split.pool_fit])
-    target = {"members": (members, labels), "pool": (nonmembers, labels), "forget": (confident(labels[:50]), labels[:50])}
+    target = {
+        "members": (members, labels),
+        "pool": (nonmembers, labels),
+        "forget": (confident(labels[:50]), labels[:50]),
+    }
     out = score_attack(attack, target, split, "")
     assert out["mia/auc"] > 0.99 and out["forget/mia"] > 0.99 and out["retain/mia"] > 0.99
 
@@ -43,8 +60,12 @@ def test_entropy_attack_at_chance_when_members_look_like_non_members():
     members, nonmembers = diffuse(3000), diffuse(3000)
     split = MembershipSplit.draw(3000, 3000, 0.5, seed=0)
     attack = entropy_attack(members[split.member_fit], nonmembers[split.pool_fit])
-    out = score_attack(attack, {"members": (members, labels), "pool": (nonmembers, labels),
-                                "forget": (members[:10], labels[:10])}, split, "_x")
+    out = score_attack(
+        attack,
+        {"members": (members, labels), "pool": (nonmembers, labels), "forget": (members[:10], labels[:10])},
+        split,
+        "_x",
+    )
     assert abs(out["mia/auc_x"] - 0.5) < 0.05
 
 
@@ -106,7 +127,10 @@ def test_shadow_models_train_on_data_disjoint_from_the_target_and_are_cached(tmp
     monkeypatch.setattr(mia, "train", recording_train)
     settings = OmegaConf.create(SETTINGS)
     out = membership_inference(ctx.trained()[0], ctx, ["entropy_lr", "shokri"], settings)
-    assert set(out) == {f"{split}/mia{s}" for split in ("forget", "retain") for s in ("", "_shokri")} | {"mia/auc", "mia/auc_shokri"}
+    assert set(out) == {f"{split}/mia{s}" for split in ("forget", "retain") for s in ("", "_shokri")} | {
+        "mia/auc",
+        "mia/auc_shokri",
+    }
     assert all(0.0 <= v <= 1.0 for v in out.values())
 
     target_train = set(ctx.bench.train.root_indices().tolist())
@@ -118,7 +142,8 @@ def test_shadow_models_train_on_data_disjoint_from_the_target_and_are_cached(tmp
 
     capsys.readouterr()
     assert membership_inference(ctx.trained()[0], ctx, ["shokri"], settings) == {
-        k: v for k, v in out.items() if k.endswith("_shokri")}
+        k: v for k, v in out.items() if k.endswith("_shokri")
+    }
     assert capsys.readouterr().out.count("reusing shadow model") == 2 and len(shadow_data) == 2
 
 

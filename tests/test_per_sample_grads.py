@@ -1,14 +1,15 @@
 """The hook rules of ppp/per_sample_grads.py against a plain per-sample backward loop, layer type by layer
 type, and the hook path of per-sample Fisher against the torch.func path on whole systems."""
+
 import pytest
 import torch
 from torch import nn
 
+from ppp import per_sample_grads
 from ppp.data.digits import digits
 from ppp.fisher import functorch_fisher, per_sample_fisher, uses_hooks
 from ppp.models.clip_hashing import ClipHashingSystem
 from ppp.models.resnet import ClassifierSystem
-from ppp import per_sample_grads
 from ppp.per_sample_grads import Unsupported, squared_gradient_sums, supports
 
 
@@ -21,10 +22,10 @@ def loop_sums(net, x):
     total = {n: torch.zeros_like(p) for n, p in net.named_parameters()}
     for i in range(len(x)):
         net.zero_grad()
-        sample_loss(net(x[i:i + 1])).backward()
+        sample_loss(net(x[i : i + 1])).backward()
         for n, p in net.named_parameters():
             if p.grad is not None:
-                total[n] += p.grad ** 2
+                total[n] += p.grad**2
     return total
 
 
@@ -33,7 +34,7 @@ def hooked_sums(net, x):
     with squared_gradient_sums(net, total) as recorder:
         out = net(x)
         leaf = out.detach().requires_grad_()
-        grads = torch.autograd.grad(sum(sample_loss(leaf[i:i + 1]) for i in range(len(x))), leaf)
+        grads = torch.autograd.grad(sum(sample_loss(leaf[i : i + 1]) for i in range(len(x))), leaf)
         recorder.backward((out,), grads)
     return total
 
@@ -66,21 +67,38 @@ class Tokens(nn.Module):
 
 
 LAYERS = {
-    "linear": (lambda: nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3, bias=False)),
-               lambda: torch.randn(6, 5)),
-    "linear_over_positions": (lambda: nn.Sequential(nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 3)),
-                              lambda: torch.randn(6, 7, 5)),
-    "conv2d": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
-                                     nn.ReLU(inplace=True), nn.Conv2d(6, 2, 1, bias=False)),
-               lambda: torch.randn(5, 4, 9, 9)),
-    "conv2d_few_positions": (lambda: nn.Sequential(nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Tanh(),
-                                                   nn.Conv2d(6, 3, 2)),  # 2 x 2 = 4, then 1 position
-                             lambda: torch.randn(5, 4, 4, 4)),
-    "batchnorm2d_eval_inplace_relu": (lambda: nn.Sequential(nn.Conv2d(3, 4, 3, padding=1, bias=False),
-                                                            with_running_stats(nn.BatchNorm2d(4)), nn.ReLU(inplace=True)),
-                                      lambda: torch.randn(5, 3, 6, 6)),
-    "batchnorm1d_eval": (lambda: nn.Sequential(nn.Linear(5, 4), with_running_stats(nn.BatchNorm1d(4))),
-                         lambda: torch.randn(6, 5)),
+    "linear": (
+        lambda: nn.Sequential(nn.Linear(5, 4), nn.Tanh(), nn.Linear(4, 3, bias=False)),
+        lambda: torch.randn(6, 5),
+    ),
+    "linear_over_positions": (
+        lambda: nn.Sequential(nn.Linear(5, 4), nn.GELU(), nn.Linear(4, 3)),
+        lambda: torch.randn(6, 7, 5),
+    ),
+    "conv2d": (
+        lambda: nn.Sequential(
+            nn.Conv2d(4, 6, 3, stride=2, padding=1, dilation=2, groups=2),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(6, 2, 1, bias=False),
+        ),
+        lambda: torch.randn(5, 4, 9, 9),
+    ),
+    "conv2d_few_positions": (
+        lambda: nn.Sequential(
+            nn.Conv2d(4, 6, 3, stride=2, padding=1), nn.Tanh(), nn.Conv2d(6, 3, 2)
+        ),  # 2 x 2 = 4, then 1 position
+        lambda: torch.randn(5, 4, 4, 4),
+    ),
+    "batchnorm2d_eval_inplace_relu": (
+        lambda: nn.Sequential(
+            nn.Conv2d(3, 4, 3, padding=1, bias=False), with_running_stats(nn.BatchNorm2d(4)), nn.ReLU(inplace=True)
+        ),
+        lambda: torch.randn(5, 3, 6, 6),
+    ),
+    "batchnorm1d_eval": (
+        lambda: nn.Sequential(nn.Linear(5, 4), with_running_stats(nn.BatchNorm1d(4))),
+        lambda: torch.randn(6, 5),
+    ),
     "layernorm": (lambda: nn.Sequential(nn.Linear(5, 8), nn.LayerNorm([8])), lambda: torch.randn(6, 3, 5)),
     "embedding_padding_row": (Tokens, lambda: torch.tensor([[1, 2, 2, 0], [3, 0, 0, 0], [11, 4, 4, 4], [5, 6, 7, 8]])),
 }
@@ -107,16 +125,20 @@ class StandardisedConv(nn.Conv2d):
     """A subclass with its own forward (as timm's StdConv2d): the Conv2d rule would be wrong for it."""
 
     def forward(self, x):
-        w = (self.weight - self.weight.mean((1, 2, 3), keepdim=True))
+        w = self.weight - self.weight.mean((1, 2, 3), keepdim=True)
         return self._conv_forward(x, w, self.bias)
 
 
-@pytest.mark.parametrize("net", [
-    nn.MultiheadAttention(4, 2, batch_first=True),           # in_proj_weight is its own, used functionally
-    StandardisedConv(3, 3, 3),
-    nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),       # train mode: batch statistics mix samples
-    nn.Conv2d(3, 3, 3, padding="same"),
-], ids=["attention", "own_forward", "batchnorm_train", "conv_same_padding"])
+@pytest.mark.parametrize(
+    "net",
+    [
+        nn.MultiheadAttention(4, 2, batch_first=True),  # in_proj_weight is its own, used functionally
+        StandardisedConv(3, 3, 3),
+        nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3)),  # train mode: batch statistics mix samples
+        nn.Conv2d(3, 3, 3, padding="same"),
+    ],
+    ids=["attention", "own_forward", "batchnorm_train", "conv_same_padding"],
+)
 def test_layers_without_an_exact_rule_are_refused(net):
     assert not supports(net)
 
@@ -129,7 +151,7 @@ def test_frozen_parameters_are_left_out():
     with squared_gradient_sums(net, sums) as recorder:
         out = net(x)
         leaf = out.detach().requires_grad_()
-        recorder.backward((out,), torch.autograd.grad(sum(sample_loss(leaf[i:i + 1]) for i in range(6)), leaf))
+        recorder.backward((out,), torch.autograd.grad(sum(sample_loss(leaf[i : i + 1]) for i in range(6)), leaf))
     reference = loop_sums(net, x)
     assert_close(sums, {n: reference[n] for n in sums})
 
@@ -171,5 +193,8 @@ def test_hook_path_under_a_tiny_memory_budget(digits_train, capsys):
     data = digits_train.subset(range(5))
     tiny = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e-3)
     large = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e6)
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[fisher]")] == ["1", "32"]
+    assert [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[fisher]")] == [
+        "1",
+        "32",
+    ]
     assert_close(tiny, large, rel=1e-5)

@@ -1,4 +1,5 @@
 """The on-disk benchmarks, each read from a tiny fixture tree in its official layout, and CLIP weights offline."""
+
 import copy
 import json
 import time
@@ -39,7 +40,9 @@ def make_coco(root, n_train=24, n_val=8):
             write_jpeg(root / split / name, image_id)
             images.append({"id": image_id, "file_name": name})
             for k in range(3):
-                captions.append({"id": 1000 * image_id + k, "image_id": image_id, "caption": f"photo {image_id} take {k} "})
+                captions.append(
+                    {"id": 1000 * image_id + k, "image_id": image_id, "caption": f"photo {image_id} take {k} "}
+                )
             if image_id % 6 == 0:
                 continue
             cats = rng.choice([1, 9, 18], size=int(rng.integers(1, 3)), replace=False).tolist()
@@ -47,8 +50,11 @@ def make_coco(root, n_train=24, n_val=8):
             instances += [{"id": 50 * image_id + j, "image_id": image_id, "category_id": c} for j, c in enumerate(cats)]
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         (root / "annotations" / f"instances_{split}.json").write_text(
-            json.dumps({"images": images[::-1], "annotations": instances, "categories": COCO_CATEGORIES}))
-        (root / "annotations" / f"captions_{split}.json").write_text(json.dumps({"images": images, "annotations": captions}))
+            json.dumps({"images": images[::-1], "annotations": instances, "categories": COCO_CATEGORIES})
+        )
+        (root / "annotations" / f"captions_{split}.json").write_text(
+            json.dumps({"images": images, "annotations": captions})
+        )
     return truth
 
 
@@ -181,15 +187,18 @@ def test_imagenet100_sampling_split_and_names(tmp_path, nested):
     assert isinstance(image, Image.Image) and label.dtype == torch.long and label.dim() == 0
     images = bench.train.base
     assert all(p.split("/")[-2] == WNIDS[int(lab)] for p, lab in zip(images.paths, images.labels))
-    same, other = imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5), \
-        imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5, seed=1)
+    same, other = (
+        imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5),
+        imagenet100(tmp_path, classes=WNIDS, per_class=6, test_fraction=0.5, seed=1),
+    )
     assert same.train.base.paths == images.paths != other.train.base.paths
 
 
 def test_imagenet100_names_from_synset_mapping_and_errors(tmp_path):
     make_imagenet(tmp_path)
     (tmp_path / "LOC_synset_mapping.txt").write_text(
-        "n02107142 Dobie, Doberman pinscher\nn02085620 Chihuahua\nn01558993 robin, American robin\n")
+        "n02107142 Dobie, Doberman pinscher\nn02085620 Chihuahua\nn01558993 robin, American robin\n"
+    )
     assert imagenet100(tmp_path, classes=WNIDS, per_class=2).class_names == ["Dobie", "Chihuahua", "robin"]
     with pytest.raises(ConfigError, match="n09999999"):
         imagenet100(tmp_path, classes=WNIDS + ["n09999999"])
@@ -218,7 +227,8 @@ def make_deepfashion(root, anno="Anno_coarse"):
     header = [str(len(rows))]
     (root / anno / "list_category_img.txt").write_text("\n".join(header + ["image_name  category_label"] + rows) + "\n")
     (root / "Eval" / "list_eval_partition.txt").write_text(
-        "\n".join(header + ["image_name  evaluation_status"] + partition) + "\n")
+        "\n".join(header + ["image_name  evaluation_status"] + partition) + "\n"
+    )
 
 
 @pytest.mark.parametrize("anno", ["Anno_coarse", "Anno"])
@@ -235,7 +245,9 @@ def test_deepfashion_categories_sampling_and_partition(tmp_path, anno):
     assert len(bench.train) + len(bench.val) + len(bench.test) == 18 and len(bench.val) > 0
     assert not set(bench.val.indices.tolist()) & set(bench.train.indices.tolist())
     no_val = deepfashion(tmp_path, per_class=6, min_per_class=5, val_fraction=0)
-    assert torch.equal(no_val.test.indices, bench.test.indices) and len(no_val.train) == len(bench.train) + len(bench.val)
+    assert torch.equal(no_val.test.indices, bench.test.indices) and len(no_val.train) == len(bench.train) + len(
+        bench.val
+    )
     names = [p.split("/")[-2].split("_")[1] for p in images.paths]
     assert names == [bench.class_names[int(lab)] for lab in images.labels]
     assert deepfashion(tmp_path, per_class=6, min_per_class=5).train.base.paths == images.paths
@@ -271,7 +283,9 @@ def test_missing_root_and_annotation_are_config_errors(tmp_path, name):
 def test_corrupt_image_raises_or_is_replaced_and_counted(tmp_path):
     make_flickr(tmp_path)
     (tmp_path / "mirflickr" / "im1.jpg").write_bytes(b"not a jpeg")
-    (tmp_path / "mirflickr" / "im2.jpg").write_bytes((tmp_path / "mirflickr" / "im5.jpg").read_bytes()[:40])  # truncated
+    (tmp_path / "mirflickr" / "im2.jpg").write_bytes(
+        (tmp_path / "mirflickr" / "im5.jpg").read_bytes()[:40]
+    )  # truncated
     strict = flickr25k(tmp_path, n_query=2, n_train=4, n_val=2).database.base
     with pytest.raises(ConfigError, match="im1.jpg"):
         strict[0]
@@ -329,8 +343,18 @@ def test_weights_from_local_file_and_cached_tag(tmp_path, monkeypatch):
     torch.save(source.state_dict(), snapshot / "open_clip_pytorch_model.bin")
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setitem(open_clip.pretrained._PRETRAINED, "clip_tiny", {
-        "cachedtag": {"hf_hub": "ppp/clip_tiny_test/", "quick_gelu": True, "mean": (0.5, 0.5, 0.5), "std": (0.25,) * 3}})
+    monkeypatch.setitem(
+        open_clip.pretrained._PRETRAINED,
+        "clip_tiny",
+        {
+            "cachedtag": {
+                "hf_hub": "ppp/clip_tiny_test/",
+                "quick_gelu": True,
+                "mean": (0.5, 0.5, 0.5),
+                "std": (0.25,) * 3,
+            }
+        },
+    )
     tagged, _, _, mean, std = create_clip("clip_tiny", "cachedtag")
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), tagged.state_dict().values()))
     assert mean == (0.5, 0.5, 0.5) and std == (0.25,) * 3
@@ -340,8 +364,21 @@ def test_weights_from_local_file_and_cached_tag(tmp_path, monkeypatch):
 # --- end to end -----------------------------------------------------------------------------------------------------
 def test_cli_runs_on_coco_layout(cli, tmp_path):
     make_coco(tmp_path / "data" / "coco")
-    cli(["method=ppp", "dataset=coco", f"data_root={tmp_path / 'data'}", "backbone=clip_tiny", "bits=16", "method.k=1",
-         "dataset.n_query=8", "dataset.n_train=16", "dataset.n_val=2", "backbone.train.epochs=1", "backbone.train.batch_size=8"])
+    cli(
+        [
+            "method=ppp",
+            "dataset=coco",
+            f"data_root={tmp_path / 'data'}",
+            "backbone=clip_tiny",
+            "bits=16",
+            "method.k=1",
+            "dataset.n_query=8",
+            "dataset.n_train=16",
+            "dataset.n_val=2",
+            "backbone.train.epochs=1",
+            "backbone.train.batch_size=8",
+        ]
+    )
     result = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert result["dataset"] == "coco" and result["forget"] == ["dog"]
     for key in ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map"):

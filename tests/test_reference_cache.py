@@ -1,16 +1,17 @@
 """Reference rows' metrics are cached: keyed by everything they depend on, identical when reused."""
+
 import io
 import json
 
 import numpy as np
 import pytest
+from test_runner import composed
+from tiny_contexts import make_hashing_context
 
 from ppp.cache import Cache, source_digest
 from ppp.evaluation import EVALUATORS
 from ppp.experiment import execute, reference_metrics
 from ppp.runs import split_arrays
-from test_runner import composed
-from tiny_contexts import make_hashing_context, single_thread  # noqa: F401  (fixture)
 
 
 @pytest.fixture
@@ -18,6 +19,7 @@ def counted_evaluators(monkeypatch):
     """Every evaluator, counting its calls."""
     calls = []
     for name, evaluate in list(EVALUATORS._entries.items()):
+
         def counting(system, ctx, cfg, evaluate=evaluate):
             calls.append(ctx.cfg.method.name)
             return evaluate(system, ctx, cfg)
@@ -35,7 +37,10 @@ def test_warm_run_reuses_reference_rows_without_evaluating_them(tmp_path, counte
     assert len(counted_evaluators) == 5  # the method only
     assert second["references"] == first["references"]
     assert set(first["references"]) == {"original", "retrain", "bad"}
-    assert json.loads(cold["json"])["references"] == json.loads((tmp_path / "out" / "metrics.json").read_text())["references"]
+    assert (
+        json.loads(cold["json"])["references"]
+        == json.loads((tmp_path / "out" / "metrics.json").read_text())["references"]
+    )
     with np.load(tmp_path / "out" / "arrays.npz") as warm:
         with np.load(io.BytesIO(cold["npz"])) as before:
             reference_arrays = [k for k in before.files if not k.startswith("method/")]
@@ -82,7 +87,9 @@ def test_reference_key_changes_with_each_input(tmp_path, single_thread):
     for change, keyed in CHANGES:
         before = len(calls)
         value = row(change)
-        assert (len(calls) == before + 1 and value != base) if keyed else (len(calls) == before and value == base), change
+        assert (len(calls) == before + 1 and value != base) if keyed else (len(calls) == before and value == base), (
+            change
+        )
     drawn = row("evaluator.forget_queries=sampled", "sample_seed=5")  # now the draw depends on it
     assert len(calls) == 1 + sum(keyed for _, keyed in CHANGES) + 1 and drawn != base
 

@@ -1,4 +1,5 @@
 """The report on hand-written runs: means, std, |Δ|, the paired bootstrap, dedupe, tables and figures."""
+
 import json
 import shutil
 from pathlib import Path
@@ -10,8 +11,8 @@ import pytest
 from ppp.errors import ConfigError
 from ppp.report import main, write_report
 from ppp.report.load import find_runs, tidy
-from ppp.runs import point_to_finished
 from ppp.report.stats import aggregate, paired_bootstrap, repeats_label
+from ppp.runs import point_to_finished
 
 MAP = ("forget/i2t_map", "forget/t2i_map", "retain/i2t_map", "retain/t2i_map")
 # Cell means per bits, in MAP's order; each seed s adds 0.01 * (s - 1) to a method (std 0.01, ddof = 1)
@@ -22,17 +23,52 @@ SSD = {16: (0.40, 0.45, 0.80, 0.82), 32: (0.42, 0.44, 0.85, 0.86)}
 QUERIES = 200
 
 
-def write_run(folder: Path, method: str, metrics: dict, *, seed=0, sample_seed=None, bits=16, forget=("six",),
-              references=None, hyper=None, arrays=None, dataset="digit_scenes", task="retrieval", delta="mean_abs",
-              data=None):
+def write_run(
+    folder: Path,
+    method: str,
+    metrics: dict,
+    *,
+    seed=0,
+    sample_seed=None,
+    bits=16,
+    forget=("six",),
+    references=None,
+    hyper=None,
+    arrays=None,
+    dataset="digit_scenes",
+    task="retrieval",
+    delta="mean_abs",
+    data=None,
+):
     """A run directory as the runner writes it: metrics.json (+ arrays.npz); `data`: dataset settings."""
     sample_seed = seed if sample_seed is None else sample_seed
-    config = {"method": {"name": method, **(hyper or {})}, "delta": delta, "seed": seed, "sample_seed": sample_seed,
-              "dataset": {"name": dataset, "seed": seed, "forget": list(forget), **(data or {})}}
-    run_hash = f"{abs(hash((method, seed, sample_seed, bits, forget, dataset, json.dumps(hyper), json.dumps(data)))):020d}"[:20]
-    record = {"run_hash": run_hash, "method": method, "dataset": dataset, "task": task, "backbone": "clip_tiny",
-              "bits": bits, "seed": seed, "sample_seed": sample_seed, "forget": list(forget), "config": config,
-              "metrics": metrics, "references": references or {}, "provenance": {"git": "abc"}}
+    config = {
+        "method": {"name": method, **(hyper or {})},
+        "delta": delta,
+        "seed": seed,
+        "sample_seed": sample_seed,
+        "dataset": {"name": dataset, "seed": seed, "forget": list(forget), **(data or {})},
+    }
+    run_hash = (
+        f"{abs(hash((method, seed, sample_seed, bits, forget, dataset, json.dumps(hyper), json.dumps(data)))):020d}"[
+            :20
+        ]
+    )
+    record = {
+        "run_hash": run_hash,
+        "method": method,
+        "dataset": dataset,
+        "task": task,
+        "backbone": "clip_tiny",
+        "bits": bits,
+        "seed": seed,
+        "sample_seed": sample_seed,
+        "forget": list(forget),
+        "config": config,
+        "metrics": metrics,
+        "references": references or {},
+        "provenance": {"git": "abc"},
+    }
     folder.mkdir(parents=True)
     (folder / "metrics.json").write_text(json.dumps(record))
     if arrays:
@@ -64,12 +100,22 @@ def sweep(tmp_path_factory):
     for method, table in (("ppp", PPP), ("ssd", SSD)):
         for bits in (16, 32):
             for seed in range(3):
-                references = {"original": seeded(ORIGINAL, bits, seed, 0.002),
-                              "retrain": seeded(RETRAIN, bits, seed, 0.002)}
+                references = {
+                    "original": seeded(ORIGINAL, bits, seed, 0.002),
+                    "retrain": seeded(RETRAIN, bits, seed, 0.002),
+                }
                 queries = per_query(seed, lead=0.05)
                 arrays = {k.replace(f"{method}/", "method/"): v for k, v in queries.items() if k.startswith(method)}
-                write_run(root / "multirun" / f"{method}_{bits}_{seed}", method, seeded(table, bits, seed),
-                          seed=seed, bits=bits, references=references, hyper={"alpha": 10.0}, arrays=arrays)
+                write_run(
+                    root / "multirun" / f"{method}_{bits}_{seed}",
+                    method,
+                    seeded(table, bits, seed),
+                    seed=seed,
+                    bits=bits,
+                    references=references,
+                    hyper={"alpha": 10.0},
+                    arrays=arrays,
+                )
     return root
 
 
@@ -123,12 +169,20 @@ def test_runs_on_different_data_settings_and_their_references_never_pool(tmp_pat
     at its neutral default (surface_forms=False) is the same data as a run that predates the key."""
     for i, (topic, extra) in enumerate([(0.5, {}), (0.5, {"surface_forms": False}), (0.8, {})]):
         refs = {"original": {"forget/i2t_map": 0.6 + topic / 10}}
-        write_run(tmp_path / f"r{i}", "ppp", {"forget/i2t_map": topic}, sample_seed=i, references=refs,
-                  data={"topic_prob": topic, **extra})
+        write_run(
+            tmp_path / f"r{i}",
+            "ppp",
+            {"forget/i2t_map": topic},
+            sample_seed=i,
+            references=refs,
+            data={"topic_prob": topic, **extra},
+        )
     frame = tidy(find_runs([tmp_path]))
     assert set(frame["dataset"]) == {"digit_scenes (topic_prob=0.5)", "digit_scenes (topic_prob=0.8)"}
     originals = frame[frame["method"] == "original"].set_index("dataset")["value"]
-    assert originals.to_dict() == pytest.approx({"digit_scenes (topic_prob=0.5)": 0.65, "digit_scenes (topic_prob=0.8)": 0.68})
+    assert originals.to_dict() == pytest.approx(
+        {"digit_scenes (topic_prob=0.5)": 0.65, "digit_scenes (topic_prob=0.8)": 0.68}
+    )
     runs = frame[frame["method"] == "ppp"].groupby("dataset")["value"].agg(["count", "mean"])
     assert runs.loc["digit_scenes (topic_prob=0.5)"].tolist() == [2, 0.5]
     assert set(frame[frame["method"] == "ppp"]["variant"]) == {"ppp"}
@@ -167,8 +221,14 @@ def test_table2_cells_and_delta_under_both_definitions(sweep, tmp_path, definiti
 
 def test_delta_definition_read_from_the_runs(tmp_path):
     for seed in (0, 2):  # offsets -1, +1 point: the means are PPP's
-        write_run(tmp_path / f"ppp{seed}", "ppp", seeded(PPP, 16, seed), seed=seed, delta="abs_mean",
-                  references={"original": seeded(ORIGINAL, 16, 1, 0), "retrain": seeded(RETRAIN, 16, 1, 0)})
+        write_run(
+            tmp_path / f"ppp{seed}",
+            "ppp",
+            seeded(PPP, 16, seed),
+            seed=seed,
+            delta="abs_mean",
+            references={"original": seeded(ORIGINAL, 16, 1, 0), "retrain": seeded(RETRAIN, 16, 1, 0)},
+        )
     write_report([tmp_path], tmp_path / "out", figures=False)
     markdown = (tmp_path / "out" / "table2.md").read_text()
     assert cell(markdown, "|Δ|", "PPP D_f mAP") == "0.00"  # (+5 - 5) / 2 at 16 bits: abs_mean hides it
@@ -180,8 +240,14 @@ def test_delta_definition_read_from_the_runs(tmp_path):
 def test_sample_seed_repeats_are_labelled(tmp_path):
     references = {"original": seeded(ORIGINAL, 16, 1, 0), "retrain": seeded(RETRAIN, 16, 1, 0)}
     for sample_seed in range(3):
-        write_run(tmp_path / f"ppp{sample_seed}", "ppp", seeded(PPP, 16, sample_seed), seed=0,
-                  sample_seed=sample_seed, references=references)
+        write_run(
+            tmp_path / f"ppp{sample_seed}",
+            "ppp",
+            seeded(PPP, 16, sample_seed),
+            seed=0,
+            sample_seed=sample_seed,
+            references=references,
+        )
     write_report([tmp_path], tmp_path / "out", figures=False)
     markdown = (tmp_path / "out" / "table2.md").read_text()
     assert "± std (ddof = 1) over 3 sample seeds" in markdown
@@ -224,11 +290,18 @@ def test_table1_classification(tmp_path):
     for method, (forget, retain, mia) in accuracy.items():
         for seed in range(2):
             spread = 0.01 * (2 * seed - 1)  # seeds 0, 1: -0.01, +0.01 -> std 0.01414
-            write_run(tmp_path / f"{method}{seed}", method,
-                      {"forget/acc": forget, "retain/acc": retain + spread, "forget/mia": mia, "retain/mia": 0.5},
-                      seed=seed, dataset="digits", task="classification",
-                      references={"original": {"forget/acc": 0.98, "retain/acc": 0.97, "forget/mia": 0.7},
-                                  "retrain": {"forget/acc": 0.0, "retain/acc": 0.96, "forget/mia": 0.3}})
+            write_run(
+                tmp_path / f"{method}{seed}",
+                method,
+                {"forget/acc": forget, "retain/acc": retain + spread, "forget/mia": mia, "retain/mia": 0.5},
+                seed=seed,
+                dataset="digits",
+                task="classification",
+                references={
+                    "original": {"forget/acc": 0.98, "retain/acc": 0.97, "forget/mia": 0.7},
+                    "retrain": {"forget/acc": 0.0, "retain/acc": 0.96, "forget/mia": 0.3},
+                },
+            )
     write_report([tmp_path], tmp_path / "out", figures=False)
     markdown = (tmp_path / "out" / "table1.md").read_text()
     assert cell(markdown, "D_r acc", "PPP") == "95.00 ± 1.41"
@@ -241,29 +314,58 @@ def test_table1_classification(tmp_path):
 
 
 def test_figures_are_written(tmp_path):
-    references = lambda seed: {"original": seeded(ORIGINAL, 16, seed, 0.002),  # noqa: E731
-                               "retrain": seeded(RETRAIN, 16, seed, 0.002)}
+    def references(seed):
+        return {
+            "original": seeded(ORIGINAL, 16, seed, 0.002),
+            "retrain": seeded(RETRAIN, 16, seed, 0.002),
+        }
+
     for method, table in (("ppp", PPP), ("ssd", SSD)):
         for forget in (("six",), ("six", "eight"), ("six", "eight", "three")):
             for seed in range(3):
                 shift = {k: v - 0.03 * len(forget) for k, v in seeded(table, 16, seed).items()}
-                write_run(tmp_path / "fig3" / f"{method}_{len(forget)}_{seed}", method, shift, seed=seed,
-                          forget=forget, references=references(seed))
+                write_run(
+                    tmp_path / "fig3" / f"{method}_{len(forget)}_{seed}",
+                    method,
+                    shift,
+                    seed=seed,
+                    forget=forget,
+                    references=references(seed),
+                )
     for samples in (20, 40, 60):
         for seed in range(3):
             metrics = {k: v + 0.001 * samples for k, v in seeded(PPP, 16, seed).items()}
-            write_run(tmp_path / "fig4" / f"ppp_{samples}_{seed}", "ppp", metrics, seed=seed, dataset="other_scenes",
-                      hyper={"forget_samples": samples}, references=references(seed))
+            write_run(
+                tmp_path / "fig4" / f"ppp_{samples}_{seed}",
+                "ppp",
+                metrics,
+                seed=seed,
+                dataset="other_scenes",
+                hyper={"forget_samples": samples},
+                references=references(seed),
+            )
     rng = np.random.default_rng(0)
-    density = {f"{model}/density/{group}": rng.normal(centre + shift, 0.1, size)
-               for model, shift in (("original", 0.0), ("method", 0.3))
-               for group, centre, size in (("forget", 0.5, 30), ("neighbour", 0.8, 50), ("other", 1.2, 100))}
-    write_run(tmp_path / "fig1" / "ppp", "ppp", seeded(PPP, 16, 0), dataset="density_scenes", arrays=density,
-              references=references(0))
+    density = {
+        f"{model}/density/{group}": rng.normal(centre + shift, 0.1, size)
+        for model, shift in (("original", 0.0), ("method", 0.3))
+        for group, centre, size in (("forget", 0.5, 30), ("neighbour", 0.8, 50), ("other", 1.2, 100))
+    }
+    write_run(
+        tmp_path / "fig1" / "ppp",
+        "ppp",
+        seeded(PPP, 16, 0),
+        dataset="density_scenes",
+        arrays=density,
+        references=references(0),
+    )
     written = write_report([tmp_path], tmp_path / "out")
     names = {p.name for p in written}
-    assert {"fig3_digit_scenes_clip_tiny_16bits.png", "fig3_digit_scenes_clip_tiny_16bits.pdf",
-            "fig4_other_scenes_six_clip_tiny_PPP.png", "fig1_density_scenes_six_clip_tiny_16bits_ppp.png"} <= names
+    assert {
+        "fig3_digit_scenes_clip_tiny_16bits.png",
+        "fig3_digit_scenes_clip_tiny_16bits.pdf",
+        "fig4_other_scenes_six_clip_tiny_PPP.png",
+        "fig1_density_scenes_six_clip_tiny_16bits_ppp.png",
+    } <= names
     for path in written:
         assert path.stat().st_size > 1000, path
         if path.suffix == ".png":
@@ -291,13 +393,25 @@ def test_errors_are_one_line(tmp_path, capsys):
 
 def test_residual_rows_beside_the_cross_modal_ones_and_out_of_delta(tmp_path):
     """Runs with evaluator.residual: I2I / T2T rows in Table 2, probe AUCs in residual.md, |Δ| unchanged."""
-    residual = {"forget/i2i_map": 0.49, "forget/t2t_map": 0.28, "retain/i2i_map": 0.8, "retain/t2t_map": 0.9,
-                "probe/image_auc": 0.995, "probe/text_auc": 0.794}
-    refs = {"original": {**seeded(ORIGINAL, 16, 1), "forget/i2i_map": 0.65, "probe/image_auc": 0.998},
-            "retrain": {**seeded(RETRAIN, 16, 1), "forget/i2i_map": 0.29, "probe/image_auc": 0.83}}
+    residual = {
+        "forget/i2i_map": 0.49,
+        "forget/t2t_map": 0.28,
+        "retain/i2i_map": 0.8,
+        "retain/t2t_map": 0.9,
+        "probe/image_auc": 0.995,
+        "probe/text_auc": 0.794,
+    }
+    refs = {
+        "original": {**seeded(ORIGINAL, 16, 1), "forget/i2i_map": 0.65, "probe/image_auc": 0.998},
+        "retrain": {**seeded(RETRAIN, 16, 1), "forget/i2i_map": 0.29, "probe/image_auc": 0.83},
+    }
     write_run(tmp_path / "runs" / "ppp", "ppp", {**seeded(PPP, 16, 1), **residual}, references=refs)
-    write_run(tmp_path / "plain" / "ppp", "ppp", seeded(PPP, 16, 1),
-              references={"original": seeded(ORIGINAL, 16, 1), "retrain": seeded(RETRAIN, 16, 1)})
+    write_run(
+        tmp_path / "plain" / "ppp",
+        "ppp",
+        seeded(PPP, 16, 1),
+        references={"original": seeded(ORIGINAL, 16, 1), "retrain": seeded(RETRAIN, 16, 1)},
+    )
     write_report([tmp_path / "runs"], tmp_path / "with", figures=False)
     write_report([tmp_path / "plain"], tmp_path / "without", figures=False)
     table = (tmp_path / "with" / "table2.md").read_text()
@@ -309,14 +423,23 @@ def test_residual_rows_beside_the_cross_modal_ones_and_out_of_delta(tmp_path):
     probes = (tmp_path / "with" / "residual.md").read_text()
     assert cell(probes, "Probe AUC, image codes", "PPP") == "99.50"
     assert cell(probes, "Probe AUC, image codes", "Retrain") == "83.00"
-    assert cell(probes, "D_f I2I mAP", "Original") == "65.00" and cell(probes, "Probe AUC, text codes", "Original") == "–"
+    assert (
+        cell(probes, "D_f I2I mAP", "Original") == "65.00" and cell(probes, "Probe AUC, text codes", "Original") == "–"
+    )
 
 
 def test_parameter_changes_in_the_residual_table(tmp_path):
-    changed = {"changed/token_table_share": 0.00002, "changed/image_tower_share": 0.001,
-               "changed/image_tower_median_rel": 1.2}
-    write_run(tmp_path / "runs" / "ppp", "ppp", {**seeded(PPP, 16, 1), **changed},
-              references={"original": {**seeded(ORIGINAL, 16, 1), "changed/image_tower_share": 0.0}})
+    changed = {
+        "changed/token_table_share": 0.00002,
+        "changed/image_tower_share": 0.001,
+        "changed/image_tower_median_rel": 1.2,
+    }
+    write_run(
+        tmp_path / "runs" / "ppp",
+        "ppp",
+        {**seeded(PPP, 16, 1), **changed},
+        references={"original": {**seeded(ORIGINAL, 16, 1), "changed/image_tower_share": 0.0}},
+    )
     write_report([tmp_path / "runs"], tmp_path / "out", figures=False)
     table = (tmp_path / "out" / "residual.md").read_text()
     assert cell(table, "Changed image tower: share", "PPP") == "0.10"

@@ -1,4 +1,5 @@
 """The runner: config validation, objective, run index, in-process independence, training resume."""
+
 import json
 import os
 import signal
@@ -9,10 +10,10 @@ import time
 import numpy as np
 import pytest
 import torch
+from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from conftest import ROOT, TINY
 from ppp.errors import ConfigError
 from ppp.experiment import execute
 
@@ -22,28 +23,39 @@ NO_TIMES = ("time/", "mem/")
 
 def composed(tmp_path, overrides=()):
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=[
-            *TINY, f"cache_dir={tmp_path / 'cache'}", f"run_index={tmp_path / 'index'}", "device=cpu",
-            f"out_dir={tmp_path / 'out'}", *overrides])
+        return compose(
+            config_name="config",
+            overrides=[
+                *TINY,
+                f"cache_dir={tmp_path / 'cache'}",
+                f"run_index={tmp_path / 'index'}",
+                "device=cpu",
+                f"out_dir={tmp_path / 'out'}",
+                *overrides,
+            ],
+        )
 
 
 def quality(metrics):
     return {k: v for k, v in metrics.items() if not k.startswith(NO_TIMES)}
 
 
-@pytest.mark.parametrize("override, message", [
-    ("seed=abc", "seed must be an integer"),
-    ("method.alpha=-1", "method.alpha must lie in [0, inf]"),
-    ("method=ssd method.reference=nowhere", "method.reference must be one of"),
-    ("method=ssd method.fisher_mode=exact", "method.fisher_mode must be one of per_sample, batch"),
-    ("evaluator.forget_relevance=some", "evaluator.forget_relevance must be one of"),
-    ("method=bad_teacher method.kl_reduction=sum", "method.kl_reduction must be one of mean, batchmean"),
-    ("method.k=9", "method.k=9: at most 8 neighbours"),
-    ("delta=median", "delta must be one of mean_abs, abs_mean"),
-    ("evaluator.split=bogus", "unknown evaluator.split 'bogus'"),
-    ("evaluator.ties=random", "evaluator.ties must be one of stable, average"),
-    ("evaluator.topk=100", "evaluator.ties=average is defined for mAP@all only"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("seed=abc", "seed must be an integer"),
+        ("method.alpha=-1", "method.alpha must lie in [0, inf]"),
+        ("method=ssd method.reference=nowhere", "method.reference must be one of"),
+        ("method=ssd method.fisher_mode=exact", "method.fisher_mode must be one of per_sample, batch"),
+        ("evaluator.forget_relevance=some", "evaluator.forget_relevance must be one of"),
+        ("method=bad_teacher method.kl_reduction=sum", "method.kl_reduction must be one of mean, batchmean"),
+        ("method.k=9", "method.k=9: at most 8 neighbours"),
+        ("delta=median", "delta must be one of mean_abs, abs_mean"),
+        ("evaluator.split=bogus", "unknown evaluator.split 'bogus'"),
+        ("evaluator.ties=random", "evaluator.ties must be one of stable, average"),
+        ("evaluator.topk=100", "evaluator.ties=average is defined for mAP@all only"),
+    ],
+)
 def test_bad_values_fail_before_any_training(tmp_path, override, message):
     cfg = composed(tmp_path, override.split())
     with pytest.raises(ConfigError) as err:
@@ -100,8 +112,14 @@ def test_killed_multirun_resumes_and_records_each_run_once(tmp_path):
     env = dict(os.environ, PPP_CACHE_DIR=str(tmp_path / "cache"), PPP_RUN_INDEX=str(tmp_path / "index"))
     cmd = [sys.executable, str(ROOT / "run.py"), "-m", "method=original", "seed=0,1,2", *TINY]
 
-    first = subprocess.Popen([*cmd, f"hydra.sweep.dir={tmp_path}/sweep1"], cwd=tmp_path, env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    first = subprocess.Popen(
+        [*cmd, f"hydra.sweep.dir={tmp_path}/sweep1"],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.time() + 300
     while not list((tmp_path / "index").glob("*.json")) and time.time() < deadline:
         time.sleep(0.2)
@@ -110,19 +128,21 @@ def test_killed_multirun_resumes_and_records_each_run_once(tmp_path):
     done_before = len(list((tmp_path / "index").glob("*.json")))
     assert 1 <= done_before < 3
 
-    second = subprocess.run([*cmd, f"hydra.sweep.dir={tmp_path}/sweep2"], cwd=tmp_path, env=env,
-                            capture_output=True, text=True, timeout=600)
+    second = subprocess.run(
+        [*cmd, f"hydra.sweep.dir={tmp_path}/sweep2"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert second.returncode == 0, second.stderr
     assert second.stdout.count("[skip] run") == done_before
     results = [json.loads(p.read_text()) for p in tmp_path.glob("sweep*/*/metrics.json")]
-    assert sorted(r["seed"] for r in results) == [0, 1, 2]            # each run recorded exactly once
+    assert sorted(r["seed"] for r in results) == [0, 1, 2]  # each run recorded exactly once
     assert len({r["run_hash"] for r in results}) == 3
 
 
 def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
+    from tiny_contexts import RECIPE, TinyClassifier
+
     from ppp.data.digits import digits
     from ppp.train import train
-    from tiny_contexts import RECIPE, TinyClassifier
 
     data = digits(size=8).train
     settings = OmegaConf.create({**RECIPE, "epochs": 3, "warmup": 0.2})
@@ -144,8 +164,9 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
         return system.loss(batch)
 
     with pytest.raises(KeyboardInterrupt):
-        train(interrupted, data, settings, torch.device("cpu"), seed=0, objective=dies_in_epoch_two,
-              checkpoint=checkpoint)
+        train(
+            interrupted, data, settings, torch.device("cpu"), seed=0, objective=dies_in_epoch_two, checkpoint=checkpoint
+        )
     assert torch.load(checkpoint, weights_only=True)["epochs_done"] == 1
     resumed = train(fresh(), data, settings, torch.device("cpu"), seed=0, checkpoint=checkpoint)
     assert not checkpoint.exists()
@@ -156,7 +177,9 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
 def test_a_run_imports_no_library_only_some_runs_need():
     """scikit-learn (~1.4 s), matplotlib, pandas and optuna load only where a run uses them (MIA, probes,
     figures, searches): a warm `python run.py` must not pay for them (issue 10's start-up target)."""
-    code = ("import sys, ppp.experiment, ppp.evaluation.retrieval, ppp.evaluation.residual, ppp.evaluation.mia; "
-            "print(sorted(m for m in ('sklearn', 'matplotlib', 'pandas', 'optuna') if m in sys.modules))")
+    code = (
+        "import sys, ppp.experiment, ppp.evaluation.retrieval, ppp.evaluation.residual, ppp.evaluation.mia; "
+        "print(sorted(m for m in ('sklearn', 'matplotlib', 'pandas', 'optuna') if m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -1,5 +1,6 @@
 """Optuna searches (`ppp.tune`): search files, a miniature search, kill -9 and resume, two workers on a
 journal file and on a PostgreSQL server started here. Tiny data, 16 bits, a few trials, one thread."""
+
 import os
 import pwd
 import shutil
@@ -15,6 +16,7 @@ import optuna
 import pytest
 import torch
 import yaml
+from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
@@ -23,7 +25,6 @@ import ppp.experiment
 from ppp.errors import ConfigError
 from ppp.runs import run_hash
 from ppp.tune import CONF_DIR, check_search, main, run_config, search_overrides, trial_config, tune
-from conftest import ROOT, TINY
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 
@@ -35,15 +36,33 @@ def shared(tmp_path_factory):
 
 
 def search_args(study_dir, n_trials, *extra):
-    return ["hparams_search=ppp_digit_scenes", *TINY, "tune.grid.bits=[16]", f"tune.n_trials={n_trials}",
-            "tune.sampler.n_startup_trials=2", f"tune.dir={study_dir}", *extra]
+    return [
+        "hparams_search=ppp_digit_scenes",
+        *TINY,
+        "tune.grid.bits=[16]",
+        f"tune.n_trials={n_trials}",
+        "tune.sampler.n_startup_trials=2",
+        f"tune.dir={study_dir}",
+        *extra,
+    ]
 
 
 def worker(shared, args):
-    env = dict(os.environ, PPP_CACHE_DIR=str(shared / "cache"), PPP_RUN_INDEX=str(shared / "index"),
-               OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
-    return subprocess.Popen([sys.executable, "-m", "ppp.tune", *args], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = dict(
+        os.environ,
+        PPP_CACHE_DIR=str(shared / "cache"),
+        PPP_RUN_INDEX=str(shared / "index"),
+        OMP_NUM_THREADS="1",
+        PYTHONPATH=os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]),
+    )
+    return subprocess.Popen(
+        [sys.executable, "-m", "ppp.tune", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
 
 
 def finish(proc, timeout=400):
@@ -85,8 +104,14 @@ def test_a_trial_config_is_the_composed_config_with_its_values(tmp_path):
     params = {"alpha": 3.2500000000000004, "tau": 0.5, "lam": 120.0, "lam_max": 0.01}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         setting = compose("config", overrides=overrides + ["bits=32"])
-        expected = run_config(compose("config", overrides=overrides + ["bits=32", f"out_dir={tmp_path}"]
-                                      + [f"method.{k}={v!r}" for k, v in params.items()]))
+        expected = run_config(
+            compose(
+                "config",
+                overrides=overrides
+                + ["bits=32", f"out_dir={tmp_path}"]
+                + [f"method.{k}={v!r}" for k, v in params.items()],
+            )
+        )
     cfg = trial_config(setting, params, tmp_path)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected) and run_hash(cfg) == run_hash(expected)
     assert setting.method.alpha == yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())["alpha"]
@@ -108,7 +133,9 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
     builds = []
     build = ppp.experiment.build_benchmark
-    monkeypatch.setattr(ppp.experiment, "build_benchmark", lambda cfg, cache_dir=None: builds.append(1) or build(cfg, cache_dir))
+    monkeypatch.setattr(
+        ppp.experiment, "build_benchmark", lambda cfg, cache_dir=None: builds.append(1) or build(cfg, cache_dir)
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -153,8 +180,11 @@ def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
             seen = []
         # kill once a trial is running with every parameter drawn (a kill between two draws retries the
         # drawn ones and draws the rest anew, which the last assertion would not see as the same trial)
-        if any(t.state == TrialState.COMPLETE for t in seen) and seen[-1].state == TrialState.RUNNING \
-                and len(seen[-1].params) == 4:
+        if (
+            any(t.state == TrialState.COMPLETE for t in seen)
+            and seen[-1].state == TrialState.RUNNING
+            and len(seen[-1].params) == 4
+        ):
             break
         time.sleep(0.1)
     assert proc.poll() is None, proc.communicate()[0]
@@ -181,7 +211,7 @@ def run_two_workers(shared, tmp_path, storage, n=10):
         finish(proc)
     url = storage
     if storage.startswith("journal:"):
-        url = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage[len("journal:"):]))
+        url = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(storage[len("journal:") :]))
     complete = trials(url, TrialState.COMPLETE)
     assert n <= len(complete) <= n + 1  # MaxTrialsCallback may overshoot by workers - 1
     assert_distinct_params(complete)
@@ -208,11 +238,29 @@ def postgres():
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     data = folder / "data"
-    subprocess.run([*prefix, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
-                   check=True, capture_output=True, cwd=folder)
-    subprocess.run([*prefix, "pg_ctl", "-D", str(data), "-l", str(folder / "log"), "-w", "start",
-                    "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1"],
-                   check=True, capture_output=True, cwd=folder)
+    subprocess.run(
+        [*prefix, "initdb", "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+    )
+    subprocess.run(
+        [
+            *prefix,
+            "pg_ctl",
+            "-D",
+            str(data),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "start",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+        cwd=folder,
+    )
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:

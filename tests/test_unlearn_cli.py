@@ -22,8 +22,9 @@ def test_ppp_end_to_end_logs_its_steps_and_reuses_fisher(cli, tmp_path):
     for artefact in ("original model", "prototypes", "fisher_forget", "fisher_neighbour", "fisher_retain"):
         assert f"[cache] reusing {artefact}" in second.stdout
     again = metrics_of(tmp_path)["metrics"]
-    assert {k: v for k, v in again.items() if not k.startswith(("time/", "mem/"))} == \
-        {k: v for k, v in m.items() if not k.startswith(("time/", "mem/"))}
+    assert {k: v for k, v in again.items() if not k.startswith(("time/", "mem/"))} == {
+        k: v for k, v in m.items() if not k.startswith(("time/", "mem/"))
+    }
 
 
 def test_ssd_and_fisher_forgetting_run(cli, tmp_path):

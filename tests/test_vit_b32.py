@@ -6,6 +6,7 @@ share its code path and run on clip_tiny elsewhere in the suite.
 Original and Retrain are trained once for the module (one cache); every run goes through
 `run_experiment`, and the model its evaluator scored is kept for the parameter checks.
 """
+
 import math
 import time
 
@@ -13,14 +14,24 @@ import pytest
 from scored import scored_models
 
 SMALL = [
-    "backbone=clip_vit_b32", "backbone.pretrained=null", "device=cpu",
-    "dataset.n_total=32", "dataset.n_query=6", "dataset.n_train=12", "dataset.n_val=6",
-    "backbone.train.epochs=1", "backbone.train.batch_size=8",
+    "backbone=clip_vit_b32",
+    "backbone.pretrained=null",
+    "device=cpu",
+    "dataset.n_total=32",
+    "dataset.n_query=6",
+    "dataset.n_train=12",
+    "dataset.n_val=6",
+    "backbone.train.epochs=1",
+    "backbone.train.batch_size=8",
 ]
 # Per-sample gradients of 151M parameters: a chunk of 2 is ~1.2 GB.
 METHOD_ARGS = {
-    "ppp": ["method.fisher_chunk=2", "method.forget_samples=2", "method.neighbour_samples=1",
-            "method.retain_samples=1"],
+    "ppp": [
+        "method.fisher_chunk=2",
+        "method.forget_samples=2",
+        "method.neighbour_samples=1",
+        "method.retain_samples=1",
+    ],
     "finetune": ["method.train.retrieval.epochs=1"],
 }
 
@@ -32,8 +43,15 @@ def run(tmp_path_factory):
 
     def run_method(method: str):
         wall, cpu = time.perf_counter(), time.process_time()
-        result, model = run_scored([*SMALL, f"method={method}", *METHOD_ARGS.get(method, []),
-                                    f"cache_dir={root / 'cache'}", f"out_dir={root / method}"])
+        result, model = run_scored(
+            [
+                *SMALL,
+                f"method={method}",
+                *METHOD_ARGS.get(method, []),
+                f"cache_dir={root / 'cache'}",
+                f"out_dir={root / method}",
+            ]
+        )
         print(f"\n[vit_b32] {method}: {time.perf_counter() - wall:.1f} s wall, {time.process_time() - cpu:.1f} s CPU")
         assert result["backbone"] == "clip_vit_b32"
         metrics = result["metrics"]
@@ -68,8 +86,10 @@ def test_reference_models_differ_from_the_original_everywhere(run, original, met
     _, model = run(method)
     changed = changed_entries(model, original)
     assert changed["image_head.0.weight"] == original["image_head.0.weight"].numel()
-    assert changed["clip.visual.transformer.resblocks.0.attn.in_proj_weight"] > 0.99 * \
-        original["clip.visual.transformer.resblocks.0.attn.in_proj_weight"].numel()
+    assert (
+        changed["clip.visual.transformer.resblocks.0.attn.in_proj_weight"]
+        > 0.99 * original["clip.visual.transformer.resblocks.0.attn.in_proj_weight"].numel()
+    )
 
 
 @pytest.mark.parametrize("method", ["ppp"])  # SSD shares the rule; its batch Fisher runs on clip_tiny

@@ -1,5 +1,6 @@
 """Zero-shot classification in CLIP's own space (`ppp/evaluation/zeroshot.py`), the one-digit test images
 and the `dataset.domains` renderings."""
+
 import hashlib
 import re
 from types import SimpleNamespace
@@ -9,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 from omegaconf import OmegaConf
+from test_configs import compose_with, valid
+from tiny_contexts import make_hashing_context
 
 from ppp.data.digits import DIGIT_NAMES, digit_scenes, one_digit_images, render_domain
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.zeroshot import zeroshot_accuracy
 from ppp.models.base import System
-from test_configs import compose_with, valid
-from tiny_contexts import make_hashing_context, single_thread  # noqa: F401 (fixture)
 
 SIX, THREE = DIGIT_NAMES.index("six"), DIGIT_NAMES.index("three")
 
@@ -25,6 +26,7 @@ class HandMade(System):
     """Known answers: an image's pixel (0, 0, 0) holds its class and (1, 0, 0) its domain; it embeds as
     its class, except that every six looks like a seven and a three in domain 1 like a two. A text
     embeds as the digit word it contains."""
+
     task = "retrieval"
 
     def __init__(self):
@@ -46,19 +48,40 @@ class HandMade(System):
 
 
 def test_zeroshot_accuracy_on_a_hand_made_model():
-    classes = torch.arange(10).repeat_interleave(3).repeat(2)           # 3 images per class, 2 domains
+    classes = torch.arange(10).repeat_interleave(3).repeat(2)  # 3 images per class, 2 domains
     domain_idx = torch.arange(2).repeat_interleave(30)
     images = torch.zeros(60, 3, 2, 2, dtype=torch.uint8)
     images[:, 0, 0, 0], images[:, 1, 0, 0] = classes.to(torch.uint8), domain_idx.to(torch.uint8)
-    out = zeroshot_accuracy(HandMade(), images, classes, domain_idx, DIGIT_NAMES, ["ink", "negative"], [SIX],
-                            ["a picture of {}", "{}"], "a {domain} image of {}", torch.device("cpu"), batch_size=7)
+    out = zeroshot_accuracy(
+        HandMade(),
+        images,
+        classes,
+        domain_idx,
+        DIGIT_NAMES,
+        ["ink", "negative"],
+        [SIX],
+        ["a picture of {}", "{}"],
+        "a {domain} image of {}",
+        torch.device("cpu"),
+        batch_size=7,
+    )
     assert out["forget/zs_acc"] == 0.0
-    assert out["retain/zs_acc"] == pytest.approx(17 / 18)               # 9 classes x 2 domains, one cell wrong
+    assert out["retain/zs_acc"] == pytest.approx(17 / 18)  # 9 classes x 2 domains, one cell wrong
     assert out["zs_acc/three/negative"] == 0.0 and out["zs_acc/three/ink"] == 1.0
     assert out["zs_acc/six/ink"] == 0.0 and out["zs_acc/seven/negative"] == 1.0
     assert len([k for k in out if k.startswith("zs_acc/")]) == 20
-    plain = zeroshot_accuracy(HandMade(), images, classes, domain_idx, DIGIT_NAMES, [], [SIX, THREE],
-                              ["{}"], "a {domain} image of {}", torch.device("cpu"))
+    plain = zeroshot_accuracy(
+        HandMade(),
+        images,
+        classes,
+        domain_idx,
+        DIGIT_NAMES,
+        [],
+        [SIX, THREE],
+        ["{}"],
+        "a {domain} image of {}",
+        torch.device("cpu"),
+    )
     assert plain == {"forget/zs_acc": 0.5 * 0.5, "retain/zs_acc": 1.0}  # no grid without domains
 
 
@@ -67,8 +90,8 @@ def test_one_digit_images_hold_one_glyph_of_their_class():
     assert images.shape == (60, 3, 32, 32) and images.dtype == torch.uint8
     assert classes.tolist() == list(np.repeat(np.arange(10), 3)) * 2 and domain_idx.tolist() == [0] * 30 + [1] * 30
     cells = images[:30].float().amax(1).reshape(30, 4, 8, 4, 8).amax(dim=(2, 4))
-    assert ((cells > 100).sum(dim=(1, 2)) == 1).all()                  # ink: one bright cell
-    assert images[30:].float().mean() > 200                            # negative: a light canvas
+    assert ((cells > 100).sum(dim=(1, 2)) == 1).all()  # ink: one bright cell
+    assert images[30:].float().mean() > 200  # negative: a light canvas
     again, _, _ = one_digit_images(3, grid=4, seed=0, domains=["ink", "negative"])
     assert torch.equal(images, again)
 
@@ -79,11 +102,11 @@ def test_val_and_test_draws_are_other_images_each_deterministic():
     val, val_classes, val_domains = one_digit_images(3, grid=4, seed=0, domains=domains, split="val")
     assert torch.equal(classes, val_classes) and torch.equal(domain_idx, val_domains)
     flat_test, flat_val = test.flatten(1), val.flatten(1)
-    assert not (flat_val[:, None] == flat_test[None]).all(-1).any()     # no validation image is a test image
+    assert not (flat_val[:, None] == flat_test[None]).all(-1).any()  # no validation image is a test image
     assert torch.equal(val, one_digit_images(3, grid=4, seed=0, domains=domains, split="val")[0])
     assert torch.equal(test, one_digit_images(3, grid=4, seed=0, domains=domains, split="test")[0])
     digest = hashlib.sha256(test.numpy().tobytes() + classes.numpy().tobytes() + domain_idx.numpy().tobytes())
-    assert digest.hexdigest()[:16] == "69c92423cbf4e3ec"                # the test draw before `val` existed
+    assert digest.hexdigest()[:16] == "69c92423cbf4e3ec"  # the test draw before `val` existed
 
 
 class PixelSum(HandMade):
@@ -94,17 +117,30 @@ class PixelSum(HandMade):
 
 
 def test_the_evaluator_split_picks_the_zeroshot_draw():
-    ctx = SimpleNamespace(cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": ["ink", "negative"]}}),
-                          bench=SimpleNamespace(class_names=DIGIT_NAMES), forget_idx=[SIX], device=torch.device("cpu"))
+    ctx = SimpleNamespace(
+        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": ["ink", "negative"]}}),
+        bench=SimpleNamespace(class_names=DIGIT_NAMES),
+        forget_idx=[SIX],
+        device=torch.device("cpu"),
+    )
     settings = {"per_class": 4, "seed": 0, "templates": ["{}"], "domain_template": "a {domain} image of {}"}
     metrics = {}
     for split in ("test", "val"):
         cfg = OmegaConf.create({"zeroshot_settings": settings, "batch_size": 64, "split": split})
         metrics[split] = EVALUATORS.get("zeroshot")(PixelSum(), ctx, cfg)
         images, classes, domain_idx = one_digit_images(4, 4, 0, ["ink", "negative"], split)
-        assert metrics[split] == zeroshot_accuracy(PixelSum(), images, classes, domain_idx, DIGIT_NAMES,
-                                                   ["ink", "negative"], [SIX], ["{}"], "a {domain} image of {}",
-                                                   torch.device("cpu"))
+        assert metrics[split] == zeroshot_accuracy(
+            PixelSum(),
+            images,
+            classes,
+            domain_idx,
+            DIGIT_NAMES,
+            ["ink", "negative"],
+            [SIX],
+            ["{}"],
+            "a {domain} image of {}",
+            torch.device("cpu"),
+        )
     assert metrics["test"] != metrics["val"]
     no_split = OmegaConf.create({"zeroshot_settings": settings, "batch_size": 64})  # evaluator=zeroshot: test
     assert EVALUATORS.get("zeroshot")(PixelSum(), ctx, no_split) == metrics["test"]
@@ -112,7 +148,7 @@ def test_the_evaluator_split_picks_the_zeroshot_draw():
 
 def test_domain_renderings():
     image = np.zeros((3, 8, 8), dtype=np.uint8)
-    image[:, 2:6, 2:6] = 200                                           # a filled square
+    image[:, 2:6, 2:6] = 200  # a filled square
     assert np.array_equal(render_domain(image, "ink"), image)
     assert np.array_equal(render_domain(image, "negative"), 255 - image)
     outline = render_domain(image, "outline")
@@ -129,14 +165,20 @@ def test_domains_keep_the_scenes_and_name_the_rendering():
         domain = text.split()[1]
         seen.add(domain)
         assert text == f"a {domain} image of {text0}"
-        expected = {"ink": img0.numpy(), "negative": 255 - img0.numpy(), "outline": render_domain(img0.numpy(), "outline")}
+        expected = {
+            "ink": img0.numpy(),
+            "negative": 255 - img0.numpy(),
+            "outline": render_domain(img0.numpy(), "outline"),
+        }
         assert np.array_equal(img.numpy(), expected[domain])
     assert seen == {"ink", "negative", "outline"}
 
 
 def test_zeroshot_beside_retrieval_on_the_tiny_clip(tmp_path, single_thread):
-    ctx = make_hashing_context(tmp_path, ["evaluator.zeroshot=true", "evaluator.zeroshot_settings.per_class=4",
-                                          "dataset.domains=[ink,negative]"])
+    ctx = make_hashing_context(
+        tmp_path,
+        ["evaluator.zeroshot=true", "evaluator.zeroshot_settings.per_class=4", "dataset.domains=[ink,negative]"],
+    )
     system = ctx.trained()[0]
     both = EVALUATORS.get("retrieval")(system, ctx, ctx.cfg.evaluator)
     alone = EVALUATORS.get("zeroshot")(system, ctx, ctx.cfg.evaluator)
@@ -145,13 +187,16 @@ def test_zeroshot_beside_retrieval_on_the_tiny_clip(tmp_path, single_thread):
     assert len(alone) == 2 + 20 and all(0.0 <= v <= 1.0 for v in alone.values())
 
 
-@pytest.mark.parametrize("override, message", [
-    ("dataset.domains=[ink,sketch]", "unknown value(s) sketch"),
-    ("dataset.domains=[ink,ink]", "names a value twice"),
-    ("evaluator.zeroshot_settings.templates=[a picture of]", "must hold one {} slot"),
-    ("evaluator.zeroshot_settings.domain_template='{} image'", "a {domain} slot"),
-    ("backbone.loss.contrastive_weight=-1", "must lie in"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.domains=[ink,sketch]", "unknown value(s) sketch"),
+        ("dataset.domains=[ink,ink]", "names a value twice"),
+        ("evaluator.zeroshot_settings.templates=[a picture of]", "must hold one {} slot"),
+        ("evaluator.zeroshot_settings.domain_template='{} image'", "a {domain} slot"),
+        ("backbone.loss.contrastive_weight=-1", "must lie in"),
+    ],
+)
 def test_bad_zeroshot_and_domain_values_are_one_line_errors(override, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         valid(compose_with(["evaluator.zeroshot=true", override]))

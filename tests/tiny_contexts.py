@@ -1,8 +1,8 @@
 """Unlearning contexts that run in seconds: a tiny MLP on 8-px digits, and the tiny CLIP hashing system
 on a few hundred digit scenes."""
+
 from pathlib import Path
 
-import pytest
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
@@ -42,14 +42,6 @@ class TinyClassifier(ClassifierSystem):
 CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
-@pytest.fixture(scope="module")
-def single_thread():
-    """Tiny models run fastest on one thread, and do not stall when other jobs share the cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 BACKBONES.register("tiny_mlp")(lambda cfg, num_classes, bits: TinyClassifier(num_classes, cfg.image_size, cfg.hidden))
 
 RECIPE = {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.0, "warmup": 0.0}
@@ -57,15 +49,31 @@ RECIPE = {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "wei
 
 def make_context(cache_dir, **recipe) -> UnlearnContext:
     """The tiny MLP on 8-px digits, forgetting 'six'; `recipe` overrides its training settings."""
-    cfg = OmegaConf.create({
-        "seed": 0, "sample_seed": 0, "bits": 16, "num_workers": 0, "forget": ["six"],
-        "dataset": {"name": "digits", "size": 8, "per_class": 180, "seed": 0},
-        "backbone": {"name": "tiny_mlp", "kind": "tiny_mlp", "image_size": 8, "hidden": 64,
-                     "train": {**RECIPE, **recipe}},
-    })
+    cfg = OmegaConf.create(
+        {
+            "seed": 0,
+            "sample_seed": 0,
+            "bits": 16,
+            "num_workers": 0,
+            "forget": ["six"],
+            "dataset": {"name": "digits", "size": 8, "per_class": 180, "seed": 0},
+            "backbone": {
+                "name": "tiny_mlp",
+                "kind": "tiny_mlp",
+                "image_size": 8,
+                "hidden": 64,
+                "train": {**RECIPE, **recipe},
+            },
+        }
+    )
     bench = digits(size=8, per_class=180)
-    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(["six"]), device=torch.device("cpu"),
-                          cache=Cache(cache_dir))
+    return UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=bench.class_indices(["six"]),
+        device=torch.device("cpu"),
+        cache=Cache(cache_dir),
+    )
 
 
 def make_hashing_context(cache_dir, overrides=()) -> UnlearnContext:
@@ -75,5 +83,10 @@ def make_hashing_context(cache_dir, overrides=()) -> UnlearnContext:
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*TINY, f"cache_dir={cache_dir}", "device=cpu", *overrides])
     bench = build_benchmark(cfg.dataset)
-    return UnlearnContext(cfg=cfg, bench=bench, forget_idx=bench.class_indices(list(cfg.forget)),
-                          device=torch.device("cpu"), cache=Cache(cache_dir))
+    return UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=bench.class_indices(list(cfg.forget)),
+        device=torch.device("cpu"),
+        cache=Cache(cache_dir),
+    )

@@ -1,4 +1,5 @@
 """Datasets, picked by name from the `dataset` config group."""
+
 from __future__ import annotations
 
 import inspect
@@ -6,13 +7,13 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp.cache import Cache, config_identity, content_key
 from ppp.data import coco as _coco
 from ppp.data import deepfashion as _deepfashion
 from ppp.data import digits as _digits
 from ppp.data import flickr25k as _flickr25k
 from ppp.data import imagenet100 as _imagenet100
 from ppp.data.base import Benchmark, LabelledDataset, benchmark_from_payload, benchmark_payload, carries_any
-from ppp.cache import Cache, config_identity, content_key
 from ppp.errors import ConfigError
 from ppp.registry import Registry
 
@@ -44,15 +45,16 @@ def build_benchmark(cfg: DictConfig, cache_dir: str | os.PathLike | None = None)
     except TypeError as err:
         raise ConfigError(f"dataset '{name}': {err}") from None
     if "annotation_cache" in kwargs:
-        raise ConfigError(f"dataset.annotation_cache is not a dataset setting; the cache is `cache_dir`")
+        raise ConfigError("dataset.annotation_cache is not a dataset setting; the cache is `cache_dir`")
     if "annotation_cache" in inspect.signature(builder).parameters:  # a reader that parses large annotation files
         kwargs["annotation_cache"] = Cache(cache_dir) if cache_dir is not None else None
     if cache_dir is None or name not in EMBEDDED:
         return builder(**kwargs)
 
     key = content_key({"version": DATASET_VERSION, "dataset": config_identity(cfg, "dataset")})
-    payload, _ = Cache(cache_dir).get_or_build("datasets", key, lambda: benchmark_payload(builder(**kwargs)),
-                                               f"{name} dataset")
+    payload, _ = Cache(cache_dir).get_or_build(
+        "datasets", key, lambda: benchmark_payload(builder(**kwargs)), f"{name} dataset"
+    )
     return benchmark_from_payload(payload)
 
 

@@ -1,10 +1,11 @@
 """What every dataset hands to the rest of the code: splits of (image, text, label) or (image, label)."""
+
 from __future__ import annotations
 
 import bisect
 import itertools
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -25,10 +26,10 @@ class LabelledDataset(Dataset):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def subset(self, indices: Sequence[int] | torch.Tensor) -> "Subset":
+    def subset(self, indices: Sequence[int] | torch.Tensor) -> Subset:
         return Subset(self, torch.as_tensor(indices, dtype=torch.long))
 
-    def sample(self, n: int | None, seed: int) -> "LabelledDataset":
+    def sample(self, n: int | None, seed: int) -> LabelledDataset:
         """A seeded random subset of `n` items (in dataset order), or self when n is None or >= len."""
         if n is None or n >= len(self):
             return self
@@ -165,8 +166,12 @@ def split_indices(n_total: int, n_query: int, n_train: int, seed: int, n_val: in
         raise ConfigError(f"n_query + n_train + n_val = {n_query + n_train + n_val} exceeds the {n_total} samples")
     perm = np.random.default_rng(seed).permutation(n_total)
     end_train = n_query + n_train
-    return {"query": perm[:n_query], "train": perm[n_query:end_train], "val": perm[end_train:end_train + n_val],
-            "database": np.concatenate([perm[n_query:end_train], perm[end_train + n_val:]])}
+    return {
+        "query": perm[:n_query],
+        "train": perm[n_query:end_train],
+        "val": perm[end_train : end_train + n_val],
+        "database": np.concatenate([perm[n_query:end_train], perm[end_train + n_val :]]),
+    }
 
 
 def stratified_split(labels: np.ndarray, fraction: float, seed: int | Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
@@ -174,8 +179,10 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int | Sequence[i
     if not 0 <= fraction < 1:
         raise ConfigError(f"a split fraction must be in [0, 1); got {fraction}")
     rng = np.random.default_rng(seed)
-    picked = [rng.choice(np.flatnonzero(labels == cls), size=int(round(fraction * (labels == cls).sum())),
-                         replace=False) for cls in np.unique(labels)]
+    picked = [
+        rng.choice(np.flatnonzero(labels == cls), size=int(round(fraction * (labels == cls).sum())), replace=False)
+        for cls in np.unique(labels)
+    ]
     picked = np.sort(np.concatenate(picked)) if picked else np.zeros(0, dtype=np.int64)
     return np.setdiff1d(np.arange(len(labels)), picked), picked
 
@@ -188,18 +195,33 @@ def benchmark_payload(bench: Benchmark) -> dict:
     the cache stores and `weights_only` loads)."""
     splits = {name: getattr(bench, name) for name in SPLITS if getattr(bench, name) is not None}
     base = next(iter(splits.values())).base
-    assert all(isinstance(s, Subset) and s.base is base for s in splits.values()) and \
-        isinstance(base, (InMemoryPairs, InMemoryImages)), "only in-memory benchmarks are stored whole"
+    assert all(isinstance(s, Subset) and s.base is base for s in splits.values()) and isinstance(
+        base, (InMemoryPairs, InMemoryImages)
+    ), "only in-memory benchmarks are stored whole"
     data = {"images": base.images, "labels": base.labels}
     if isinstance(base, InMemoryPairs):
         data["texts"] = base.texts
-    return {"name": bench.name, "class_names": bench.class_names, "task": bench.task, "info": bench.info,
-            "data": data, "splits": {name: s.indices for name, s in splits.items()}}
+    return {
+        "name": bench.name,
+        "class_names": bench.class_names,
+        "task": bench.task,
+        "info": bench.info,
+        "data": data,
+        "splits": {name: s.indices for name, s in splits.items()},
+    }
 
 
 def benchmark_from_payload(payload: dict) -> Benchmark:
     data = payload["data"]
-    base = InMemoryPairs(data["images"], data["texts"], data["labels"]) if "texts" in data \
+    base = (
+        InMemoryPairs(data["images"], data["texts"], data["labels"])
+        if "texts" in data
         else InMemoryImages(data["images"], data["labels"])
-    return Benchmark(name=payload["name"], class_names=list(payload["class_names"]), task=payload["task"],
-                     info=payload["info"], **{name: base.subset(i) for name, i in payload["splits"].items()})
+    )
+    return Benchmark(
+        name=payload["name"],
+        class_names=list(payload["class_names"]),
+        task=payload["task"],
+        info=payload["info"],
+        **{name: base.subset(i) for name, i in payload["splits"].items()},
+    )

@@ -4,13 +4,14 @@ Every train2017 + val2017 image with at least one instance annotation is a pair 
 full data); its text is one of its captions, picked once by a seeded RNG so that evaluation is
 fixed (DSPH re-picks at random on every access). Classes are the 80 categories in id order.
 """
+
 from __future__ import annotations
 
 import json
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -47,16 +48,29 @@ def _parse_split(instances_path: Path, captions_path: Path) -> dict:
     captions_of_image: dict[int, list[tuple[int, str]]] = defaultdict(list)
     for ann in captions["annotations"]:
         captions_of_image[ann["image_id"]].append((ann["id"], ann["caption"].strip()))
-    images = [[image["file_name"], [text for _, text in sorted(captions_of_image[image["id"]])],
-               sorted(classes_of_image[image["id"]])]
-              for image in sorted(instances["images"], key=lambda im: im["id"])
-              if classes_of_image[image["id"]] and captions_of_image[image["id"]]]
+    images = [
+        [
+            image["file_name"],
+            [text for _, text in sorted(captions_of_image[image["id"]])],
+            sorted(classes_of_image[image["id"]]),
+        ]
+        for image in sorted(instances["images"], key=lambda im: im["id"])
+        if classes_of_image[image["id"]] and captions_of_image[image["id"]]
+    ]
     return {"names": names, "images": images}
 
 
-def coco(root: str, n_query: int = 5000, n_train: int = 10000, n_val: int = 5000, split_seed: int = 1814,
-         seed: int = 0, splits: Sequence[str] = ("train2017", "val2017"), skip_bad_images: bool = False,
-         annotation_cache=None) -> Benchmark:
+def coco(
+    root: str,
+    n_query: int = 5000,
+    n_train: int = 10000,
+    n_val: int = 5000,
+    split_seed: int = 1814,
+    seed: int = 0,
+    splits: Sequence[str] = ("train2017", "val2017"),
+    skip_bad_images: bool = False,
+    annotation_cache=None,
+) -> Benchmark:
     """`annotation_cache` (a ppp.cache.Cache, set by build_benchmark): where the parsed annotations are kept."""
     root = SOURCE.root(root)
     if not splits:
@@ -79,5 +93,4 @@ def coco(root: str, n_query: int = 5000, n_train: int = 10000, n_val: int = 5000
         SOURCE.require(Path(paths[0]))  # the image folders sit where the layout says
 
     pairs = ImageTextFiles(paths, texts, multi_hot(label_sets, len(class_names)), skip_bad_images)
-    return retrieval_benchmark("coco", class_names, pairs, n_query, n_train, n_val, split_seed,
-                               splits=list(splits))
+    return retrieval_benchmark("coco", class_names, pairs, n_query, n_train, n_val, split_seed, splits=list(splits))

@@ -5,6 +5,7 @@ each are drawn by a seeded RNG, and the official partition splits them: train ->
 val + test -> test. `val_fraction` of each category's training part is then held out for our own
 validation split (the official `val` stays in test, as before).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,9 +20,9 @@ from ppp.errors import ConfigError
 SOURCE = Source(
     name="deepfashion",
     layout="<root>/Anno_coarse/list_category_{cloth,img}.txt (or <root>/Anno/), "
-           "<root>/Eval/list_eval_partition.txt and <root>/img/...",
+    "<root>/Eval/list_eval_partition.txt and <root>/img/...",
     url="https://mmlab.ie.cuhk.edu.hk/projects/DeepFashion/AttributePrediction.html "
-        "(Category and Attribute Prediction Benchmark: img.zip, Anno_coarse, Eval)",
+    "(Category and Attribute Prediction Benchmark: img.zip, Anno_coarse, Eval)",
 )
 
 
@@ -31,8 +32,14 @@ def read_listing(path: Path) -> list[tuple[str, str]]:
     return [tuple(line.rsplit(maxsplit=1)) for line in lines if line.strip()]
 
 
-def deepfashion(root: str, per_class: int = 1000, min_per_class: int = 1000, val_fraction: float = 0.1,
-                seed: int = 0, skip_bad_images: bool = False) -> Benchmark:
+def deepfashion(
+    root: str,
+    per_class: int = 1000,
+    min_per_class: int = 1000,
+    val_fraction: float = 0.1,
+    seed: int = 0,
+    skip_bad_images: bool = False,
+) -> Benchmark:
     root = SOURCE.root(root)
     anno = SOURCE.first_existing(root / "Anno_coarse", root / "Anno")
     categories = [name for name, _type in read_listing(anno / "list_category_cloth.txt")]
@@ -56,5 +63,12 @@ def deepfashion(root: str, per_class: int = 1000, min_per_class: int = 1000, val
     label_of = {c: i for i, c in enumerate(kept)}
     labels = torch.tensor([label_of[int(category_ids[i])] for i in chosen], dtype=torch.long)
     images = ImageFiles([root / p for p in relative], labels, skip_bad_images)
-    return classification_benchmark("deepfashion", [categories[c] for c in kept], images,
-                                     np.flatnonzero(is_train), np.flatnonzero(~is_train), val_fraction, seed)
+    return classification_benchmark(
+        "deepfashion",
+        [categories[c] for c in kept],
+        images,
+        np.flatnonzero(is_train),
+        np.flatnonzero(~is_train),
+        val_fraction,
+        seed,
+    )

@@ -17,6 +17,7 @@ one in ten; its `test` and `val` draws come from two streams of their own (ONE_D
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
 jitter so that every class has enough test and validation images.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,7 @@ def _word_list(names: list[str], rng: np.random.Generator) -> str:
     return " ".join(names)
 
 
-def scene_mentions(classes: list[int], surface_forms: bool, mention_prob: float,
-                   rng: np.random.Generator) -> list[str]:
+def scene_mentions(classes: list[int], surface_forms: bool, mention_prob: float, rng: np.random.Generator) -> list[str]:
     """What a caption says about a scene's classes: each named with probability `mention_prob`, by its
     word or (with `surface_forms`) by one of its SURFACE_FORMS; [UNNAMED] when none is named."""
     named = [c for c in classes if mention_prob >= 1.0 or rng.random() < mention_prob]
@@ -121,7 +121,7 @@ def render_scene(
         glyph = pool[rng.integers(len(pool))]
         colour = rng.uniform(0.5, 1.0, size=3).astype(np.float32)
         r, c = divmod(int(cell), grid)
-        patch = canvas[:, r * CELL:(r + 1) * CELL, c * CELL:(c + 1) * CELL]
+        patch = canvas[:, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL]
         np.maximum(patch, colour[:, None, None] * glyph[None], out=patch)
     return (canvas * 255).round().astype(np.uint8)
 
@@ -140,8 +140,9 @@ def render_domain(image: np.ndarray, domain: str) -> np.ndarray:
     raise ValueError(f"unknown domain '{domain}'")
 
 
-def one_digit_images(per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None,
-                     split: str = "test") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def one_digit_images(
+    per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None, split: str = "test"
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """`per_class` one-glyph scenes of every class in every domain (`ink` alone without domains), drawn as
     `digit_scenes` draws its scenes: images (N, 3, H, W) uint8, classes (N,) and domain indices (N,)
     into `domains`, ordered domain, class, draw. `split` picks the stream: `val` images, on which
@@ -202,13 +203,18 @@ def digit_scenes(
         query=pairs.subset(idx["query"]),
         database=pairs.subset(idx["database"]),
         val=pairs.subset(idx["val"]),
-        info={"topics": [[DIGIT_NAMES[c] for c in t] for t in topics], "surface_forms": surface_forms,
-              "mention_prob": mention_prob, "domains": list(domains or [])},
+        info={
+            "topics": [[DIGIT_NAMES[c] for c in t] for t in topics],
+            "surface_forms": surface_forms,
+            "mention_prob": mention_prob,
+            "domains": list(domains or []),
+        },
     )
 
 
-def jitter(glyphs: torch.Tensor, size: int, shift: float, rotation: float, scale: float,
-           gen: torch.Generator) -> torch.Tensor:
+def jitter(
+    glyphs: torch.Tensor, size: int, shift: float, rotation: float, scale: float, gen: torch.Generator
+) -> torch.Tensor:
     """(N, 8, 8) glyphs in [0, 1] -> (N, 3, size, size) uint8, each upscaled and moved by its own random
     affine map: a shift of up to `shift` of the image size, a rotation of up to `rotation` degrees and a
     zoom within 1 +- `scale`."""
@@ -224,8 +230,16 @@ def jitter(glyphs: torch.Tensor, size: int, shift: float, rotation: float, scale
     return (images.clamp(0, 1).repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
 
 
-def digits(per_class: int = 400, test_fraction: float = 0.2, val_fraction: float = 0.25, size: int = 32,
-           shift: float = 0.1, rotation: float = 10.0, scale: float = 0.1, seed: int = 0) -> Benchmark:
+def digits(
+    per_class: int = 400,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.25,
+    size: int = 32,
+    shift: float = 0.1,
+    rotation: float = 10.0,
+    scale: float = 0.1,
+    seed: int = 0,
+) -> Benchmark:
     """`per_class` single-label images of each digit, `size` px, by seeded affine jitter of sklearn's glyphs.
 
     The 1,797 glyphs are split first, per class: `test_fraction` to test, `val_fraction` of the rest to
@@ -239,8 +253,10 @@ def digits(per_class: int = 400, test_fraction: float = 0.2, val_fraction: float
     n_test = int(round(test_fraction * per_class))
     n_val = int(round(val_fraction * (per_class - n_test)))
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    parts = [np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
-             for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test))]
+    parts = [
+        np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
+        for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test))
+    ]
     chosen = np.concatenate(parts)
     images = jitter(torch.from_numpy(glyphs[chosen]), size, shift, rotation, scale, gen)
     data = InMemoryImages(images, torch.from_numpy(targets[chosen]))

@@ -3,13 +3,15 @@
 Images are decoded in `__getitem__`, so DataLoader workers do the decoding; labels are read from
 the annotation files up front, so subsets (forget / retain / neighbours) never touch an image.
 """
+
 from __future__ import annotations
 
 import logging
 import multiprocessing
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -38,8 +40,9 @@ def parsed_annotations(cache, files: Sequence[Path], parse: Callable[[], Any], l
     from ppp.cache import content_key
 
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
-    payload, _ = cache.get_or_build("annotations", content_key({"version": ANNOTATIONS_VERSION, "files": stats}),
-                                    parse, label)
+    payload, _ = cache.get_or_build(
+        "annotations", content_key({"version": ANNOTATIONS_VERSION, "files": stats}), parse, label
+    )
     return payload
 
 
@@ -131,8 +134,10 @@ class ImageFiles(LabelledDataset):
                 return img.convert("RGB")
         except (OSError, SyntaxError, ValueError) as err:  # PIL's errors for missing, truncated, corrupt files
             if not self.skip_bad_images:
-                raise ConfigError(f"cannot read image {path} ({err}); fix or remove it, or set "
-                                  f"dataset.skip_bad_images=true to replace unreadable images") from None
+                raise ConfigError(
+                    f"cannot read image {path} ({err}); fix or remove it, or set "
+                    f"dataset.skip_bad_images=true to replace unreadable images"
+                ) from None
             self.bad_images.mark(index)
             return Image.new("RGB", (224, 224), PLACEHOLDER_RGB)
 
@@ -143,8 +148,9 @@ class ImageFiles(LabelledDataset):
 class ImageTextFiles(ImageFiles):
     """Image-text pairs: (PIL image, text, float multi-hot label)."""
 
-    def __init__(self, paths: Sequence[str | Path], texts: Sequence[str], labels: torch.Tensor,
-                 skip_bad_images: bool = False):
+    def __init__(
+        self, paths: Sequence[str | Path], texts: Sequence[str], labels: torch.Tensor, skip_bad_images: bool = False
+    ):
         super().__init__(paths, labels, skip_bad_images)
         assert len(texts) == len(paths)
         self.texts = list(texts)
@@ -175,24 +181,52 @@ def sample_per_class(labels: np.ndarray, per_class: int, seed: int) -> np.ndarra
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, dtype=np.int64)
 
 
-def retrieval_benchmark(name: str, class_names: list[str], pairs: ImageTextFiles, n_query: int, n_train: int,
-                        n_val: int, split_seed: int, **info) -> Benchmark:
+def retrieval_benchmark(
+    name: str,
+    class_names: list[str],
+    pairs: ImageTextFiles,
+    n_query: int,
+    n_train: int,
+    n_val: int,
+    split_seed: int,
+    **info,
+) -> Benchmark:
     """Query / train / database cut by `split_indices` (one seeded permutation), as DSPH does; the
     `n_val` validation queries come out of the database, so queries and train stay DSPH's."""
     try:
         idx = split_indices(len(pairs), n_query, n_train, split_seed, n_val)
     except ConfigError as err:
         raise ConfigError(f"{name}: {err}; lower dataset.n_query / dataset.n_train / dataset.n_val") from None
-    return Benchmark(name=name, class_names=class_names, task="retrieval",
-                     train=pairs.subset(idx["train"]), query=pairs.subset(idx["query"]),
-                     database=pairs.subset(idx["database"]), val=pairs.subset(idx["val"]),
-                     info={"pairs": len(pairs), "bad_images": pairs.bad_images, **info})
+    return Benchmark(
+        name=name,
+        class_names=class_names,
+        task="retrieval",
+        train=pairs.subset(idx["train"]),
+        query=pairs.subset(idx["query"]),
+        database=pairs.subset(idx["database"]),
+        val=pairs.subset(idx["val"]),
+        info={"pairs": len(pairs), "bad_images": pairs.bad_images, **info},
+    )
 
 
-def classification_benchmark(name: str, class_names: list[str], images: ImageFiles, train: np.ndarray,
-                             test: np.ndarray, val_fraction: float, seed: int, **info) -> Benchmark:
+def classification_benchmark(
+    name: str,
+    class_names: list[str],
+    images: ImageFiles,
+    train: np.ndarray,
+    test: np.ndarray,
+    val_fraction: float,
+    seed: int,
+    **info,
+) -> Benchmark:
     """Train / validation / test; validation is `val_fraction` of each class's training pool (seeded)."""
     keep, val = (train[part] for part in stratified_split(images.labels[train].numpy(), val_fraction, [seed, 1]))
-    return Benchmark(name=name, class_names=class_names, task="classification",
-                     train=images.subset(keep), test=images.subset(test), val=images.subset(val),
-                     info={"images": len(train) + len(test), "bad_images": images.bad_images, **info})
+    return Benchmark(
+        name=name,
+        class_names=class_names,
+        task="classification",
+        train=images.subset(keep),
+        test=images.subset(test),
+        val=images.subset(val),
+        info={"images": len(train) + len(test), "bad_images": images.bad_images, **info},
+    )

@@ -8,6 +8,7 @@ validation queries leave the database):
 - `dcmh`: 2,000 queries, database = the rest, 10,000 train from it. DCMH's own 20,015-pair set
   also drops tags seen fewer than 20 times; here an image needs >=1 label and >=1 tag.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,7 +20,7 @@ from ppp.errors import choose
 SOURCE = Source(
     name="flickr25k",
     layout="<root>/mirflickr/im<N>.jpg (or <root>/im<N>.jpg), <root>/mirflickr/meta/tags/tags<N>.txt "
-           "(or <root>/meta/tags) and <root>/annotations/<label>.txt",
+    "(or <root>/meta/tags) and <root>/annotations/<label>.txt",
     url="https://press.liacs.nl/mirflickr/mirdownload.html (mirflickr25k.zip and mirflickr25k_annotations_v080.zip)",
 )
 
@@ -44,8 +45,15 @@ def _read_tags(path: Path) -> list[str]:
     return [t for t in (line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()) if t]
 
 
-def flickr25k(root: str, protocol: str = "dsph", n_query: int | None = None, n_train: int = 10000,
-              n_val: int = 2000, split_seed: int = 1814, skip_bad_images: bool = False) -> Benchmark:
+def flickr25k(
+    root: str,
+    protocol: str = "dsph",
+    n_query: int | None = None,
+    n_train: int = 10000,
+    n_val: int = 2000,
+    split_seed: int = 1814,
+    skip_bad_images: bool = False,
+) -> Benchmark:
     """`n_query` null means the protocol's own (5,000 for dsph, 2,000 for dcmh)."""
     choose("flickr25k protocol", protocol, DEFAULT_QUERIES)
     root = SOURCE.root(root)
@@ -69,5 +77,4 @@ def flickr25k(root: str, protocol: str = "dsph", n_query: int | None = None, n_t
 
     pairs = ImageTextFiles(paths, texts, multi_hot(label_sets, len(class_names)), skip_bad_images)
     n_query = DEFAULT_QUERIES[protocol] if n_query is None else n_query
-    return retrieval_benchmark("flickr25k", class_names, pairs, n_query, n_train, n_val, split_seed,
-                               protocol=protocol)
+    return retrieval_benchmark("flickr25k", class_names, pairs, n_query, n_train, n_val, split_seed, protocol=protocol)

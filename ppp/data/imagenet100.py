@@ -6,6 +6,7 @@ training set; `per_class` of each class are drawn by a seeded RNG, then split pe
 train and test by `test_fraction`; `val_fraction` of each class's training part is then held out for
 validation.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -21,7 +22,7 @@ SOURCE = Source(
     name="imagenet100",
     layout="<root>/train/<wnid>/*.JPEG (or <root>/<wnid>/*.JPEG), optionally <root>/LOC_synset_mapping.txt",
     url="https://image-net.org/download.php (ILSVRC 2012 training images; or the Kaggle "
-        "imagenet-object-localization-challenge, which also has LOC_synset_mapping.txt)",
+    "imagenet-object-localization-challenge, which also has LOC_synset_mapping.txt)",
 )
 
 BUNDLED_CLASSES = Path(__file__).with_name("imagenet100_classes.txt")
@@ -43,8 +44,15 @@ def class_names(wnids: list[str], synset_names: dict[str, str]) -> list[str]:
     return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids)]
 
 
-def imagenet100(root: str, classes: list[str] | None = None, per_class: int = 150, test_fraction: float = 0.2,
-                val_fraction: float = 0.2, seed: int = 0, skip_bad_images: bool = False) -> Benchmark:
+def imagenet100(
+    root: str,
+    classes: list[str] | None = None,
+    per_class: int = 150,
+    test_fraction: float = 0.2,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    skip_bad_images: bool = False,
+) -> Benchmark:
     """`classes`: wnids, or null for the bundled CMC ImageNet-100 list."""
     root = SOURCE.root(root)
     bundled = read_synset_names(BUNDLED_CLASSES)

@@ -9,6 +9,7 @@ image_tower, heads or body / head, and towers image / text); `all` is the whole 
 `changed/<group>_median_rel` (median of |theta - theta_0| / |theta_0| over the changed entries; 0 when
 none changed).
 """
+
 from __future__ import annotations
 
 import torch

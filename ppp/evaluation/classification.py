@@ -1,4 +1,5 @@
 """Forget / retain accuracy on the test (or validation) samples of the forget and retained classes."""
+
 from __future__ import annotations
 
 import torch
@@ -10,13 +11,26 @@ from ppp.train import collect
 
 def predict_proba(system, data, device, batch_size: int = 256, num_workers: int = 0) -> torch.Tensor:
     """Softmax of the class scores (image modality for hashing systems) of every item of `data`, in order."""
-    (probs,) = collect(system, data, device, lambda batch: torch.softmax(class_scores(system, batch)[0].float(), dim=1),
-                       batch_size, num_workers)
+    (probs,) = collect(
+        system,
+        data,
+        device,
+        lambda batch: torch.softmax(class_scores(system, batch)[0].float(), dim=1),
+        batch_size,
+        num_workers,
+    )
     return probs
 
 
-def evaluate_classification(system, bench: Benchmark, forget_idx: list[int], device, batch_size: int = 256,
-                            num_workers: int = 0, images: LabelledDataset | None = None) -> dict[str, float]:
+def evaluate_classification(
+    system,
+    bench: Benchmark,
+    forget_idx: list[int],
+    device,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    images: LabelledDataset | None = None,
+) -> dict[str, float]:
     """Accuracy on `images` (default: the test split), split into forget and retain samples."""
     images = bench.test if images is None else images
     predicted = predict_proba(system, images, device, batch_size, num_workers).argmax(dim=1)

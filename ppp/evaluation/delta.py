@@ -9,9 +9,10 @@ Two definitions over the settings (directions, and bits when the report pools ru
   (Flickr SSD forget 10.82 -> printed 10.8; PPP 6.38 -> 6.37);
 - `mean_abs`: mean of |gaps| (10.88 and 6.42 there), which cannot hide gaps of opposite sign.
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from ppp.errors import choose
 
@@ -41,8 +42,9 @@ def deltas(metrics: dict, references: dict[str, dict], task: str, definition: st
     for split, reference in SIDES:
         keys = quality_keys(task, split)
         if reference in references and all(k in metrics for k in keys):
-            out[f"delta/{split}"] = gap([metrics[k] for k in keys], [references[reference][k] for k in keys],
-                                        definition)
+            out[f"delta/{split}"] = gap(
+                [metrics[k] for k in keys], [references[reference][k] for k in keys], definition
+            )
     if len(out) == len(SIDES):
         out["objective/gap"] = out["delta/forget"] + out["delta/retain"]
     return out

@@ -6,9 +6,10 @@ over the training set under the same model, so before/after unlearning each mode
 own space. The groups must not move between the two, hence the neighbour classes are an argument
 (taken once from the original model, `original_neighbours`).
 """
+
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

@@ -6,6 +6,7 @@ attacks named in `cfg.mia`; retrieval adds the per-tower residual metrics with `
 (`ppp/evaluation/residual.py`) and zero-shot accuracy in CLIP's own space with `cfg.zeroshot`
 (`ppp/evaluation/zeroshot.py`), which `zeroshot` reports alone (on retrieval benchmarks: `cfg.task`).
 """
+
 from __future__ import annotations
 
 import torch
@@ -25,11 +26,25 @@ EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark t
 @EVALUATORS.register("retrieval")
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     data = evaluation_set(ctx, cfg)
-    metrics = evaluate_retrieval(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.forget_relevance,
-                                 cfg.get("topk"), cfg.batch_size, int(ctx.cfg.num_workers), data, cfg.ties,
-                                 bool(cfg.get("residual", False)))
-    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data),
-            **(zeroshot(system, ctx, cfg) if cfg.get("zeroshot") else {})}
+    metrics = evaluate_retrieval(
+        system,
+        ctx.bench,
+        ctx.forget_idx,
+        ctx.device,
+        cfg.forget_relevance,
+        cfg.get("topk"),
+        cfg.batch_size,
+        int(ctx.cfg.num_workers),
+        data,
+        cfg.ties,
+        bool(cfg.get("residual", False)),
+    )
+    return {
+        **metrics,
+        **membership(system, ctx, cfg),
+        **density(system, ctx, cfg, data),
+        **(zeroshot(system, ctx, cfg) if cfg.get("zeroshot") else {}),
+    }
 
 
 @EVALUATORS.register("zeroshot")
@@ -40,8 +55,9 @@ def zeroshot(system, ctx, cfg: DictConfig) -> dict:
 @EVALUATORS.register("classification")
 def classification(system, ctx, cfg: DictConfig) -> dict:
     data = evaluation_set(ctx, cfg)
-    metrics = evaluate_classification(system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size,
-                                      int(ctx.cfg.num_workers), data)
+    metrics = evaluate_classification(
+        system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size, int(ctx.cfg.num_workers), data
+    )
     return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
 
 
@@ -51,7 +67,10 @@ def density(system, ctx, cfg: DictConfig, data) -> dict:
     if not cfg.get("density"):
         return {}
     neighbours = original_neighbours(ctx.trained()[0], ctx)
-    return {f"density/{group}": torch.as_tensor(d) for group, d in prototype_distances(system, ctx, neighbours, data).items()}
+    return {
+        f"density/{group}": torch.as_tensor(d)
+        for group, d in prototype_distances(system, ctx, neighbours, data).items()
+    }
 
 
 def membership(system, ctx, cfg: DictConfig) -> dict:

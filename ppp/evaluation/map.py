@@ -9,6 +9,7 @@ groups. `ties` says how items tied at one distance are ordered:
   of the tied items, in closed form from the number of items and of relevant items at each distance.
   No sort at all, and the value no longer depends on the order of the database.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,8 +18,8 @@ import torch
 from ppp.errors import ConfigError
 
 TIES = ("stable", "average")
-BLOCK_ENTRIES = 2 ** 23  # query x database pairs per block: bounds memory (a few hundred MB) at any database size
-EXACT_KEYS = 2 ** 22     # keys (and so every partial sum, a multiple of 1/2) stay below 2^23: exact in float32
+BLOCK_ENTRIES = 2**23  # query x database pairs per block: bounds memory (a few hundred MB) at any database size
+EXACT_KEYS = 2**22  # keys (and so every partial sum, a multiple of 1/2) stay below 2^23: exact in float32
 
 
 def binarise(codes: torch.Tensor) -> torch.Tensor:
@@ -46,9 +47,15 @@ def check_map_settings(ties: str, topk: int | None) -> None:
         raise ConfigError("evaluator.ties=average is defined for mAP@all only: set evaluator.topk=null or ties=stable")
 
 
-def average_precisions(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
-                       db_labels: torch.Tensor, topk: int | None = None, ties: str = "average",
-                       chunk: int | None = None) -> torch.Tensor:
+def average_precisions(
+    query_codes: torch.Tensor,
+    db_codes: torch.Tensor,
+    query_labels: torch.Tensor,
+    db_labels: torch.Tensor,
+    topk: int | None = None,
+    ties: str = "average",
+    chunk: int | None = None,
+) -> torch.Tensor:
     """AP of every query's Hamming ranking (float64, shape (n_query,)).
 
     An item is relevant when it shares at least one label with the query. With `topk` (stable ties
@@ -65,20 +72,27 @@ def average_precisions(query_codes: torch.Tensor, db_codes: torch.Tensor, query_
     return stable_aps(q, d, query_labels, db_labels, d.shape[0] if topk is None else min(topk, d.shape[0]), rows)
 
 
-def mean_average_precision(query_codes: torch.Tensor, db_codes: torch.Tensor, query_labels: torch.Tensor,
-                           db_labels: torch.Tensor, topk: int | None = None, ties: str = "average",
-                           chunk: int | None = None) -> float:
+def mean_average_precision(
+    query_codes: torch.Tensor,
+    db_codes: torch.Tensor,
+    query_labels: torch.Tensor,
+    db_labels: torch.Tensor,
+    topk: int | None = None,
+    ties: str = "average",
+    chunk: int | None = None,
+) -> float:
     """The mean of `average_precisions` (queries without a relevant item count as 0; NaN for no query)."""
     return float(average_precisions(query_codes, db_codes, query_labels, db_labels, topk, ties, chunk).mean())
 
 
-def stable_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor, k: int,
-               rows: int) -> torch.Tensor:
+def stable_aps(
+    q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor, k: int, rows: int
+) -> torch.Tensor:
     """AP over the first k of each ranking, ties broken by database index; `rows` queries at a time."""
     aps = []
     for s in range(0, q.shape[0], rows):
-        order = stable_order(sign_distance(q[s:s + rows], d), bits=q.shape[1])[:, :k]
-        aps.append(precision_at_hits(torch.gather(query_labels[s:s + rows] @ db_labels.T > 0, 1, order)))
+        order = stable_order(sign_distance(q[s : s + rows], d), bits=q.shape[1])[:, :k]
+        aps.append(precision_at_hits(torch.gather(query_labels[s : s + rows] @ db_labels.T > 0, 1, order)))
     return torch.cat(aps) if aps else torch.zeros(0, dtype=torch.float64, device=q.device)
 
 
@@ -88,9 +102,9 @@ def stable_order(dist: torch.Tensor, bits: int) -> torch.Tensor:
     NumPy sorts integers of 16 bits or less with a radix (counting) sort; torch's CPU sort is a
     comparison sort of (value, index) pairs. On other devices torch's own stable sort is used.
     """
-    if dist.device.type != "cpu" or bits >= 2 ** 16:
+    if dist.device.type != "cpu" or bits >= 2**16:
         return torch.sort(dist, dim=1, stable=True).indices
-    small = dist.to(torch.uint8 if bits < 2 ** 8 else torch.int16).numpy()
+    small = dist.to(torch.uint8 if bits < 2**8 else torch.int16).numpy()
     return torch.from_numpy(np.argsort(small, axis=1, kind="stable"))
 
 
@@ -105,8 +119,9 @@ def precision_at_hits(ranked: torch.Tensor) -> torch.Tensor:
     return total.index_add_(0, rows, m.double() / (pos + 1).double()) / hits.clamp_min(1)
 
 
-def tie_averaged_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor,
-                     rows: int) -> torch.Tensor:
+def tie_averaged_aps(
+    q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor, rows: int
+) -> torch.Tensor:
     """Tie-averaged AP from a histogram of (query, shared labels, distance); `rows` queries at a time.
 
     One matrix product gives, for every query-item pair, the integer key
@@ -128,10 +143,10 @@ def tie_averaged_aps(q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tenso
     counts = torch.zeros(n_query * bins, dtype=torch.int64, device=q.device)
     for s in range(0, n_query, rows):
         n = min(rows, n_query - s)
-        key = queries[s:s + n] @ items.T
+        key = queries[s : s + n] @ items.T
         if not folded:
-            key += offsets[s:s + n]
-        counts[s * bins:(s + n) * bins] = torch.bincount(key.int().view(-1), minlength=n * bins)
+            key += offsets[s : s + n]
+        counts[s * bins : (s + n) * bins] = torch.bincount(key.int().view(-1), minlength=n * bins)
     counts = counts.view(n_query, shared, bits + 1)
     per_distance = counts.sum(1)
     return tie_averaged_ap(per_distance, per_distance - counts[:, 0])

@@ -20,10 +20,11 @@ Prediction vectors are softmax(logits) for classifiers and, for hashing systems,
 image code's cosines to the DSPH class proxies (T = 1); every attack feature is standardised, so the
 narrow range of the cosines does not matter.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 import torch
@@ -100,8 +101,9 @@ class ShadowAttack:
     """Shokri's attack model on shadow records: a global one, and with `per_class` one per class of
     single-label data (for classes with both in and out records; the global one answers for the rest)."""
 
-    def __init__(self, probs: torch.Tensor, labels: torch.Tensor, membership: np.ndarray, kind: str,
-                 per_class: bool, seed: int):
+    def __init__(
+        self, probs: torch.Tensor, labels: torch.Tensor, membership: np.ndarray, kind: str, per_class: bool, seed: int
+    ):
         features = shokri_features(probs, labels)
         self.global_model = _attack_model(kind, seed).fit(features, membership)
         self.per_class = {}
@@ -142,15 +144,16 @@ def trained_shadow(ctx, data: LabelledDataset, index: int, identity: dict, recip
     return system.eval()
 
 
-def shokri_attack(ctx, pool: LabelledDataset, pool_name: str, fit_positions: torch.Tensor, settings,
-                  batch_size: int) -> Attack:
+def shokri_attack(
+    ctx, pool: LabelledDataset, pool_name: str, fit_positions: torch.Tensor, settings, batch_size: int
+) -> Attack:
     """Shadow models on disjoint in/out halves of the pool's fit part, then the attack on their outputs."""
     probs, labels, membership = [], [], []
     for s in range(int(settings.n_shadow)):
         seed = int(settings.shadow_seed) + s
         order = fit_positions[torch.randperm(len(fit_positions), generator=torch.Generator().manual_seed(seed))]
         half = len(order) // 2
-        inside, outside = order[:half], order[half:2 * half]
+        inside, outside = order[:half], order[half : 2 * half]
         identity = {"pool": pool_name, "in": sorted(inside.tolist()), "seed": seed}
         shadow = trained_shadow(ctx, pool.subset(inside), s, identity, settings.get("shadow_train"))
         for positions, member in ((inside, 1.0), (outside, 0.0)):
@@ -158,8 +161,14 @@ def shokri_attack(ctx, pool: LabelledDataset, pool_name: str, fit_positions: tor
             probs.append(predict_proba(shadow, part, ctx.device, batch_size))
             labels.append(part.labels)
             membership.append(np.full(len(part), member))
-    return ShadowAttack(torch.cat(probs), torch.cat(labels), np.concatenate(membership), settings.attack,
-                        bool(settings.per_class), int(settings.seed))
+    return ShadowAttack(
+        torch.cat(probs),
+        torch.cat(labels),
+        np.concatenate(membership),
+        settings.attack,
+        bool(settings.per_class),
+        int(settings.seed),
+    )
 
 
 @dataclass
@@ -172,18 +181,21 @@ class MembershipSplit:
     pool_eval: torch.Tensor
 
     @classmethod
-    def draw(cls, n_members: int, n_pool: int, fit_fraction: float, seed: int) -> "MembershipSplit":
+    def draw(cls, n_members: int, n_pool: int, fit_fraction: float, seed: int) -> MembershipSplit:
         gen = torch.Generator().manual_seed(seed)
         members, pool = torch.randperm(n_members, generator=gen), torch.randperm(n_pool, generator=gen)
         m, p = int(fit_fraction * n_members), int(fit_fraction * n_pool)
         if min(m, n_members - m, p, n_pool - p) < 2:
-            raise ConfigError(f"membership inference needs >= 2 members and non-members on each side of the "
-                              f"split; have {n_members} members, {n_pool} non-members, fit_fraction {fit_fraction}")
+            raise ConfigError(
+                f"membership inference needs >= 2 members and non-members on each side of the "
+                f"split; have {n_members} members, {n_pool} non-members, fit_fraction {fit_fraction}"
+            )
         return cls(members[:m], members[m:], pool[:p], pool[p:])
 
 
-def score_attack(attack: Attack, target: dict[str, tuple[torch.Tensor, torch.Tensor]], split: MembershipSplit,
-                 suffix: str) -> dict[str, float]:
+def score_attack(
+    attack: Attack, target: dict[str, tuple[torch.Tensor, torch.Tensor]], split: MembershipSplit, suffix: str
+) -> dict[str, float]:
     """Member rates on D_f and held-out D_r, and the AUC on held-out members vs non-members."""
     from sklearn.metrics import roc_auc_score
 
@@ -218,8 +230,10 @@ def membership_inference(system, ctx, modes, settings, batch_size: int = 256) ->
     members, forget = ctx.retain_train, ctx.forget_train
     split = MembershipSplit.draw(len(members), len(pool), float(settings.fit_fraction), int(settings.seed))
     workers = int(ctx.cfg.num_workers)
-    target = {name: (predict_proba(system, data, ctx.device, batch_size, workers), data.labels)
-              for name, data in (("members", members), ("pool", pool), ("forget", forget))}
+    target = {
+        name: (predict_proba(system, data, ctx.device, batch_size, workers), data.labels)
+        for name, data in (("members", members), ("pool", pool), ("forget", forget))
+    }
     out = {}
     for mode in modes:
         if mode == "entropy_lr":

@@ -10,6 +10,7 @@
     methods draw theirs (PPP's own forget samples when the sizes agree); they sit in the database.
   Retain samples are always every sample of the split that carries no forget class.
 """
+
 from __future__ import annotations
 
 import torch
@@ -29,13 +30,16 @@ def check_query_settings(cfg: DictConfig, bench: Benchmark) -> None:
     choose("evaluator.forget_queries", mode, FORGET_QUERIES)
     count = cfg.get("forget_query_samples")
     if mode != "all" and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-        raise ConfigError(f"evaluator.forget_query_samples must be a positive integer with "
-                          f"forget_queries={mode}; got '{count}'")
+        raise ConfigError(
+            f"evaluator.forget_query_samples must be a positive integer with forget_queries={mode}; got '{count}'"
+        )
     data = bench.evaluation_split(split)
     if data is None or len(data) == 0:
         key = "n_val" if bench.task == "retrieval" else "val_fraction"
-        raise ConfigError(f"evaluator.split={split}: dataset '{bench.name}' has no {split} samples"
-                          + (f"; set dataset.{key}" if split == "val" else ""))
+        raise ConfigError(
+            f"evaluator.split={split}: dataset '{bench.name}' has no {split} samples"
+            + (f"; set dataset.{key}" if split == "val" else "")
+        )
 
 
 def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:

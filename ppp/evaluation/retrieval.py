@@ -1,5 +1,6 @@
 """Forget / retain retrieval mAP in both directions (image -> text, text -> image), and on request the
 residual-knowledge metrics of `ppp/evaluation/residual.py` on the same codes."""
+
 from __future__ import annotations
 
 import torch
@@ -12,15 +13,17 @@ from ppp.train import collect
 CROSS = (("i2t", 0, 1), ("t2i", 1, 0))  # (direction, query modality, database modality); 0 image, 1 text
 
 
-def encode(system, data, device, batch_size: int = 256, num_workers: int = 0,
-           binary: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def encode(
+    system, data, device, batch_size: int = 256, num_workers: int = 0, binary: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of every image and text in `data`, in order: sign() of the tanh outputs, or the outputs."""
     img, txt = collect(system, data, device, system.codes, batch_size, num_workers)
     return (torch.sign(img), torch.sign(txt)) if binary else (img, txt)
 
 
-def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, forget_idx: list[int],
-                        relevance: str) -> tuple[torch.Tensor, torch.Tensor]:
+def forget_split_labels(
+    query_labels: torch.Tensor, db_labels: torch.Tensor, forget_idx: list[int], relevance: str
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Labels that define relevance for forget queries.
 
     'forget_classes': an item is relevant when it carries a forget class the query carries;
@@ -33,9 +36,19 @@ def forget_split_labels(query_labels: torch.Tensor, db_labels: torch.Tensor, for
     raise ValueError(f"unknown forget relevance '{relevance}'")
 
 
-def evaluate_retrieval(system, bench: Benchmark, forget_idx: list[int], device, forget_relevance: str = "forget_classes",
-                       topk: int | None = None, batch_size: int = 256, num_workers: int = 0,
-                       queries: LabelledDataset | None = None, ties: str = "average", residual: bool = False) -> dict:
+def evaluate_retrieval(
+    system,
+    bench: Benchmark,
+    forget_idx: list[int],
+    device,
+    forget_relevance: str = "forget_classes",
+    topk: int | None = None,
+    batch_size: int = 256,
+    num_workers: int = 0,
+    queries: LabelledDataset | None = None,
+    ties: str = "average",
+    residual: bool = False,
+) -> dict:
     """Mean AP of `queries` (default: the test queries) against the database per split and direction
     (floats), and each query's AP under `per_query/...` (tensors). `residual` adds the unimodal
     directions (i2i, t2t) and the linear probes of `ppp/evaluation/residual.py`."""

@@ -10,6 +10,7 @@ always name one.
 Metrics: `forget/zs_acc` and `retain/zs_acc` over the images of forget / retained classes and, where the
 data has domains, `zs_acc/<class>/<domain>` for every cell. Not quality metrics of |Δ|.
 """
+
 from __future__ import annotations
 
 import torch
@@ -19,9 +20,19 @@ from ppp.data.digits import one_digit_images
 from ppp.models.clip_space import class_text_embeddings, image_embeddings
 
 
-def zeroshot_accuracy(system, images: torch.Tensor, classes: torch.Tensor, domain_idx: torch.Tensor,
-                      class_names: list[str], domains: list[str], forget_idx: list[int], templates: list[str],
-                      domain_template: str, device: torch.device, batch_size: int = 256) -> dict[str, float]:
+def zeroshot_accuracy(
+    system,
+    images: torch.Tensor,
+    classes: torch.Tensor,
+    domain_idx: torch.Tensor,
+    class_names: list[str],
+    domains: list[str],
+    forget_idx: list[int],
+    templates: list[str],
+    domain_template: str,
+    device: torch.device,
+    batch_size: int = 256,
+) -> dict[str, float]:
     """Forget / retain zero-shot accuracy of `images` of known `classes`, and the class x domain grid
     when `domains` is not empty (`domain_idx` indexes it)."""
     text = class_text_embeddings(system, class_names, templates, domains, domain_template)
@@ -36,12 +47,25 @@ def zeroshot_accuracy(system, images: torch.Tensor, classes: torch.Tensor, domai
     return out
 
 
-def evaluate_zeroshot(system, ctx, settings: DictConfig, split: str = "test", batch_size: int = 256
-                      ) -> dict[str, float]:
+def evaluate_zeroshot(
+    system, ctx, settings: DictConfig, split: str = "test", batch_size: int = 256
+) -> dict[str, float]:
     """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain of
     the `split` draw."""
     domains = list(ctx.cfg.dataset.get("domains") or [])
-    images, classes, domain_idx = one_digit_images(int(settings.per_class), int(ctx.cfg.dataset.grid),
-                                                   int(settings.seed), domains or None, split)
-    return zeroshot_accuracy(system, images, classes, domain_idx, ctx.bench.class_names, domains, ctx.forget_idx,
-                             list(settings.templates), settings.domain_template, ctx.device, batch_size)
+    images, classes, domain_idx = one_digit_images(
+        int(settings.per_class), int(ctx.cfg.dataset.grid), int(settings.seed), domains or None, split
+    )
+    return zeroshot_accuracy(
+        system,
+        images,
+        classes,
+        domain_idx,
+        ctx.bench.class_names,
+        domains,
+        ctx.forget_idx,
+        list(settings.templates),
+        settings.domain_template,
+        ctx.device,
+        batch_size,
+    )

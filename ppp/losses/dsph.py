@@ -6,6 +6,7 @@ the rest, each normalised by the number of positive / negative entries in the ba
 samples with >= 2 labels, an "irrelevant pair" term weight * relu(cos - delta) over pairs sharing
 no label, for image-image, text-text and image-text. The total is the sum of the seven terms.
 """
+
 from __future__ import annotations
 
 import math
@@ -37,8 +38,14 @@ def dsph_margin(bits: int, num_classes: int) -> float:
 
 
 class DSPHLoss(nn.Module):
-    def __init__(self, num_classes: int, bits: int, delta: float | None = None,
-                 irrelevant_weight: float = 0.8, proxy_seed: int = 0):
+    def __init__(
+        self,
+        num_classes: int,
+        bits: int,
+        delta: float | None = None,
+        irrelevant_weight: float = 0.8,
+        proxy_seed: int = 0,
+    ):
         super().__init__()
         self.delta = dsph_margin(bits, num_classes) if delta is None else float(delta)
         self.irrelevant_weight = irrelevant_weight
@@ -69,7 +76,11 @@ class DSPHLoss(nn.Module):
         a, b = F.normalize(img[multi], dim=1), F.normalize(txt[multi], dim=1)
 
         def term(sim):
-            return self.irrelevant_weight * torch.where(mask, F.relu(sim - self.delta), torch.zeros_like(sim)).sum() / n_pairs
+            return (
+                self.irrelevant_weight
+                * torch.where(mask, F.relu(sim - self.delta), torch.zeros_like(sim)).sum()
+                / n_pairs
+            )
 
         return term(a @ a.T), term(b @ b.T), term(a @ b.T)
 
@@ -78,14 +89,28 @@ class DSPHLoss(nn.Module):
         pos_i, neg_i = self._proxy_terms(img, labels)
         pos_t, neg_t = self._proxy_terms(txt, labels)
         irr_ii, irr_tt, irr_it = self._irrelevant_terms(img, txt, labels)
-        return {"pos_img": pos_i, "neg_img": neg_i, "pos_txt": pos_t, "neg_txt": neg_t,
-                "irr_img": irr_ii, "irr_txt": irr_tt, "irr_cross": irr_it}
+        return {
+            "pos_img": pos_i,
+            "neg_img": neg_i,
+            "pos_txt": pos_t,
+            "neg_txt": neg_t,
+            "irr_img": irr_ii,
+            "irr_txt": irr_tt,
+            "irr_cross": irr_it,
+        }
 
     def forward(self, img: torch.Tensor, txt: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return sum(self.terms(img, txt, labels).values())
 
-    def sample_loss(self, img: torch.Tensor, txt: torch.Tensor, label: torch.Tensor,
-                    batch_img: torch.Tensor, batch_txt: torch.Tensor, batch_labels: torch.Tensor) -> torch.Tensor:
+    def sample_loss(
+        self,
+        img: torch.Tensor,
+        txt: torch.Tensor,
+        label: torch.Tensor,
+        batch_img: torch.Tensor,
+        batch_txt: torch.Tensor,
+        batch_labels: torch.Tensor,
+    ) -> torch.Tensor:
         """The DSPH loss of one sample (codes `img`, `txt` of shape (K,)), for per-sample Fisher.
 
         Proxy terms are normalised by the sample's own positive / negative counts (the batch loss
@@ -106,7 +131,11 @@ class DSPHLoss(nn.Module):
         other_img, other_txt = F.normalize(batch_img, dim=1), F.normalize(batch_txt, dim=1)
 
         def term(sim):
-            return self.irrelevant_weight * torch.where(pair, F.relu(sim - self.delta), torch.zeros_like(sim)).sum() / n_pairs
+            return (
+                self.irrelevant_weight
+                * torch.where(pair, F.relu(sim - self.delta), torch.zeros_like(sim)).sum()
+                / n_pairs
+            )
 
         cross = (term(other_txt @ a) + term(other_img @ b)) / 2
         return pos_i + neg_i + pos_t + neg_t + term(other_img @ a) + term(other_txt @ b) + cross

@@ -1,4 +1,5 @@
 """Backbones, picked by `backbone.kind` from a registry."""
+
 from __future__ import annotations
 
 from omegaconf import DictConfig, OmegaConf
@@ -14,9 +15,16 @@ BACKBONES: Registry = Registry("backbone kind")
 @BACKBONES.register("clip_hashing")
 def _clip_hashing(cfg: DictConfig, num_classes: int, bits: int) -> System:
     return ClipHashingSystem(
-        arch=cfg.arch, bits=bits, num_classes=num_classes, pretrained=cfg.get("pretrained"),
-        dropout=cfg.dropout, delta=cfg.loss.delta, irrelevant_weight=cfg.loss.irrelevant_weight,
-        proxy_seed=cfg.loss.proxy_seed, context_length=cfg.get("context_length"), loss=cfg.loss.get("name", "dsap"),
+        arch=cfg.arch,
+        bits=bits,
+        num_classes=num_classes,
+        pretrained=cfg.get("pretrained"),
+        dropout=cfg.dropout,
+        delta=cfg.loss.delta,
+        irrelevant_weight=cfg.loss.irrelevant_weight,
+        proxy_seed=cfg.loss.proxy_seed,
+        context_length=cfg.get("context_length"),
+        loss=cfg.loss.get("name", "dsap"),
         contrastive_weight=float(cfg.loss.get("contrastive_weight", 0.0)),
     )
 
@@ -24,8 +32,13 @@ def _clip_hashing(cfg: DictConfig, num_classes: int, bits: int) -> System:
 @BACKBONES.register("resnet")
 def _resnet(cfg: DictConfig, num_classes: int, bits: int) -> System:
     """`bits` is unused: classifiers have no hash codes."""
-    return ClassifierSystem(arch=cfg.arch, num_classes=num_classes, image_size=cfg.image_size,
-                            small_input=cfg.get("small_input", "auto"), weights=cfg.get("weights"))
+    return ClassifierSystem(
+        arch=cfg.arch,
+        num_classes=num_classes,
+        image_size=cfg.image_size,
+        small_input=cfg.get("small_input", "auto"),
+        weights=cfg.get("weights"),
+    )
 
 
 def from_scratch(cfg: DictConfig) -> DictConfig:

@@ -3,6 +3,7 @@
 Unlearning methods touch `system.net` only (the parameters that serve queries); the loss may carry
 its own trained state (DSPH proxies), which is saved with the checkpoint and used, frozen, by Fisher.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -30,7 +31,9 @@ class System(nn.Module):
         """Detached batch-level quantities that a per-sample loss needs (e.g. the batch's codes)."""
         return {}
 
-    def sample_loss(self, net_forward, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> torch.Tensor:
+    def sample_loss(
+        self, net_forward, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor]
+    ) -> torch.Tensor:
         """Loss of one sample (tensors without the batch dim), through `net_forward` (a functional call
         of `self.net`), written without data-dependent shapes so that torch.func.vmap can batch it."""
         raise NotImplementedError

@@ -1,5 +1,6 @@
 """CLIP cross-modal hashing (DSPH): an open_clip model with one hash head per modality, trained with
 DSAP (DSPH's loss)."""
+
 from __future__ import annotations
 
 import functools
@@ -12,10 +13,10 @@ from torch import nn
 from torch.func import functional_call
 
 from ppp.errors import ConfigError
-from ppp.utils import reachable
 from ppp.losses import LOSSES
 from ppp.models.base import System
 from ppp.models.clip_space import similarity_logits
+from ppp.utils import reachable
 
 CONFIG_DIR = Path(__file__).parent / "model_configs"
 _registered = False
@@ -31,7 +32,7 @@ def _register_local_configs() -> None:
         _registered = True
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def tokenizer(arch: str, context_length: int | None):
     """open_clip's tokenizer of `arch`, built once per process (about 0.2 s each; a run builds 3-4 systems)."""
     import open_clip
@@ -147,7 +148,9 @@ def _tag_weights(arch: str, tag: str, tag_cfg: dict) -> str:
         except Exception as err:  # network and Hub errors come in many types
             raise ConfigError(f"backbone.pretrained={tag}: downloading the {arch} weights failed: {err}") from None
     reason = "HF_HUB_OFFLINE is set" if _hf_offline() else f"{source} is unreachable"
-    quick_gelu = f" with backbone.arch={arch}-quickgelu" if tag_cfg.get("quick_gelu") and "quickgelu" not in arch else ""
+    quick_gelu = (
+        f" with backbone.arch={arch}-quickgelu" if tag_cfg.get("quick_gelu") and "quickgelu" not in arch else ""
+    )
     raise ConfigError(
         f"backbone.pretrained={tag}: the {arch} weights are not in the local cache and {reason}; download them "
         f"once with network (python -c \"import open_clip; open_clip.create_model('{arch}', pretrained='{tag}')\") "
@@ -169,10 +172,12 @@ def create_clip(arch: str, pretrained: str | None) -> tuple[nn.Module, int, int,
     _register_local_configs()
     options: dict = {}
     if arch.startswith(("local-dir:", "hf-hub:")):
-        folder = arch[len("local-dir:"):]
+        folder = arch[len("local-dir:") :]
         if arch.startswith("local-dir:") and not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
-            raise ConfigError(f"backbone.arch={arch}: expected a folder holding open_clip_config.json and "
-                              f"open_clip_model.safetensors (or open_clip_pytorch_model.bin)")
+            raise ConfigError(
+                f"backbone.arch={arch}: expected a folder holding open_clip_config.json and "
+                f"open_clip_model.safetensors (or open_clip_pytorch_model.bin)"
+            )
         weights = None
     elif arch not in open_clip.list_models():
         raise ConfigError(f"unknown open_clip architecture '{arch}'")
@@ -183,9 +188,12 @@ def create_clip(arch: str, pretrained: str | None) -> tuple[nn.Module, int, int,
     elif open_clip.get_pretrained_cfg(arch, pretrained):
         tag_cfg = open_clip.get_pretrained_cfg(arch, pretrained)
         weights = _tag_weights(arch, pretrained, tag_cfg)
-        options = {"force_quick_gelu": bool(tag_cfg.get("quick_gelu")),
-                   "force_preprocess_cfg": {k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                                            if k in tag_cfg}}
+        options = {
+            "force_quick_gelu": bool(tag_cfg.get("quick_gelu")),
+            "force_preprocess_cfg": {
+                k: tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg
+            },
+        }
     else:
         raise ConfigError(
             f"backbone.pretrained='{pretrained}' is neither a local file nor an open_clip tag for {arch}; "
@@ -210,20 +218,34 @@ def check_context_length(clip: nn.Module, arch: str, context_length: int | None)
         return
     positions = getattr(clip, "positional_embedding", None)
     if positions is None:
-        raise ConfigError(f"backbone.context_length={context_length}: {arch} has no open_clip text tower with a "
-                          f"positional embedding to slice; set backbone.context_length=null")
+        raise ConfigError(
+            f"backbone.context_length={context_length}: {arch} has no open_clip text tower with a "
+            f"positional embedding to slice; set backbone.context_length=null"
+        )
     if not 0 < context_length <= len(positions):
-        raise ConfigError(f"backbone.context_length={context_length}: {arch} has {len(positions)} text positions; "
-                          f"use 1 to {len(positions)}")
+        raise ConfigError(
+            f"backbone.context_length={context_length}: {arch} has {len(positions)} text positions; "
+            f"use 1 to {len(positions)}"
+        )
 
 
 class ClipHashingSystem(System):
     task = "retrieval"
 
-    def __init__(self, arch: str, bits: int, num_classes: int, pretrained: str | None = None,
-                 dropout: float = 0.2, delta: float | None = None, irrelevant_weight: float = 0.8,
-                 proxy_seed: int = 0, context_length: int | None = None, loss: str = "dsap",
-                 contrastive_weight: float = 0.0):
+    def __init__(
+        self,
+        arch: str,
+        bits: int,
+        num_classes: int,
+        pretrained: str | None = None,
+        dropout: float = 0.2,
+        delta: float | None = None,
+        irrelevant_weight: float = 0.8,
+        proxy_seed: int = 0,
+        context_length: int | None = None,
+        loss: str = "dsap",
+        contrastive_weight: float = 0.0,
+    ):
         super().__init__()
         clip, embed_dim, self.image_size, self.mean, self.std = create_clip(arch, pretrained)
         check_context_length(clip, arch, context_length)
@@ -238,8 +260,13 @@ class ClipHashingSystem(System):
         if isinstance(image, torch.Tensor):  # uint8 (3, H, W) from the embedded datasets
             x = image.float().div(255.0)
             if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                  antialias=True, align_corners=False)[0]
+                x = F.interpolate(
+                    x[None],
+                    size=(self.image_size, self.image_size),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )[0]
             mean = torch.tensor(self.mean).view(3, 1, 1)
             std = torch.tensor(self.std).view(3, 1, 1)
             return (x - mean) / std
@@ -291,7 +318,9 @@ class ClipHashingSystem(System):
     def sample_loss(self, net_forward, sample, context):
         """The DSPH loss of one sample against the (constant) `context` from `loss_context`."""
         img, txt = net_forward(sample["image"][None], sample["text"][None])
-        return self.criterion.sample_loss(img[0], txt[0], sample["label"], context["img"], context["txt"], context["label"])
+        return self.criterion.sample_loss(
+            img[0], txt[0], sample["label"], context["img"], context["txt"], context["label"]
+        )
 
     def parameter_group(self, name: str) -> tuple[str, str]:
         """Image tower: `clip.visual` and the image hash head; text tower: the token table, every other
@@ -310,6 +339,10 @@ class ClipHashingSystem(System):
         return [
             {"params": clip, "lr": settings.lr, "weight_decay": settings.weight_decay, "optimizer": "adamw"},
             {"params": heads, "lr": settings.lr_head, "weight_decay": settings.weight_decay, "optimizer": "adamw"},
-            {"params": list(self.criterion.parameters()), "lr": settings.lr_proxy, "weight_decay": 5e-4,
-             "optimizer": "sgd"},
+            {
+                "params": list(self.criterion.parameters()),
+                "lr": settings.lr_proxy,
+                "weight_decay": 5e-4,
+                "optimizer": "sgd",
+            },
         ]

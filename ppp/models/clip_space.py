@@ -7,6 +7,7 @@ unit-norm (`ClipHashingSystem` does). Prompts: each template's `{}` takes the cl
 `domain_template`'s `{domain}` takes the domain word and its `{}` the templated prompt, as the captions of
 `digit_scenes` with `dataset.domains` read ("a negative image of a picture of six").
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +16,9 @@ import torch.nn.functional as F
 from ppp.models.base import System
 
 
-def prompts(word: str, templates: list[str], domains: list[str] | None = None,
-            domain_template: str | None = None) -> list[str]:
+def prompts(
+    word: str, templates: list[str], domains: list[str] | None = None, domain_template: str | None = None
+) -> list[str]:
     """The prompts of the class `word`: one per template, or one per template and domain."""
     texts = [t.format(word) for t in templates]
     return [domain_template.format(t, domain=d) for d in domains for t in texts] if domains else texts
@@ -28,8 +30,13 @@ def similarity_logits(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor 
 
 
 @torch.no_grad()
-def class_text_embeddings(system: System, words: list[str], templates: list[str], domains: list[str] | None = None,
-                          domain_template: str | None = None) -> torch.Tensor:
+def class_text_embeddings(
+    system: System,
+    words: list[str],
+    templates: list[str],
+    domains: list[str] | None = None,
+    domain_template: str | None = None,
+) -> torch.Tensor:
     """(C, d): per class, the mean of its prompts' unit text embeddings, renormalised (CLIP's prompt
     ensembling); with `domains`, over the prompts of every one of them (one domain: that cell's embedding)."""
     per_class = [prompts(w, templates, domains, domain_template) for w in words]
@@ -41,6 +48,8 @@ def class_text_embeddings(system: System, words: list[str], templates: list[str]
 def image_embeddings(system: System, images: torch.Tensor, device: torch.device, batch_size: int = 256) -> torch.Tensor:
     """(N, d) unit image embeddings of uint8 images (N, 3, H, W), through the system's own transform."""
     system.eval().to(device)
-    parts = [system.embed_images(torch.stack([system.transform(i) for i in images[s:s + batch_size]]).to(device))
-             for s in range(0, len(images), batch_size)]
+    parts = [
+        system.embed_images(torch.stack([system.transform(i) for i in images[s : s + batch_size]]).to(device))
+        for s in range(0, len(images), batch_size)
+    ]
     return torch.cat(parts).cpu()

@@ -1,4 +1,5 @@
 """Image classifiers: a torchvision ResNet whose fc is a head for the dataset's classes."""
+
 from __future__ import annotations
 
 import os
@@ -33,14 +34,18 @@ def load_weights_file_or_tag(arch: str, weights: str) -> dict[str, torch.Tensor]
 
     tags = {w.name: w for w in torchvision.models.get_model_weights(arch)}
     if weights not in tags:
-        raise ConfigError(f"backbone.weights='{weights}' is neither a local file nor a torchvision tag for {arch}; "
-                          f"tags: {', '.join(tags)}")
+        raise ConfigError(
+            f"backbone.weights='{weights}' is neither a local file nor a torchvision tag for {arch}; "
+            f"tags: {', '.join(tags)}"
+        )
     url = tags[weights].url
     cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
     if not cached.exists() and not reachable(url):  # offline: fail in seconds, not minutes
-        raise ConfigError(f"backbone.weights={weights}: the {arch} weights are not in {cached.parent} and {url} is "
-                          f"unreachable; download {os.path.basename(url)} once with network and put it there, or give a "
-                          f"local state-dict file: backbone.weights=/path/to/state_dict.pth (null: random init)")
+        raise ConfigError(
+            f"backbone.weights={weights}: the {arch} weights are not in {cached.parent} and {url} is "
+            f"unreachable; download {os.path.basename(url)} once with network and put it there, or give a "
+            f"local state-dict file: backbone.weights=/path/to/state_dict.pth (null: random init)"
+        )
     return torch.hub.load_state_dict_from_url(url, map_location="cpu", progress=False)
 
 
@@ -51,8 +56,10 @@ def load_body(net: nn.Module, state: dict[str, torch.Tensor], fresh: tuple[str, 
     body = [k for k in own if not k.startswith(fresh) and not k.endswith("num_batches_tracked")]
     unfit = [k for k in body if k not in state or state[k].shape != own[k].shape]
     if unfit:
-        raise ConfigError(f"backbone.weights={weights}: {len(unfit)} of the {len(body)} body tensors are missing or "
-                          f"shaped otherwise (first: {unfit[0]}); is it a torchvision ResNet state dict of this depth?")
+        raise ConfigError(
+            f"backbone.weights={weights}: {len(unfit)} of the {len(body)} body tensors are missing or "
+            f"shaped otherwise (first: {unfit[0]}); is it a torchvision ResNet state dict of this depth?"
+        )
     net.load_state_dict({k: state[k] for k in body}, strict=False)
 
 
@@ -63,7 +70,9 @@ def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | N
     Original and Retrain both begin from the pretrained body with a newly initialised head.
     """
     if arch not in ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152"):
-        raise ConfigError(f"unknown ResNet architecture '{arch}'; use resnet18, resnet34, resnet50, resnet101 or resnet152")
+        raise ConfigError(
+            f"unknown ResNet architecture '{arch}'; use resnet18, resnet34, resnet50, resnet101 or resnet152"
+        )
     import torchvision  # only for runs that build a ResNet (~2 s import)
 
     net = getattr(torchvision.models, arch)(weights=None, num_classes=num_classes)
@@ -91,16 +100,25 @@ class ClassifierSystem(System):
         if isinstance(image, torch.Tensor):
             x = image.float().div(255.0)
             if x.shape[-2:] != (self.image_size, self.image_size):
-                x = F.interpolate(x[None], size=(self.image_size, self.image_size), mode="bilinear",
-                                  antialias=True, align_corners=False)[0]
+                x = F.interpolate(
+                    x[None],
+                    size=(self.image_size, self.image_size),
+                    mode="bilinear",
+                    antialias=True,
+                    align_corners=False,
+                )[0]
             return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
         if self._preprocess is None:
             from torchvision import transforms as T
 
-            self._preprocess = T.Compose([
-                T.Resize(round(self.image_size * 256 / 224)), T.CenterCrop(self.image_size),
-                T.ToTensor(), T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-            ])
+            self._preprocess = T.Compose(
+                [
+                    T.Resize(round(self.image_size * 256 / 224)),
+                    T.CenterCrop(self.image_size),
+                    T.ToTensor(),
+                    T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+                ]
+            )
         return self._preprocess(image.convert("RGB"))
 
     def collate(self, items):
@@ -135,8 +153,12 @@ class ClassifierSystem(System):
 
         Plain Adam, as the baselines' references use, is adamw with weight_decay 0 and betas (0.9, 0.999).
         """
-        group = {"params": list(self.net.parameters()), "lr": settings.lr, "weight_decay": settings.weight_decay,
-                 "optimizer": settings.optimizer}
+        group = {
+            "params": list(self.net.parameters()),
+            "lr": settings.lr,
+            "weight_decay": settings.weight_decay,
+            "optimizer": settings.optimizer,
+        }
         if settings.optimizer == "sgd":
             group["momentum"] = settings.get("momentum", 0.9)
         elif settings.optimizer == "adamw":

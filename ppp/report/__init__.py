@@ -4,6 +4,7 @@ results.csv, the paper's tables (Markdown and LaTeX), a paired bootstrap of two 
 Modules: `load` (runs -> tidy frame, each run once), `stats` (mean / std / CI, bootstrap), `tables`,
 `figures`.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,15 @@ def compare_pair(methods: set[str], compare: str | None) -> tuple[str, str] | No
     return pair
 
 
-def write_report(dirs, out: Path, compare: str | None = None, resamples: int = 2000, seed: int = 0,
-                 delta: str | None = None, figures: bool = True) -> list[Path]:
+def write_report(
+    dirs,
+    out: Path,
+    compare: str | None = None,
+    resamples: int = 2000,
+    seed: int = 0,
+    delta: str | None = None,
+    figures: bool = True,
+) -> list[Path]:
     """Everything the report makes from the runs under `dirs`, written into `out`; the paths written."""
     if delta is not None and delta not in DEFINITIONS:
         raise ConfigError(f"--delta must be one of {', '.join(DEFINITIONS)}, got '{delta}'")
@@ -58,31 +66,42 @@ def write_report(dirs, out: Path, compare: str | None = None, resamples: int = 2
     frame.to_csv(written[0], index=False)
     stats.to_csv(written[1], index=False)
     written += write_tables(table2(stats, frame, delta), out, "table2", "Table 2: retrieval mAP (%)")
-    written += write_tables(residual_table(stats), out, "residual", "Residual knowledge per tower and parameter changes (%)")
+    written += write_tables(
+        residual_table(stats), out, "residual", "Residual knowledge per tower and parameter changes (%)"
+    )
     written += write_tables(table1(stats, frame, delta), out, "table1", "Table 1: classification accuracy and MIA (%)")
     if pair:
-        written += write_tables(bootstrap_table(runs, stats, pair, resamples, seed), out, "bootstrap",
-                                f"Paired bootstrap: {pair[0]} vs {pair[1]}")
+        written += write_tables(
+            bootstrap_table(runs, stats, pair, resamples, seed),
+            out,
+            "bootstrap",
+            f"Paired bootstrap: {pair[0]} vs {pair[1]}",
+        )
     if figures:
         written += figure1(runs, out) + figure3(frame, out) + figure4(frame, out)
     return written
 
 
 def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="ppp-report", description="The paper's tables and figures from the runs "
-                                     "(metrics.json, arrays.npz) under run or sweep folders.")
+    parser = argparse.ArgumentParser(
+        prog="ppp-report",
+        description="The paper's tables and figures from the runs "
+        "(metrics.json, arrays.npz) under run or sweep folders.",
+    )
     parser.add_argument("dirs", nargs="+", help="run or sweep folders (searched for metrics.json)")
     parser.add_argument("--out", type=Path, default=Path("outputs/report"), help="where to write (default %(default)s)")
-    parser.add_argument("--compare", help="two methods for the paired bootstrap, e.g. ppp,ssd (default: ppp,ssd "
-                                          "when both ran)")
+    parser.add_argument(
+        "--compare", help="two methods for the paired bootstrap, e.g. ppp,ssd (default: ppp,ssd when both ran)"
+    )
     parser.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--bootstrap-seed", type=int, default=0, help="bootstrap seed (default %(default)s)")
     parser.add_argument("--delta", choices=DEFINITIONS, help="|delta| definition (default: the runs' `delta`)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     try:
-        written = write_report(args.dirs, args.out, args.compare, args.resamples, args.bootstrap_seed, args.delta,
-                               not args.no_figures)
+        written = write_report(
+            args.dirs, args.out, args.compare, args.resamples, args.bootstrap_seed, args.delta, not args.no_figures
+        )
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -1,4 +1,5 @@
 """Figures 1, 3 and 4 as PNG and PDF; each is drawn only where the runs it needs are present."""
+
 from __future__ import annotations
 
 import re
@@ -72,19 +73,27 @@ def figure3(frame: pd.DataFrame, out: Path) -> list[Path]:
                 x = line["forget"].map(position).to_numpy()
                 y, ci = 100 * line["mean"].to_numpy(), 100 * np.nan_to_num(line["ci95"].to_numpy())
                 style = "--" if variant in REFERENCES else "-"
-                handles[variant], = ax.plot(x, y, style, marker="o", color=colours[variant], label=display(variant))
+                (handles[variant],) = ax.plot(x, y, style, marker="o", color=colours[variant], label=display(variant))
                 # a t interval over 3 repeats can pass 0 or 100 %; the metric cannot
-                ax.fill_between(x, np.clip(y - ci, 0, 100), np.clip(y + ci, 0, 100), color=colours[variant],
-                                alpha=0.18, linewidth=0)
-            ax.set_xticks(range(len(sets)), [f"{n}\n" + textwrap.fill(f.replace(",", ", "), 18) for n, f in sets],
-                          fontsize=8)
+                ax.fill_between(
+                    x, np.clip(y - ci, 0, 100), np.clip(y + ci, 0, 100), color=colours[variant], alpha=0.18, linewidth=0
+                )
+            ax.set_xticks(
+                range(len(sets)), [f"{n}\n" + textwrap.fill(f.replace(",", ", "), 18) for n, f in sets], fontsize=8
+            )
             ax.set_xlabel("number of forget classes (and which)")
             ax.set_ylabel(quality_label(task))
             ax.set_title(SPLIT_NAMES[split])
             ax.grid(alpha=0.3)
         ordered_handles = [handles[v] for v in ordered(handles)]
-        fig.legend(ordered_handles, [h.get_label() for h in ordered_handles], loc="upper center",
-                   bbox_to_anchor=(0.5, 0.0), ncol=min(len(handles), 6), frameon=False)
+        fig.legend(
+            ordered_handles,
+            [h.get_label() for h in ordered_handles],
+            loc="upper center",
+            bbox_to_anchor=(0.5, 0.0),
+            ncol=min(len(handles), 6),
+            frameon=False,
+        )
         fig.suptitle(f"{dataset}, {backbone}, {bits} bits: mean with 95 % CI over repeats (shaded)")
         fig.tight_layout()
         paths += save(fig, out, f"fig3_{dataset}_{backbone}_{bits}bits")
@@ -103,23 +112,34 @@ def figure4(frame: pd.DataFrame, out: Path) -> list[Path]:
         return []
     paths = []
     runs = frame[(frame["source"] == "run") & ~frame["method"].isin(REFERENCES) & frame[FORGET_SAMPLES].notna()]
-    for (dataset, task, backbone, forget, method), group in runs.groupby(["dataset", "task", "backbone", "forget",
-                                                                         "method"]):
+    for (dataset, task, backbone, forget, method), group in runs.groupby(
+        ["dataset", "task", "backbone", "forget", "method"]
+    ):
         if group[FORGET_SAMPLES].nunique() < 2:
             continue
-        others = [c for c in group.columns if c.startswith("method.") and c != FORGET_SAMPLES
-                  and group[c].astype(str).nunique() > 1]
-        for values, sub in (group.groupby(others, dropna=False) if others else [((), group)]):
+        others = [
+            c
+            for c in group.columns
+            if c.startswith("method.") and c != FORGET_SAMPLES and group[c].astype(str).nunique() > 1
+        ]
+        for values, sub in group.groupby(others, dropna=False) if others else [((), group)]:
             extra = ", ".join(f"{c[7:]}={v}" for c, v in zip(others, np.atleast_1d(values)))
             name = display(method) + (f" ({extra})" if extra else "")
             references = where(frame, dataset=dataset, backbone=backbone, forget=forget)
-            paths += draw_sample_sizes(sub, references, task, f"{dataset} (forget {forget}), {backbone}: {name}", out,
-                                       f"fig4_{dataset}_{forget}_{backbone}_{name}")
+            paths += draw_sample_sizes(
+                sub,
+                references,
+                task,
+                f"{dataset} (forget {forget}), {backbone}: {name}",
+                out,
+                f"fig4_{dataset}_{forget}_{backbone}_{name}",
+            )
     return paths
 
 
-def draw_sample_sizes(runs: pd.DataFrame, references: pd.DataFrame, task: str, heading: str, out: Path,
-                      name: str) -> list[Path]:
+def draw_sample_sizes(
+    runs: pd.DataFrame, references: pd.DataFrame, task: str, heading: str, out: Path, name: str
+) -> list[Path]:
     sizes = sorted(runs[FORGET_SAMPLES].unique())
     stats = aggregate(runs, ["bits", FORGET_SAMPLES, "metric"]).set_index(["bits", FORGET_SAMPLES, "metric"])
     levels = references.groupby(["method", "bits", "metric"])["value"].mean()
@@ -140,12 +160,24 @@ def draw_sample_sizes(runs: pd.DataFrame, references: pd.DataFrame, task: str, h
             extent += [*(heights[:, j] - errors), *(heights[:, j] + errors)]
             if (reference, bits, key) in levels.index:
                 level = 100 * levels[(reference, bits, key)]
-                ax.hlines([level] * len(x), x - width / 2, x + width / 2, colors="black", linewidth=2,
-                          label=display(reference) if j == 0 else None)
+                ax.hlines(
+                    [level] * len(x),
+                    x - width / 2,
+                    x + width / 2,
+                    colors="black",
+                    linewidth=2,
+                    label=display(reference) if j == 0 else None,
+                )
                 extent.append(level)
         for i, mean in enumerate(np.nanmean(heights, axis=1)):
-            ax.hlines(mean, i - 0.42, i + 0.42, colors="tab:green", linestyles="--",
-                      label="mean over settings" if i == 0 else None)
+            ax.hlines(
+                mean,
+                i - 0.42,
+                i + 0.42,
+                colors="tab:green",
+                linestyles="--",
+                label="mean over settings" if i == 0 else None,
+            )
         ax.set_ylabel(f"{SPLIT_NAMES[split].split()[0]} {'mAP' if task == 'retrieval' else 'accuracy'} (%)")
         low, high = np.nanmin(extent), np.nanmax(extent)  # zoomed to the bars, as differences are small
         ax.set_ylim(max(0.0, low - 0.15 * (high - low) - 1), high + 0.1 * (high - low) + 1)
@@ -171,17 +203,23 @@ def figure1(runs: list[Run], out: Path) -> list[Path]:
         if run.method in REFERENCES or key in done or not any(k.startswith("method/density/") for k in run.arrays):
             continue
         after = {g: run.arrays[f"method/density/{g}"] for g in GROUP_COLOURS if f"method/density/{g}" in run.arrays}
-        before = {g: stored(runs, setting, "original", f"density/{g}").get((identity["seed"], None))
-                  for g in GROUP_COLOURS}
+        before = {
+            g: stored(runs, setting, "original", f"density/{g}").get((identity["seed"], None)) for g in GROUP_COLOURS
+        }
         before = {g: v for g, v in before.items() if v is not None}
         if not before:
             continue
         done.add(key)
-        heading = (f"{setting['dataset']} (forget {setting['forget']}), {setting['backbone']}, {setting['bits']} bits, "
-                   f"seed {identity['seed']}")
-        paths += draw_densities({"before: Original": before, f"after: {display(run.variant)}": after}, heading, out,
-                                f"fig1_{setting['dataset']}_{setting['forget']}_{setting['backbone']}_"
-                                f"{setting['bits']}bits_{run.variant}")
+        heading = (
+            f"{setting['dataset']} (forget {setting['forget']}), {setting['backbone']}, {setting['bits']} bits, "
+            f"seed {identity['seed']}"
+        )
+        paths += draw_densities(
+            {"before: Original": before, f"after: {display(run.variant)}": after},
+            heading,
+            out,
+            f"fig1_{setting['dataset']}_{setting['forget']}_{setting['backbone']}_{setting['bits']}bits_{run.variant}",
+        )
     return paths
 
 

@@ -8,6 +8,7 @@ own runs and from the `references` stored in other runs; their rows are deduplic
 named by its name plus the dataset settings that differ between the runs read together, e.g.
 `digit_scenes (topic_prob=0.8)`, so runs (and references) on different data never pool.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,7 +26,7 @@ from ppp.errors import ConfigError
 from ppp.runs import FINISHED_ELSEWHERE
 
 REFERENCES = ("original", "bad", "retrain")  # the reference rows of every table, in table order
-REPLICATE = ["seed", "sample_seed"]           # what varies between repeats of one setting
+REPLICATE = ["seed", "sample_seed"]  # what varies between repeats of one setting
 SETTING = ["dataset", "task", "backbone", "forget", "n_forget", "bits"]
 REFERENCE_KEY = ["dataset", "backbone", "bits", "seed", "forget", "method"]
 
@@ -62,9 +63,17 @@ class Run:
         """The setting and replicate of the run (config fields shared by every row it gives)."""
         r = self.record
         forget = [str(c) for c in r.get("forget", [])]
-        return {"dataset": self.dataset or r["dataset"], "task": self.task, "backbone": r["backbone"], "forget": ",".join(forget),
-                "n_forget": len(forget), "bits": int(r["bits"]), "seed": int(r["seed"]),
-                "sample_seed": int(r.get("sample_seed", r["seed"])), "delta": r.get("config", {}).get("delta")}
+        return {
+            "dataset": self.dataset or r["dataset"],
+            "task": self.task,
+            "backbone": r["backbone"],
+            "forget": ",".join(forget),
+            "n_forget": len(forget),
+            "bits": int(r["bits"]),
+            "seed": int(r["seed"]),
+            "sample_seed": int(r.get("sample_seed", r["seed"])),
+            "delta": r.get("config", {}).get("delta"),
+        }
 
     @property
     def hyperparameters(self) -> dict:
@@ -101,8 +110,12 @@ def stored(runs: list[Run], setting: dict, variant: str, key: str) -> dict[tuple
 
 def paired(a: dict, b: dict) -> list[tuple[tuple, tuple]]:
     """Repeats of two models that share their models' seed (and sample seed, where both have one)."""
-    return [(ka, kb) for ka in sorted(a, key=str) for kb in sorted(b, key=str)
-            if ka[0] == kb[0] and (ka[1] == kb[1] or None in (ka[1], kb[1]))]
+    return [
+        (ka, kb)
+        for ka in sorted(a, key=str)
+        for kb in sorted(b, key=str)
+        if ka[0] == kb[0] and (ka[1] == kb[1] or None in (ka[1], kb[1]))
+    ]
 
 
 def flatten(tree: dict, prefix: str = "") -> dict:
@@ -158,7 +171,7 @@ def labelled(name: str, settings: list[dict], prefix: str, show_missing: bool = 
     varying = [k for k in keys if len({repr(s.get(k)) for s in settings}) > 1]
     labels = []
     for s in settings:
-        shown = [f"{k[len(prefix):]}={show(s.get(k))}" for k in varying if show_missing or k in s]
+        shown = [f"{k[len(prefix) :]}={show(s.get(k))}" for k in varying if show_missing or k in s]
         labels.append(name + (f" ({', '.join(shown)})" if shown else ""))
     return labels
 
@@ -167,8 +180,7 @@ def name_datasets(runs: list[Run]) -> None:
     """Label each run's dataset by its name plus the dataset settings that differ between the runs of that
     name (keys at their neutral default and the forget classes, shown elsewhere, left out)."""
     for name, group in groupby(runs, lambda r: r.record["dataset"]).items():
-        settings = [flatten(config_identity(r.record.get("config", {}).get("dataset", {}), "dataset"))
-                    for r in group]
+        settings = [flatten(config_identity(r.record.get("config", {}).get("dataset", {}), "dataset")) for r in group]
         settings = [{k: v for k, v in s.items() if k not in ("name", "seed")} for s in settings]
         for run, label in zip(group, labelled(name, settings, "", show_missing=False)):  # missing: neutral
             run.dataset = label
@@ -177,7 +189,7 @@ def name_datasets(runs: list[Run]) -> None:
 def name_variants(runs: list[Run]) -> None:
     """Label each run by its method plus the hyperparameters that differ between that method's runs on
     one dataset, e.g. 'ppp (forget_samples=20)', so that such runs never pool into one table cell."""
-    for (dataset, method), group in groupby(runs, lambda r: (r.dataset, r.method)).items():
+    for (_dataset, method), group in groupby(runs, lambda r: (r.dataset, r.method)).items():
         for run, label in zip(group, labelled(method, [r.hyperparameters for r in group], "method.")):
             run.variant = label
 
@@ -221,6 +233,22 @@ def tidy(runs: list[Run]) -> pd.DataFrame:
     references = references.drop_duplicates(REFERENCE_KEY + ["metric"])
     references = references.assign(sample_seed=pd.NA, variant=references["method"])  # fixed given the seed
     frame = pd.concat([frame[~is_reference], references], ignore_index=True)
-    first = ["dataset", "task", "backbone", "forget", "n_forget", "bits", "seed", "sample_seed", "method", "variant",
-             "metric", "value", "source", "delta", "run_hash", "run_dir"]
+    first = [
+        "dataset",
+        "task",
+        "backbone",
+        "forget",
+        "n_forget",
+        "bits",
+        "seed",
+        "sample_seed",
+        "method",
+        "variant",
+        "metric",
+        "value",
+        "source",
+        "delta",
+        "run_hash",
+        "run_dir",
+    ]
     return frame[first + sorted(c for c in frame.columns if c not in first)]

@@ -3,6 +3,7 @@
 std is the sample standard deviation (ddof = 1); a setting with one repeat has no std (NaN) and is
 shown without ±. The 95 % interval across repeats is Student's t (mean ± t(0.975, n-1) · std / √n).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -43,8 +44,9 @@ def aggregate(frame: pd.DataFrame, keys: list[str] = GROUP) -> pd.DataFrame:
     return out
 
 
-def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95,
-                     chunk: int = 256) -> tuple[float, float, float]:
+def paired_bootstrap(
+    a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: int = 0, level: float = 0.95, chunk: int = 256
+) -> tuple[float, float, float]:
     """Difference of mAP (a - b) and its percentile bootstrap interval, resampling queries.
 
     `a`, `b`: per-query APs, shape (repeats, queries), the same queries in the same order in every row
@@ -56,7 +58,11 @@ def paired_bootstrap(a: np.ndarray, b: np.ndarray, resamples: int = 2000, seed: 
         raise ValueError(f"paired bootstrap needs the same queries on both sides, got {a.shape} and {b.shape}")
     per_query = (a - b).mean(axis=0)
     rng = np.random.default_rng(seed)
-    means = np.concatenate([per_query[rng.integers(0, per_query.size, (min(chunk, resamples - start), per_query.size))]
-                            .mean(axis=1) for start in range(0, resamples, chunk)])
+    means = np.concatenate(
+        [
+            per_query[rng.integers(0, per_query.size, (min(chunk, resamples - start), per_query.size))].mean(axis=1)
+            for start in range(0, resamples, chunk)
+        ]
+    )
     low, high = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
     return float(per_query.mean()), float(low), float(high)

@@ -1,5 +1,6 @@
 """The paper's tables from the aggregated frame: Table 2 (retrieval), Table 1 (classification), and
 the paired bootstrap of two methods; each renders as Markdown and as LaTeX (booktabs)."""
+
 from __future__ import annotations
 
 import re
@@ -14,14 +15,26 @@ from ppp.report.load import REFERENCES, Run, paired, stored, where
 from ppp.report.stats import paired_bootstrap
 
 METHOD_ORDER = (*REFERENCES, "finetune", "bad_teacher", "amnesiac", "fisher", "ssd", "ppp")
-DISPLAY = {"original": "Original", "bad": "Bad", "retrain": "Retrain", "finetune": "Finetune",
-           "bad_teacher": "Bad Teacher", "amnesiac": "Amnesiac", "fisher": "Fisher", "ssd": "SSD", "ppp": "PPP"}
+DISPLAY = {
+    "original": "Original",
+    "bad": "Bad",
+    "retrain": "Retrain",
+    "finetune": "Finetune",
+    "bad_teacher": "Bad Teacher",
+    "amnesiac": "Amnesiac",
+    "fisher": "Fisher",
+    "ssd": "SSD",
+    "ppp": "PPP",
+}
 DIRECTIONS = ("i2t", "t2i")
 UNIMODAL = ("i2i", "t2t")  # residual mAP (evaluator.residual): shown beside the cross-modal rows, not in |Δ|
 PROBE_ROWS = {"probe/image_auc": "Probe AUC, image codes", "probe/text_auc": "Probe AUC, text codes"}
 CHANGED_GROUPS = ("token_table", "text_tower", "image_tower", "heads", "body", "head", "text", "image", "all")
-CHANGED_ROWS = {f"changed/{g}_{stat}": f"Changed {g.replace('_', ' ')}: {label}" for g in CHANGED_GROUPS
-                for stat, label in (("share", "share"), ("median_rel", "median rel. change"))}
+CHANGED_ROWS = {
+    f"changed/{g}_{stat}": f"Changed {g.replace('_', ' ')}: {label}"
+    for g in CHANGED_GROUPS
+    for stat, label in (("share", "share"), ("median_rel", "median rel. change"))
+}
 MIA_ROWS = {"forget/mia": "MIA", "forget/mia_shokri": "MIA (Shokri)"}
 BLOCK = ["dataset", "backbone", "forget"]
 
@@ -45,14 +58,23 @@ class Table:
         else:
             columns = self.columns
         cell = lambda text: text.replace("|", r"\|")  # noqa: E731 (a pipe would end the cell)
-        lines = [f"### {self.title}", "", "| " + " | ".join(cell(c) for c in [self.corner, *columns]) + " |",
-                 "|" + "---|" * (len(columns) + 1)]
+        lines = [
+            f"### {self.title}",
+            "",
+            "| " + " | ".join(cell(c) for c in [self.corner, *columns]) + " |",
+            "|" + "---|" * (len(columns) + 1),
+        ]
         lines += ["| " + " | ".join(cell(c) for c in [label, *cells]) + " |" for label, cells in self.rows]
         return "\n".join(lines + ([f"\n{self.note}"] if self.note else [])) + "\n"
 
     def latex(self) -> str:
-        lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{tex(self.title)}. {tex(self.note)}}}",
-                 rf"\begin{{tabular}}{{l{'c' * len(self.columns)}}}", r"\toprule"]
+        lines = [
+            r"\begin{table}[t]",
+            r"\centering",
+            rf"\caption{{{tex(self.title)}. {tex(self.note)}}}",
+            rf"\begin{{tabular}}{{l{'c' * len(self.columns)}}}",
+            r"\toprule",
+        ]
         if self.groups:
             lines.append(" & ".join(["", *(rf"\multicolumn{{{n}}}{{c}}{{{tex(g)}}}" for g, n in self.groups)]) + r" \\")
             starts = np.cumsum([2] + [n for _, n in self.groups])
@@ -70,8 +92,15 @@ def tex(text: str) -> str:
     """Plain table text -> LaTeX: escape specials, typeset ±, |Δ|, D_f / D_r."""
     for char in "&%#_":
         text = text.replace(char, "\\" + char)
-    for plain, typeset in (("±", r"$\pm$"), ("|Δ|", r"$|\Delta|$"), ("Δ", r"$\Delta$"), ("−", "$-$"),
-                           (r"D\_f", r"$\mathcal{D}_f$"), (r"D\_r", r"$\mathcal{D}_r$"), ("→", r"$\to$")):
+    for plain, typeset in (
+        ("±", r"$\pm$"),
+        ("|Δ|", r"$|\Delta|$"),
+        ("Δ", r"$\Delta$"),
+        ("−", "$-$"),
+        (r"D\_f", r"$\mathcal{D}_f$"),
+        (r"D\_r", r"$\mathcal{D}_r$"),
+        ("→", r"$\to$"),
+    ):
         text = text.replace(plain, typeset)
     return text
 
@@ -88,10 +117,12 @@ def natural(text: str) -> list:
 
 def ordered(variants) -> list[str]:
     """References first (Original, Bad, Retrain), then the methods in the paper's order, then others."""
+
     def key(v):
         method = v.split(" ")[0]
         rank = METHOD_ORDER.index(method) if method in METHOD_ORDER else len(METHOD_ORDER)
         return rank, natural(method), natural(v)
+
     return sorted(set(variants), key=key)
 
 
@@ -123,8 +154,10 @@ def definition_of(block: pd.DataFrame, override: str | None) -> str:
         return override
     found = sorted(set(block.loc[~block["method"].isin(REFERENCES), "delta"].dropna()))
     if len(found) > 1:
-        raise ConfigError(f"runs disagree on the |delta| definition ({', '.join(found)}); pick one with --delta "
-                          f"({' or '.join(DEFINITIONS)})")
+        raise ConfigError(
+            f"runs disagree on the |delta| definition ({', '.join(found)}); pick one with --delta "
+            f"({' or '.join(DEFINITIONS)})"
+        )
     return found[0] if found else "mean_abs"
 
 
@@ -137,9 +170,12 @@ def delta_cells(cells: dict, variant: str, task: str, settings: list[int], defin
     computed on the cell means (as the paper's tables are); '–' where a reference is missing."""
     out = []
     for split, reference in SIDES:
-        pairs = [(cells[variant, b, k][0], cells[reference, b, k][0]) for b in settings
-                 for k in (f"{split}/{name}" for name in QUALITY[task])
-                 if (variant, b, k) in cells and (reference, b, k) in cells]
+        pairs = [
+            (cells[variant, b, k][0], cells[reference, b, k][0])
+            for b in settings
+            for k in (f"{split}/{name}" for name in QUALITY[task])
+            if (variant, b, k) in cells and (reference, b, k) in cells
+        ]
         out.append(f"{100 * gap(*zip(*pairs), definition):.2f}" if pairs else "–")
     return out
 
@@ -157,18 +193,44 @@ def table2(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
         variants, bits, cells = ordered(block["variant"]), sorted(block["bits"].unique()), lookup(block)
         present = set(block["metric"])
         directions = DIRECTIONS + tuple(d for d in UNIMODAL if f"forget/{d}_map" in present)
-        rows = [(f"{b}-{d.upper()}", [fmt(*cells.get((v, b, f"{s}/{d}_map"), (np.nan, np.nan)))
-                                      for v in variants for s in ("forget", "retain")])
-                for b in bits for d in directions]
-        deltas = [c for v in variants for c in
-                  (["", ""] if v in REFERENCES else delta_cells(cells, v, "retrieval", bits, definition))]
+        rows = [
+            (
+                f"{b}-{d.upper()}",
+                [
+                    fmt(*cells.get((v, b, f"{s}/{d}_map"), (np.nan, np.nan)))
+                    for v in variants
+                    for s in ("forget", "retain")
+                ],
+            )
+            for b in bits
+            for d in directions
+        ]
+        deltas = [
+            c
+            for v in variants
+            for c in (["", ""] if v in REFERENCES else delta_cells(cells, v, "retrieval", bits, definition))
+        ]
         rows.append(("|Δ|", deltas))
-        note = (f"{repeats_note(block)} |Δ| ({definition}) over {len(bits) * 2} settings (bits × direction): "
-                f"D_f vs Retrain, D_r vs Original. mAP in %."
-                + (" I2I / T2T: unimodal mAP on the same codes (residual knowledge per tower), not in |Δ|."
-                   if len(directions) > len(DIRECTIONS) else ""))
-        tables.append(Table(title(dataset, forget, backbone), "Bits", ["D_f mAP", "D_r mAP"] * len(variants), rows,
-                            [(display(v), 2) for v in variants], note, {len(rows) - 1}))
+        note = (
+            f"{repeats_note(block)} |Δ| ({definition}) over {len(bits) * 2} settings (bits × direction): "
+            f"D_f vs Retrain, D_r vs Original. mAP in %."
+            + (
+                " I2I / T2T: unimodal mAP on the same codes (residual knowledge per tower), not in |Δ|."
+                if len(directions) > len(DIRECTIONS)
+                else ""
+            )
+        )
+        tables.append(
+            Table(
+                title(dataset, forget, backbone),
+                "Bits",
+                ["D_f mAP", "D_r mAP"] * len(variants),
+                rows,
+                [(display(v), 2) for v in variants],
+                note,
+                {len(rows) - 1},
+            )
+        )
     return tables
 
 
@@ -179,19 +241,36 @@ def table1(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
     for (dataset, backbone, forget, bits), block in classification.groupby(BLOCK + ["bits"]):
         definition = definition_of(where(frame, dataset=dataset, backbone=backbone, forget=forget), delta)
         variants, cells = ordered(block["variant"]), lookup(block)
-        names = {"forget/acc": "D_f acc", "retain/acc": "D_r acc",
-                 **{k: v for k, v in MIA_ROWS.items() if k in set(block["metric"])}}
-        rows = [(label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
-                for metric, label in names.items()]
-        deltas = {v: ["", ""] if v in REFERENCES else delta_cells(cells, v, "classification", [bits], definition)
-                  for v in variants}
-        rows += [("|Δ| D_f (vs Retrain)", [deltas[v][0] for v in variants]),
-                 ("|Δ| D_r (vs Original)", [deltas[v][1] for v in variants])]
+        names = {
+            "forget/acc": "D_f acc",
+            "retain/acc": "D_r acc",
+            **{k: v for k, v in MIA_ROWS.items() if k in set(block["metric"])},
+        }
+        rows = [
+            (label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
+            for metric, label in names.items()
+        ]
+        deltas = {
+            v: ["", ""] if v in REFERENCES else delta_cells(cells, v, "classification", [bits], definition)
+            for v in variants
+        }
+        rows += [
+            ("|Δ| D_f (vs Retrain)", [deltas[v][0] for v in variants]),
+            ("|Δ| D_r (vs Original)", [deltas[v][1] for v in variants]),
+        ]
         note = f"{repeats_note(block)} Accuracy and MIA (attack success on D_f) in %."
         several_bits = classification.loc[classification["dataset"] == dataset, "bits"].nunique() > 1
         extra = f", {bits} bits" if several_bits else ""
-        tables.append(Table(title(dataset, forget, backbone, extra), "", [display(v) for v in variants], rows,
-                            note=note, rule_before={len(rows) - 2}))
+        tables.append(
+            Table(
+                title(dataset, forget, backbone, extra),
+                "",
+                [display(v) for v in variants],
+                rows,
+                note=note,
+                rule_before={len(rows) - 2},
+            )
+        )
     return tables
 
 
@@ -205,28 +284,46 @@ def residual_table(stats: pd.DataFrame) -> list[Table]:
         if not present & (set(PROBE_ROWS) | set(CHANGED_ROWS)):
             continue
         variants, cells = ordered(block["variant"]), lookup(block)
-        names = {**{f"forget/{d}_map": f"D_f {d.upper()} mAP" for d in DIRECTIONS + UNIMODAL},
-                 "forget/acc": "D_f acc", **PROBE_ROWS, **CHANGED_ROWS}
-        rows = [(label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
-                for metric, label in names.items() if metric in present]
-        note = (f"{repeats_note(block)} In %. Probe: logistic regression on the database codes of one tower, "
-                f"target 'carries a forget class', ROC AUC on the queries (50 = no trace of the class). Changed: "
-                f"entries that moved by more than 1e-6 of their Original value, and their median relative change.")
-        tables.append(Table(title(dataset, forget, backbone, f", {bits} bits"), "", [display(v) for v in variants],
-                            rows, note=note))
+        names = {
+            **{f"forget/{d}_map": f"D_f {d.upper()} mAP" for d in DIRECTIONS + UNIMODAL},
+            "forget/acc": "D_f acc",
+            **PROBE_ROWS,
+            **CHANGED_ROWS,
+        }
+        rows = [
+            (label, [fmt(*cells.get((v, bits, metric), (np.nan, np.nan))) for v in variants])
+            for metric, label in names.items()
+            if metric in present
+        ]
+        note = (
+            f"{repeats_note(block)} In %. Probe: logistic regression on the database codes of one tower, "
+            f"target 'carries a forget class', ROC AUC on the queries (50 = no trace of the class). Changed: "
+            f"entries that moved by more than 1e-6 of their Original value, and their median relative change."
+        )
+        tables.append(
+            Table(
+                title(dataset, forget, backbone, f", {bits} bits"), "", [display(v) for v in variants], rows, note=note
+            )
+        )
     return tables
 
 
-def bootstrap_table(runs: list[Run], stats: pd.DataFrame, pair: tuple[str, str], resamples: int,
-                    seed: int) -> list[Table]:
+def bootstrap_table(
+    runs: list[Run], stats: pd.DataFrame, pair: tuple[str, str], resamples: int, seed: int
+) -> list[Table]:
     """Per retrieval setting, bits x direction x split: mAP of A and B, A - B and its 95 % paired
     bootstrap interval over queries (from arrays.npz), and whether the interval excludes 0."""
     tables = []
     retrieval = stats[stats["task"] == "retrieval"]
     for (dataset, backbone, forget), block in retrieval.groupby(BLOCK):
         variants = set(block["variant"])
-        pairs = [(a, b) for a in ordered(variants) if a.split(" ")[0] == pair[0]
-                 for b in ordered(variants) if b.split(" ")[0] == pair[1]]
+        pairs = [
+            (a, b)
+            for a in ordered(variants)
+            if a.split(" ")[0] == pair[0]
+            for b in ordered(variants)
+            if b.split(" ")[0] == pair[1]
+        ]
         rows = []
         for a, b in pairs:
             for bits in sorted(block["bits"].unique()):
@@ -242,16 +339,34 @@ def bootstrap_table(runs: list[Run], stats: pd.DataFrame, pair: tuple[str, str],
                         y = np.stack([right[kb] for _, kb in matched])
                         diff, low, high = paired_bootstrap(x, y, resamples, seed)
                         label = f"{display(a)} − {display(b)}" if len(pairs) > 1 else ""
-                        rows.append((f"{bits}-{direction.upper()} D_{split[0]}" + (f" {label}" if label else ""), [
-                            f"{100 * x.mean():.2f}", f"{100 * y.mean():.2f}", f"{100 * diff:+.2f}",
-                            f"[{100 * low:+.2f}, {100 * high:+.2f}]", "yes" if low > 0 or high < 0 else "no",
-                            str(x.shape[1]), str(len(matched))]))
+                        rows.append(
+                            (
+                                f"{bits}-{direction.upper()} D_{split[0]}" + (f" {label}" if label else ""),
+                                [
+                                    f"{100 * x.mean():.2f}",
+                                    f"{100 * y.mean():.2f}",
+                                    f"{100 * diff:+.2f}",
+                                    f"[{100 * low:+.2f}, {100 * high:+.2f}]",
+                                    "yes" if low > 0 or high < 0 else "no",
+                                    str(x.shape[1]),
+                                    str(len(matched)),
+                                ],
+                            )
+                        )
         if rows:
             a_name, b_name = display(pair[0]), display(pair[1])
-            note = (f"Paired bootstrap over queries ({resamples} resamples, seed {seed}), 95 % percentile interval of "
-                    f"the mAP difference {a_name} − {b_name} (in points), per-query APs averaged over the paired "
-                    f"repeats; 'beyond noise': the interval excludes 0.")
-            tables.append(Table(f"{a_name} vs {b_name}: {title(dataset, forget, backbone)}", "Setting",
-                                [f"{a_name} mAP", f"{b_name} mAP", "Δ mAP", "95 % CI", "beyond noise", "queries",
-                                 "repeats"], rows, note=note))
+            note = (
+                f"Paired bootstrap over queries ({resamples} resamples, seed {seed}), 95 % percentile interval of "
+                f"the mAP difference {a_name} − {b_name} (in points), per-query APs averaged over the paired "
+                f"repeats; 'beyond noise': the interval excludes 0."
+            )
+            tables.append(
+                Table(
+                    f"{a_name} vs {b_name}: {title(dataset, forget, backbone)}",
+                    "Setting",
+                    [f"{a_name} mAP", f"{b_name} mAP", "Δ mAP", "95 % CI", "beyond noise", "queries", "repeats"],
+                    rows,
+                    note=note,
+                )
+            )
     return tables

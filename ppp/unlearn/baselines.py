@@ -18,6 +18,7 @@ Retrieval recipes inherit the backbone's optimiser and learning rates (only epoc
 overridden). Every baseline runs under the shared loop's warm-up + cosine schedule (warmup 0 here),
 where the SSD code keeps the learning rate constant.
 """
+
 from __future__ import annotations
 
 import copy
@@ -45,8 +46,16 @@ def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
 
 def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> tuple[System, dict]:
     """Train on `data` in the method's recipe; the data order follows the sample seed. No diagnostics."""
-    return train(system, data, recipe(system, ctx, cfg), ctx.device, ctx.sample_seed, objective=objective,
-                 desc=cfg.name, num_workers=int(ctx.cfg.num_workers)), {}
+    return train(
+        system,
+        data,
+        recipe(system, ctx, cfg),
+        ctx.device,
+        ctx.sample_seed,
+        objective=objective,
+        desc=cfg.name,
+        num_workers=int(ctx.cfg.num_workers),
+    ), {}
 
 
 class Relabelled(LabelledDataset):
@@ -122,17 +131,23 @@ def bad_teacher(system, ctx, cfg):
     competent = copy.deepcopy(system).eval().requires_grad_(False)
     incompetent = incompetent_teacher(ctx, cfg).eval().requires_grad_(False)
     retain = ctx.retain_train
-    data = Concatenated(ctx.forget_train, retain.sample(round(float(cfg.retain_fraction) * len(retain)),
-                                                        ctx.sample_seed))
+    data = Concatenated(
+        ctx.forget_train, retain.sample(round(float(cfg.retain_fraction) * len(retain)), ctx.sample_seed)
+    )
     temperature = float(cfg.temperature[system.task])
 
     def objective(student, batch):
         is_forget = carries_any(batch["label"], ctx.forget_idx).float()[:, None]
         with torch.no_grad():
-            targets = [is_forget * F.softmax(bad / temperature, dim=1) + (1 - is_forget) * F.softmax(good / temperature, dim=1)
-                       for good, bad in zip(class_scores(competent, batch, MODALITIES),
-                                            class_scores(incompetent, batch, MODALITIES))]
-        return sum(kl_divergence(F.log_softmax(scores / temperature, dim=1), target, cfg.kl_reduction)
-                   for scores, target in zip(class_scores(student, batch, MODALITIES), targets))
+            targets = [
+                is_forget * F.softmax(bad / temperature, dim=1) + (1 - is_forget) * F.softmax(good / temperature, dim=1)
+                for good, bad in zip(
+                    class_scores(competent, batch, MODALITIES), class_scores(incompetent, batch, MODALITIES)
+                )
+            ]
+        return sum(
+            kl_divergence(F.log_softmax(scores / temperature, dim=1), target, cfg.kl_reduction)
+            for scores, target in zip(class_scores(student, batch, MODALITIES), targets)
+        )
 
     return _train(system, data, ctx, cfg, objective)

@@ -13,6 +13,7 @@ A cell's directions are its text embedding (its domain's prompts) and, with `pro
 a synthesised visual prototype: the text embedding shifted by the modality gap, the mean image
 embedding of `gap_images` seeded noise images minus the mean text embedding of every cell.
 """
+
 from __future__ import annotations
 
 import torch
@@ -31,8 +32,9 @@ PROTOTYPES = ("none", "modality_gap")
 def project_out(system, forget: torch.Tensor, retain: torch.Tensor, cfg: DictConfig) -> dict:
     """Edit the image projection to remove the forget directions (rows) under the method's variant and
     strength; the diagnostics: how many independent forget directions there were."""
-    operator = forget_operator(forget.T.cpu(), retain.T.cpu(), cfg.variant, float(cfg.ridge_lambda),
-                               float(cfg.ridge_mu))
+    operator = forget_operator(
+        forget.T.cpu(), retain.T.cpu(), cfg.variant, float(cfg.ridge_lambda), float(cfg.ridge_mu)
+    )
     edit_image_projection(system.net.clip, partial(operator, float(cfg.alpha)))
     return {f"{cfg.name}/forget_rank": int(orthonormal_basis(forget.T.cpu()).shape[1])}
 
@@ -47,8 +49,9 @@ def ccup(system, ctx, cfg):
     return system, project_out(system, text[ctx.forget_idx], text[retained], cfg)
 
 
-def select_cells(paradigm: str, num_classes: int, forget_idx: list[int], domains: list, chosen: list
-                 ) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+def select_cells(
+    paradigm: str, num_classes: int, forget_idx: list[int], domains: list, chosen: list
+) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
     """(forget cells, retained cells) as (class, domain index) pairs under `paradigm`."""
     cells = [(c, d) for d in range(len(domains)) for c in range(num_classes)]
     chosen_idx = [domains.index(d) for d in chosen]
@@ -77,14 +80,17 @@ def clip_nullspace(system, ctx, cfg):
     orthogonal to (or, with `ridge`, traded against) the retained cells', removed from the image projection."""
     domains = list(ctx.cfg.dataset.get("domains") or [])
     names = ctx.bench.class_names
-    per_domain = [class_text_embeddings(system, names, list(cfg.templates), [d] if d else None, cfg.domain_template)
-                  for d in (domains or [None])]
+    per_domain = [
+        class_text_embeddings(system, names, list(cfg.templates), [d] if d else None, cfg.domain_template)
+        for d in (domains or [None])
+    ]
     text = torch.stack(per_domain, 1).cpu()  # (class, domain, d)
     forget, retain = select_cells(cfg.paradigm, len(names), ctx.forget_idx, domains or [None], list(cfg.domains or []))
     directions = [text]
     if cfg.prototypes == "modality_gap":
-        gap = modality_gap(system, text.flatten(0, 1), int(cfg.gap_images), 8 * int(ctx.cfg.dataset.grid),
-                           ctx.sample_seed, ctx.device)
+        gap = modality_gap(
+            system, text.flatten(0, 1), int(cfg.gap_images), 8 * int(ctx.cfg.dataset.grid), ctx.sample_seed, ctx.device
+        )
         directions.append(F.normalize(text + gap, dim=-1))
 
     def rows(cells):

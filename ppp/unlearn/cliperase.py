@@ -12,6 +12,7 @@ towers' outputs before the hash heads), scale = the frozen original's logit scal
 - consistency: KL(original || model) of the retain rows' similarity distributions, both directions.
 L = forget_weight * forget + retain_weight * retain + consistency_weight * consistency.
 """
+
 from __future__ import annotations
 
 import copy
@@ -34,8 +35,15 @@ def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (values * mask).sum() / mask.sum().clamp(min=1)
 
 
-def cliperase_terms(img: torch.Tensor, txt: torch.Tensor, teacher_img: torch.Tensor, teacher_txt: torch.Tensor,
-                    is_forget: torch.Tensor, scale: torch.Tensor | float, forget_loss: str) -> dict[str, torch.Tensor]:
+def cliperase_terms(
+    img: torch.Tensor,
+    txt: torch.Tensor,
+    teacher_img: torch.Tensor,
+    teacher_txt: torch.Tensor,
+    is_forget: torch.Tensor,
+    scale: torch.Tensor | float,
+    forget_loss: str,
+) -> dict[str, torch.Tensor]:
     """The three terms on one batch of pairs (row k: image k, text k), `is_forget` marking forget pairs."""
     choose("method.forget_loss", forget_loss, FORGET_LOSSES)
     logits = similarity_logits(img, txt, scale)
@@ -50,11 +58,15 @@ def cliperase_terms(img: torch.Tensor, txt: torch.Tensor, teacher_img: torch.Ten
     else:
         mismatched = teacher[target, target.roll(-1)]
         forgetting = _masked_mean((logits.diagonal() - mismatched) ** 2, forget)
-    kl = [F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="none").sum(1)
-          for s, t in ((logits, teacher), (logits.T, teacher.T))]
-    return {"forget": forgetting,
-            "retain": _masked_mean(ce_i2t, retain) + _masked_mean(ce_t2i, retain),
-            "consistency": _masked_mean(kl[0], retain) + _masked_mean(kl[1], retain)}
+    kl = [
+        F.kl_div(F.log_softmax(s, dim=1), F.log_softmax(t, dim=1), log_target=True, reduction="none").sum(1)
+        for s, t in ((logits, teacher), (logits.T, teacher.T))
+    ]
+    return {
+        "forget": forgetting,
+        "retain": _masked_mean(ce_i2t, retain) + _masked_mean(ce_t2i, retain),
+        "consistency": _masked_mean(kl[0], retain) + _masked_mean(kl[1], retain),
+    }
 
 
 @METHODS.register("cliperase")
@@ -63,15 +75,19 @@ def cliperase(system, ctx, cfg: DictConfig):
     original = copy.deepcopy(system).eval().requires_grad_(False)
     scale = float(original.net.clip.logit_scale.exp().clamp(max=100))
     data = Concatenated(ctx.forget_train, ctx.retain_train.sample(cfg.retain_samples, ctx.sample_seed))
-    weights = {"forget": float(cfg.forget_weight), "retain": float(cfg.retain_weight),
-               "consistency": float(cfg.consistency_weight)}
+    weights = {
+        "forget": float(cfg.forget_weight),
+        "retain": float(cfg.retain_weight),
+        "consistency": float(cfg.consistency_weight),
+    }
 
     def objective(student, batch):
         img, txt = student.net.embeddings(batch["image"], batch["text"])
         with torch.no_grad():
             teacher_img, teacher_txt = original.net.embeddings(batch["image"], batch["text"])
-        terms = cliperase_terms(img, txt, teacher_img, teacher_txt, carries_any(batch["label"], ctx.forget_idx),
-                                scale, cfg.forget_loss)
+        terms = cliperase_terms(
+            img, txt, teacher_img, teacher_txt, carries_any(batch["label"], ctx.forget_idx), scale, cfg.forget_loss
+        )
         return sum(weights[k] * v for k, v in terms.items())
 
     return _train(system, data, ctx, cfg, objective)

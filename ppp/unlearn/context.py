@@ -1,4 +1,5 @@
 """What every unlearning method may use, and nothing method-specific."""
+
 from __future__ import annotations
 
 import time
@@ -54,8 +55,9 @@ class UnlearnContext:
 
     def fresh_system(self, seed: int | None = None) -> System:
         cfg = self.cfg
-        return build_system(cfg.backbone, self.bench.num_classes, int(cfg.bits),
-                            int(cfg.seed if seed is None else seed)).to(self.device)
+        return build_system(
+            cfg.backbone, self.bench.num_classes, int(cfg.bits), int(cfg.seed if seed is None else seed)
+        ).to(self.device)
 
     def training_identity(self, recipe=None) -> dict:
         """What determines a model besides its data and seed: code version, device type, dataset, backbone
@@ -76,8 +78,11 @@ class UnlearnContext:
 
     def model_key(self, exclude_forget: bool) -> dict:
         """Everything that determines a trained model (forget classes only for retrain)."""
-        return {**self.training_identity(), "seed": int(self.cfg.seed),
-                "excluded": sorted(self.cfg.forget) if exclude_forget else None}
+        return {
+            **self.training_identity(),
+            "seed": int(self.cfg.seed),
+            "excluded": sorted(self.cfg.forget) if exclude_forget else None,
+        }
 
     @property
     def original_key(self) -> str:
@@ -88,8 +93,9 @@ class UnlearnContext:
         with `seed` (not `sample_seed`), so every set, chunk and sample seed sees the same context."""
         return self.bench.train.sample(int(settings.fisher_context_size), int(self.cfg.seed))
 
-    def fisher(self, system: System, data: LabelledDataset, settings: DictConfig,
-               label: str = "fisher") -> tuple[dict[str, torch.Tensor], float]:
+    def fisher(
+        self, system: System, data: LabelledDataset, settings: DictConfig, label: str = "fisher"
+    ) -> tuple[dict[str, torch.Tensor], float]:
         """Diagonal Fisher of the original model on `data` under a method's Fisher settings (`fisher_mode`,
         `fisher_batch_size`, `batch_order`, `fisher_chunk`, `fisher_memory_mb`, `fisher_context_size`), cached; and the seconds
         it took to build or to load (the same key either way, so runs in one process stay alike).
@@ -104,19 +110,29 @@ class UnlearnContext:
             data = data.subset(official_order(data.labels, self.forget_idx))
         elif mode == "per_sample" and uses_context(system):
             context = self.fisher_context(settings)
-        key = content_key({
-            "version": FISHER_VERSION,
-            "model": self.original_key,
-            "samples": index_digest(root_indices(data)),
-            "mode": mode,
-            "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
-            "context": index_digest(root_indices(context)) if context is not None else None,
-        })
+        key = content_key(
+            {
+                "version": FISHER_VERSION,
+                "model": self.original_key,
+                "samples": index_digest(root_indices(data)),
+                "mode": mode,
+                "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
+                "context": index_digest(root_indices(context)) if context is not None else None,
+            }
+        )
 
         def build():
             budget = settings.get("fisher_memory_mb")
-            return fisher_diagonal(system, data, self.device, mode, int(settings.fisher_batch_size),
-                                   int(settings.fisher_chunk), context, None if budget is None else float(budget))
+            return fisher_diagonal(
+                system,
+                data,
+                self.device,
+                mode,
+                int(settings.fisher_batch_size),
+                int(settings.fisher_chunk),
+                context,
+                None if budget is None else float(budget),
+            )
 
         start = time.perf_counter()
         diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
@@ -126,13 +142,21 @@ class UnlearnContext:
         """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""
         from ppp.unlearn.prototypes import system_prototypes
 
-        key = content_key({"version": PROTOTYPE_VERSION, "model": self.original_key,
-                           "modality": modality if system.task == "retrieval" else None})
+        key = content_key(
+            {
+                "version": PROTOTYPE_VERSION,
+                "model": self.original_key,
+                "modality": modality if system.task == "retrieval" else None,
+            }
+        )
         payload, _ = self.cache.get_or_build(
-            "prototypes", key,
-            lambda: {"prototypes": system_prototypes(system, self.bench.train, self.device,
-                                                     self.bench.num_classes, modality)},
-            f"prototypes ({modality})")
+            "prototypes",
+            key,
+            lambda: {
+                "prototypes": system_prototypes(system, self.bench.train, self.device, self.bench.num_classes, modality)
+            },
+            f"prototypes ({modality})",
+        )
         return payload["prototypes"]
 
     def trained(self, exclude_forget: bool = False) -> tuple[System, float]:
@@ -147,10 +171,20 @@ class UnlearnContext:
         def build():
             system = self.fresh_system()
             start = time.perf_counter()
-            train(system, data, self.cfg.backbone.train, self.device, int(self.cfg.seed), desc=label,
-                  num_workers=int(self.cfg.num_workers), checkpoint=self.cache.root / "checkpoints" / f"{key}.pt")
-            return {"state_dict": {k: v.cpu() for k, v in system.state_dict().items()},
-                    "train_s": time.perf_counter() - start}
+            train(
+                system,
+                data,
+                self.cfg.backbone.train,
+                self.device,
+                int(self.cfg.seed),
+                desc=label,
+                num_workers=int(self.cfg.num_workers),
+                checkpoint=self.cache.root / "checkpoints" / f"{key}.pt",
+            )
+            return {
+                "state_dict": {k: v.cpu() for k, v in system.state_dict().items()},
+                "train_s": time.perf_counter() - start,
+            }
 
         payload, _ = self.cache.get_or_build("models", key, build, label)
         system = self.fresh_system()

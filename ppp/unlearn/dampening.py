@@ -10,6 +10,7 @@ SSD is the case tau = inf (no core), exponent 1, lam_max 1, eps 0; Fisher forget
 `apply_dampening` also reports the factor's quantiles in B and C, so a run shows whether the scaling
 acted at all (e.g. w < (lam / alpha) ** exponent on every selected entry).
 """
+
 from __future__ import annotations
 
 import math
@@ -60,8 +61,9 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
     counts = {"n_shared": 0, "n_buffer": 0, "n_core": 0}
     region_factors: dict[str, list[torch.Tensor]] = {"b": [], "c": []}
     for name, p in trainable_parameters(net).items():
-        factor, buffer, core = rule.factors(i_f[name].to(p.device), i_r[name].to(p.device),
-                                            None if i_n is None else i_n[name].to(p.device))
+        factor, buffer, core = rule.factors(
+            i_f[name].to(p.device), i_r[name].to(p.device), None if i_n is None else i_n[name].to(p.device)
+        )
         p.mul_(factor)
         counts["n_buffer"] += int(buffer.sum())
         counts["n_core"] += int(core.sum())
@@ -69,13 +71,20 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
         region_factors["b"].append(factor[buffer].double().cpu())
         region_factors["c"].append(factor[core].double().cpu())
     selected = counts["n_buffer"] + counts["n_core"]
-    out: dict[str, float] = {**counts, "share_b": counts["n_buffer"] / selected if selected else 0.0,
-                             "share_c": counts["n_core"] / selected if selected else 0.0}
+    out: dict[str, float] = {
+        **counts,
+        "share_b": counts["n_buffer"] / selected if selected else 0.0,
+        "share_c": counts["n_core"] / selected if selected else 0.0,
+    }
     for region, values in region_factors.items():
         values = torch.cat(values).numpy()
         if values.size:
-            out.update({f"factor_{region}_q{round(100 * q)}": float(v)
-                        for q, v in zip(QUANTILES, np.quantile(values, QUANTILES))})
+            out.update(
+                {
+                    f"factor_{region}_q{round(100 * q)}": float(v)
+                    for q, v in zip(QUANTILES, np.quantile(values, QUANTILES))
+                }
+            )
     return out
 
 

@@ -3,6 +3,7 @@
 Flags that take the mechanism apart (defaults: the paper's method): `neighbours` (prototype | random,
 drawn with the sample seed), `gamma` (null: Eq. 3's gamma; a number replaces it) and `sign_flip`
 (false: the core is scaled by +gamma * w instead of -gamma * w)."""
+
 from __future__ import annotations
 
 import time
@@ -46,24 +47,36 @@ def ppp(system, ctx, cfg):
         fisher[label], diagnostics[f"time/{label}_s"] = ctx.fisher(system, data, cfg, label)
 
     # 5-7. Regions S / B / C (Eq. 5), base factor w (Eq. 6), hierarchical update (Eq. 7).
-    rule = DampeningRule(alpha=float(cfg.alpha), lam=float(cfg.lam), tau=float(cfg.tau),
-                         lam_max=float(cfg.lam_max), exponent=float(cfg.exponent), eps=float(cfg.eps),
-                         gamma=gamma, sign_flip=bool(cfg.get("sign_flip", True)))
-    counts = apply_dampening(system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"],
-                             fisher["fisher_neighbour"])
+    rule = DampeningRule(
+        alpha=float(cfg.alpha),
+        lam=float(cfg.lam),
+        tau=float(cfg.tau),
+        lam_max=float(cfg.lam_max),
+        exponent=float(cfg.exponent),
+        eps=float(cfg.eps),
+        gamma=gamma,
+        sign_flip=bool(cfg.get("sign_flip", True)),
+    )
+    counts = apply_dampening(
+        system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"], fisher["fisher_neighbour"]
+    )
     diagnostics.update({f"ppp/{k}": v for k, v in counts.items()})
-    diagnostics.update({
-        "ppp/gamma": gamma,
-        "ppp/gamma_uncapped": geometry.ratio ** 2,
-        "ppp/mu_n": geometry.mu_n,
-        "ppp/mu_rest": geometry.mu_rest,
-        "ppp/neighbours": [names[c] for c in neighbour_classes],
-        "ppp/n_forget_samples": len(forget),
-        "ppp/n_neighbour_samples": len(neighbours),
-        "ppp/n_retain_samples": len(retain),
-    })
-    print(f"[ppp] neighbours of {', '.join(names[c] for c in ctx.forget_idx)}: "
-          f"{', '.join(names[c] for c in neighbour_classes)}; gamma={gamma:.3f} "
-          f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
-          f"C={counts['n_core']}")
+    diagnostics.update(
+        {
+            "ppp/gamma": gamma,
+            "ppp/gamma_uncapped": geometry.ratio**2,
+            "ppp/mu_n": geometry.mu_n,
+            "ppp/mu_rest": geometry.mu_rest,
+            "ppp/neighbours": [names[c] for c in neighbour_classes],
+            "ppp/n_forget_samples": len(forget),
+            "ppp/n_neighbour_samples": len(neighbours),
+            "ppp/n_retain_samples": len(retain),
+        }
+    )
+    print(
+        f"[ppp] neighbours of {', '.join(names[c] for c in ctx.forget_idx)}: "
+        f"{', '.join(names[c] for c in neighbour_classes)}; gamma={gamma:.3f} "
+        f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
+        f"C={counts['n_core']}"
+    )
     return system, diagnostics

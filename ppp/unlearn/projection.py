@@ -11,6 +11,7 @@ embedding t becomes e^T M t: zero along the forget directions. Variants (`method
   |M F|^2 + lam |M R - R|^2 + mu |M - I|^2 (soft on both sides).
 Partial strength alpha: M_alpha = I - alpha (I - M); alpha = 0 is the identity.
 """
+
 from __future__ import annotations
 
 import torch
@@ -30,8 +31,14 @@ def orthonormal_basis(vectors: torch.Tensor, rel_eps: float = 1e-6) -> torch.Ten
     return u[:, s > rel_eps * s.max()].to(vectors.dtype) if s.max() > 0 else u[:, :0].to(vectors.dtype)
 
 
-def forget_operator(forget: torch.Tensor, retain: torch.Tensor, variant: str, ridge_lambda: float = 1.0,
-                    ridge_mu: float = 1e-3, rel_eps: float = 1e-6) -> torch.Tensor:
+def forget_operator(
+    forget: torch.Tensor,
+    retain: torch.Tensor,
+    variant: str,
+    ridge_lambda: float = 1.0,
+    ridge_mu: float = 1e-3,
+    rel_eps: float = 1e-6,
+) -> torch.Tensor:
     """M (d, d) that annihilates the forget directions (columns of `forget`), under `variant`."""
     d = forget.shape[0]
     eye = torch.eye(d, dtype=torch.float64)

@@ -1,4 +1,5 @@
 """PPP's prior-prototypes (Eq. 2), neighbour classes and the correction factor gamma (Eq. 3)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -50,9 +51,9 @@ def system_prototypes(system, data, device, num_classes: int, modality: str = "m
 @dataclass
 class Geometry:
     neighbours: list[int]  # retained classes nearest to the forget classes (union over forget classes)
-    mu_n: float            # mean distance forget prototype -> its k neighbours
-    mu_rest: float         # mean distance forget prototype -> the other retained classes
-    gamma: float           # (mu_rest / mu_n) ** 2, optionally capped
+    mu_n: float  # mean distance forget prototype -> its k neighbours
+    mu_rest: float  # mean distance forget prototype -> the other retained classes
+    gamma: float  # (mu_rest / mu_n) ** 2, optionally capped
 
     @property
     def ratio(self) -> float:

@@ -1,4 +1,5 @@
 """Reference rows of every table: Original, Retrain (from scratch without D_f) and Bad (random init)."""
+
 from __future__ import annotations
 
 from ppp.models import build_system, from_scratch
@@ -21,4 +22,6 @@ def retrain(system, ctx, cfg):
 def bad(system, ctx, cfg):
     """A random initialisation of every layer (pretrained weights too), no training: the floor of every metric."""
     seed = int(ctx.cfg.seed) + int(cfg.get("init_seed_offset", 1))
-    return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(ctx.device), {}
+    return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(
+        ctx.device
+    ), {}

@@ -3,6 +3,7 @@
 A method may change `system` in place, and returns its own diagnostics (a flat dict of numbers,
 lists or strings) instead of writing into shared state, so that runs in one process stay independent.
 """
+
 from ppp.registry import Registry
 
 METHODS: Registry = Registry("method")
