@@ -388,12 +388,10 @@ def run_overrides(settings: Settings, root: Path, sizes: dict[str, list[str]] = 
 
 def execute_run(overrides: list[str], root: Path) -> dict:
     """One run in this process (imports warm), as `python run.py OVERRIDES` would do it."""
-    from hydra import compose, initialize_config_dir
-
+    from ppp.config import compose_config
     from ppp.experiment import execute
 
-    with initialize_config_dir(config_dir=str(Path(__file__).resolve().parents[1] / "conf"), version_base="1.3"):
-        cfg = compose(config_name="config", overrides=[*overrides, f"out_dir={root / 'out'}"])
+    cfg = compose_config([*overrides, f"out_dir={root / 'out'}"])
     with contextlib.redirect_stdout(io.StringIO()):  # the run's own table is not the benchmark's
         return execute(cfg)
 
@@ -421,7 +419,8 @@ def startup_section(settings: Settings) -> Section:
         overrides = run_overrides(settings, root)
         command = [
             sys.executable,
-            str(Path(__file__).resolve().parents[1] / "run.py"),
+            "-m",
+            "ppp.cli",
             *overrides,
             f"hydra.run.dir={root / 'hydra'}",
         ]

@@ -29,17 +29,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from ppp.config import load_block
+
 log = logging.getLogger(__name__)
 
 FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format are rebuilt
-
-
-def _config_block(*files: str) -> dict:
-    """Config files of conf/ merged in order, without their defaults lists: a mounted block's default value."""
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    block = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(conf / f) for f in files)))
-    block.pop("defaults", None)
-    return block
 
 
 # Config keys (dotted paths) added after caches or runs existed, with the value that means "the behaviour
@@ -54,7 +48,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "backbone.loss.contrastive_weight": 0.0,
     "evaluator.residual": False,
     "evaluator.zeroshot": False,
-    "evaluator.zeroshot_settings": _config_block("prompts/digits.yaml", "zeroshot/default.yaml"),
+    "evaluator.zeroshot_settings": load_block("prompts/digits.yaml", "zeroshot/default.yaml"),
     "method.gamma": None,
     "method.sign_flip": True,
     "method.neighbours": "prototype",

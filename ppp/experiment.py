@@ -17,8 +17,8 @@ from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import check_query_settings
 from ppp.memory import PeakMemory
+from ppp.methods import METHODS, UnlearnContext
 from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
-from ppp.unlearn import METHODS, UnlearnContext
 from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
 
@@ -33,8 +33,8 @@ EVALUATION_SOURCES = tuple(
         "evaluation",
         "models",
         "losses",
-        "unlearn/reference.py",
-        "unlearn/prototypes.py",
+        "methods/reference.py",
+        "methods/prototypes.py",
         "data/base.py",
         "data/digits.py",
     )

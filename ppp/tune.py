@@ -2,7 +2,7 @@
 
 Optuna is driven directly; each setting's config is composed with Hydra's compose API once per process
 and a trial sets its values on a copy (see docs/decisions.md, "Hyperparameter search"). A search file
-(`conf/hparams_search/NAME.yaml`) sets the run config and a `tune` block: the space (`tune.params`,
+(`ppp/conf/hparams_search/NAME.yaml`) sets the run config and a `tune` block: the space (`tune.params`,
 keys of `method`), the settings every trial evaluates (`tune.grid`, e.g. bits 16/32/64 on their cached
 models), the objective's aggregate, the sampler, pruner, storage and budget. The budget counts COMPLETE
 trials across restarts and workers. A trial killed with its worker is failed and retried with the same
@@ -28,17 +28,16 @@ import numpy as np
 import optuna
 import sqlalchemy.exc
 import yaml
-from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 import ppp.experiment
 from ppp.cache import atomic_write, content_key
+from ppp.config import compose_config, configs_initialised, group_options
 from ppp.errors import ConfigError
 from ppp.experiment import execute, objective_value, validate
 
-CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 HOST = socket.gethostname()
 PARAM_TYPES = ("float", "int", "categorical")
 AGGREGATES = {"mean": lambda values: sum(values) / len(values), "sum": sum}
@@ -55,7 +54,7 @@ def search_overrides(argv: list[str]) -> list[str]:
     if not any(a.startswith("+hparams_search=") for a in overrides):
         raise ConfigError(
             "name a search: python -m ppp.tune hparams_search=NAME, NAME one of "
-            + ", ".join(sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml")))
+            + ", ".join(group_options("hparams_search"))
         )
     return overrides
 
@@ -116,7 +115,7 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
     ]
     for setting in settings(tune):
         for end in ends:
-            validate(run_config(compose("config", overrides=overrides + setting + end)))
+            validate(run_config(compose_config(overrides + setting + end)))
 
 
 # ---------------------------------------------------------------- storage and study
@@ -313,7 +312,7 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
             label = ",".join(setting)
             out = Path(tune.dir) / "trials" / str(trial.number) / label.replace("=", "")
             if label not in composed:
-                composed[label] = compose("config", overrides=overrides + setting)
+                composed[label] = compose_config(overrides + setting)
             run_cfg = trial_config(composed[label], params, out)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):
@@ -340,7 +339,7 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
 
 def paste_overrides(overrides: list[str]) -> list[str]:
     """The run config's own overrides (groups chosen by the search file first), for run.py."""
-    choices = compose("config", overrides=overrides, return_hydra_config=True).hydra.runtime.choices
+    choices = compose_config(overrides, return_hydra_config=True).hydra.runtime.choices
     own = [o for o in overrides if not o.lstrip("+").startswith(("hparams_search=", "tune.", "evaluator.split="))]
     return [f"method={choices.method}", f"dataset={choices.dataset}"] + own
 
@@ -417,8 +416,8 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
 def tune(argv: list[str]) -> optuna.Study:
     """Run (or resume, or join) the search named on the command line; returns the study."""
     overrides = search_overrides(argv)
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    with configs_initialised():
+        cfg = compose_config(overrides)
         OmegaConf.resolve(cfg.tune)
         check_search(cfg, overrides)
         optuna.logging.set_verbosity(optuna.logging.WARNING)

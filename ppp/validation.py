@@ -18,9 +18,9 @@ from ppp.data.digits import DOMAINS
 from ppp.errors import ConfigError
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
-from ppp.unlearn.clip_side import PARADIGMS, PROTOTYPES
-from ppp.unlearn.cliperase import FORGET_LOSSES
-from ppp.unlearn.projection import VARIANTS
+from ppp.methods.clip_side import PARADIGMS, PROTOTYPES
+from ppp.methods.cliperase import FORGET_LOSSES
+from ppp.methods.projection import VARIANTS
 
 CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
 

@@ -8,26 +8,23 @@ python scripts/diag_digits.py [forget=[eight]] [cache_dir=...]   (seconds once t
 """
 
 import sys
-from pathlib import Path
 
 import torch
-from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from ppp.cache import Cache
+from ppp.config import compose_config
 from ppp.data import build_benchmark
 from ppp.evaluation.classification import predict_proba
-from ppp.unlearn import UnlearnContext
-from ppp.unlearn.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
+from ppp.methods import UnlearnContext
+from ppp.methods.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
 from ppp.utils import resolve_device
 
-CONF = Path(__file__).resolve().parents[1] / "conf"
 ALPHAS = (1.0, 3.0, 10.0)
 
 
 def context(method: str) -> UnlearnContext:
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        cfg = compose("config", overrides=["dataset=digits", f"method={method}", *sys.argv[1:]])
+    cfg = compose_config(["dataset=digits", f"method={method}", *sys.argv[1:]])
     OmegaConf.resolve(cfg)
     bench = build_benchmark(cfg.dataset, cfg.cache_dir)
     return UnlearnContext(

@@ -8,21 +8,18 @@ of the tied items: its mean, standard deviation and range); and how many ties th
 """
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import torch
-from hydra import compose, initialize_config_dir
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ppp.cache import Cache  # noqa: E402
-from ppp.data import build_benchmark  # noqa: E402
-from ppp.data.base import carries_any  # noqa: E402
-from ppp.evaluation.map import average_precisions, hamming_distance, precision_at_hits  # noqa: E402
-from ppp.evaluation.retrieval import encode, forget_split_labels  # noqa: E402
-from ppp.unlearn import UnlearnContext  # noqa: E402
-from ppp.utils import resolve_device  # noqa: E402
+from ppp.cache import Cache
+from ppp.config import compose_config
+from ppp.data import build_benchmark
+from ppp.data.base import carries_any
+from ppp.evaluation.map import average_precisions, hamming_distance, precision_at_hits
+from ppp.evaluation.retrieval import encode, forget_split_labels
+from ppp.methods import UnlearnContext
+from ppp.utils import resolve_device
 
 PERMUTATIONS = 50
 
@@ -40,9 +37,7 @@ SORTS = {
 
 
 def main(overrides: list[str]) -> None:
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     bench = build_benchmark(cfg.dataset)
     forget_idx = bench.class_indices(list(cfg.forget))
     ctx = UnlearnContext(

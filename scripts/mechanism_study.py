@@ -14,13 +14,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 from pathlib import Path
 
 import pandas as pd
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
 
 from ppp.report.load import find_runs, tidy  # noqa: E402
 
@@ -66,7 +64,7 @@ def variant_name(row: pd.Series) -> str:
 
 
 def setting_name(row: pd.Series) -> str:
-    """The study's setting (conf/mechanism_setting/) a run belongs to, read off its identity."""
+    """The study's setting (ppp/conf/mechanism_setting/) a run belongs to, read off its identity."""
     if row["task"] == "classification":
         return "classification (digits, ResNet-18)"
     if row["backbone"] == "clip_small":

@@ -6,23 +6,17 @@ mu_rest / mu_n of mean prototype distances and gamma = ratio**2.
 """
 
 import sys
-from pathlib import Path
 
-from hydra import compose, initialize_config_dir
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from ppp.cache import Cache  # noqa: E402
-from ppp.data import build_benchmark  # noqa: E402
-from ppp.unlearn import UnlearnContext  # noqa: E402
-from ppp.unlearn.prototypes import prototype_geometry, retrieval_prototypes  # noqa: E402
-from ppp.utils import resolve_device  # noqa: E402
+from ppp.cache import Cache
+from ppp.config import compose_config
+from ppp.data import build_benchmark
+from ppp.methods import UnlearnContext
+from ppp.methods.prototypes import prototype_geometry, retrieval_prototypes
+from ppp.utils import resolve_device
 
 
 def main(overrides: list[str]) -> None:
-    conf = Path(__file__).resolve().parents[1] / "conf"
-    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
+    cfg = compose_config(overrides)
     bench = build_benchmark(cfg.dataset)
     ctx = UnlearnContext(
         cfg=cfg,

@@ -2,14 +2,12 @@
 
 import tempfile
 from contextlib import contextmanager
-from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 
+from ppp.config import CONF_DIR as CONF
 from ppp.evaluation import EVALUATORS
 from ppp.experiment import execute
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 def compose_config(overrides):

@@ -7,8 +7,8 @@ from tiny_contexts import CONF, make_context, make_hashing_context
 
 from ppp.data.base import carries_any
 from ppp.evaluation.classification import evaluate_classification
-from ppp.unlearn import METHODS, baselines
-from ppp.unlearn.baselines import Concatenated, Relabelled, kl_divergence, random_wrong_labels, recipe
+from ppp.methods import METHODS, baselines
+from ppp.methods.baselines import Concatenated, Relabelled, kl_divergence, random_wrong_labels, recipe
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

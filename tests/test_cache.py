@@ -13,11 +13,11 @@ from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_conte
 from ppp import cache as cache_module
 from ppp.cache import Cache, config_identity, content_key
 from ppp.evaluation import mia
+from ppp.methods import UnlearnContext
+from ppp.methods import context as context_module
+from ppp.methods import prototypes as prototypes_module
 from ppp.models.base import System
 from ppp.runs import run_hash
-from ppp.unlearn import UnlearnContext
-from ppp.unlearn import context as context_module
-from ppp.unlearn import prototypes as prototypes_module
 
 
 def test_key_is_stable_and_sensitive():

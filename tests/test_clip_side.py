@@ -1,5 +1,5 @@
-"""CLIP-side unlearning: the closed-form projection (ppp/unlearn/projection.py), CCUP and the multimodal
-nullspace (ppp/unlearn/clip_side.py), CLIPErase's terms (ppp/unlearn/cliperase.py)."""
+"""CLIP-side unlearning: the closed-form projection (ppp/methods/projection.py), CCUP and the multimodal
+nullspace (ppp/methods/clip_side.py), CLIPErase's terms (ppp/methods/cliperase.py)."""
 
 import copy
 import json
@@ -17,12 +17,12 @@ from tiny_contexts import make_hashing_context
 
 from ppp.data.digits import DIGIT_NAMES
 from ppp.errors import ConfigError
+from ppp.methods import METHODS
+from ppp.methods.clip_side import select_cells
+from ppp.methods.cliperase import cliperase_terms
+from ppp.methods.projection import forget_operator, orthonormal_basis, partial
 from ppp.models.clip_hashing import ClipHashingSystem, contrastive_loss
 from ppp.models.clip_space import class_text_embeddings
-from ppp.unlearn import METHODS
-from ppp.unlearn.clip_side import select_cells
-from ppp.unlearn.cliperase import cliperase_terms
-from ppp.unlearn.projection import forget_operator, orthonormal_basis, partial
 
 GEN = torch.Generator().manual_seed(0)
 FORGET, RETAIN = torch.randn(8, 2, generator=GEN), torch.randn(8, 3, generator=GEN)

@@ -9,9 +9,9 @@ from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
+from ppp.config import CONF_DIR as CONF
 from ppp.experiment import validate
 
-CONF = ROOT / "conf"
 GROUPS = ("dataset", "backbone", "method", "evaluator")
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 

@@ -8,8 +8,8 @@ from torch import nn
 
 from ppp.data.base import carries_any
 from ppp.fisher import batch_fisher
-from ppp.unlearn.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
-from ppp.unlearn.prototypes import class_prototypes, prototype_geometry
+from ppp.methods.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
+from ppp.methods.prototypes import class_prototypes, prototype_geometry
 
 
 class Tiny(nn.Module):

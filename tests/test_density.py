@@ -7,7 +7,7 @@ from tiny_contexts import make_context, make_hashing_context
 
 from ppp.data.base import carries_any
 from ppp.evaluation.density import GROUPS, original_neighbours, prototype_distances
-from ppp.unlearn.prototypes import system_features, system_prototypes
+from ppp.methods.prototypes import system_features, system_prototypes
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 

@@ -170,16 +170,13 @@ def test_harder_captions_name_some_digits_by_many_forms_on_the_same_scenes():
 
 
 def test_harder_keys_enter_cache_keys_only_when_set():
-    from conftest import ROOT
-    from hydra import compose, initialize_config_dir
-
     from ppp.cache import config_identity
+    from ppp.config import compose_config
     from ppp.errors import ConfigError
     from ppp.validation import check_config
 
     def dataset(*overrides):
-        with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-            return compose(config_name="config", overrides=list(overrides))
+        return compose_config(overrides)
 
     default = config_identity(dataset().dataset, "dataset")
     assert default == {

@@ -11,8 +11,8 @@ from ppp.data.digits import digit_scenes, digits
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.queries import check_query_settings, evaluation_set
+from ppp.methods import UnlearnContext
 from ppp.models.base import System
-from ppp.unlearn import UnlearnContext
 
 SIX = 6
 

@@ -7,8 +7,8 @@ from omegaconf import OmegaConf
 from tiny_contexts import CONF, make_hashing_context
 
 from ppp.errors import ConfigError
-from ppp.unlearn import METHODS
-from ppp.unlearn.prototypes import random_neighbours
+from ppp.methods import METHODS
+from ppp.methods.prototypes import random_neighbours
 from ppp.validation import check_config
 
 

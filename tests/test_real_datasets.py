@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT
 from PIL import Image
 
+from ppp.config import CONF_DIR
 from ppp.data import build_benchmark
 from ppp.data.coco import coco
 from ppp.data.deepfashion import deepfashion
@@ -107,7 +107,7 @@ def test_coco_from_config_with_data_root(coco_root):
     from omegaconf import OmegaConf
 
     root, _ = coco_root
-    dataset = OmegaConf.load(ROOT / "conf" / "dataset" / "coco.yaml")
+    dataset = OmegaConf.load(CONF_DIR / "dataset" / "coco.yaml")
     dataset.pop("defaults")  # Hydra's defaults list (the backbone it picks), not a dataset key
     cfg = OmegaConf.create({"data_root": str(root.parent), "dataset": dataset})
     cfg.dataset.n_query, cfg.dataset.n_train, cfg.dataset.n_val, cfg.dataset.splits = 2, 4, 1, ["val2017"]

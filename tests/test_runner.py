@@ -14,10 +14,10 @@ from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
+from ppp.config import CONF_DIR as CONF
 from ppp.errors import ConfigError
 from ppp.experiment import execute
 
-CONF = ROOT / "conf"
 NO_TIMES = ("time/", "mem/")
 
 

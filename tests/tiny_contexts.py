@@ -1,20 +1,19 @@
 """Unlearning contexts that run in seconds: a tiny MLP on 8-px digits, and the tiny CLIP hashing system
 on a few hundred digit scenes."""
 
-from pathlib import Path
-
 import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from torch import nn
 
 from ppp.cache import Cache
+from ppp.config import CONF_DIR as CONF
 from ppp.data import build_benchmark
 from ppp.data.digits import digits
+from ppp.methods import UnlearnContext
 from ppp.models import BACKBONES
 from ppp.models.base import System
 from ppp.models.resnet import ClassifierSystem
-from ppp.unlearn import UnlearnContext
 
 
 class MLP(nn.Module):
@@ -37,9 +36,6 @@ class TinyClassifier(ClassifierSystem):
 
     def features(self, batch):
         return self.net.body(batch["image"])
-
-
-CONF = Path(__file__).resolve().parents[1] / "conf"
 
 
 BACKBONES.register("tiny_mlp")(lambda cfg, num_classes, bits: TinyClassifier(num_classes, cfg.image_size, cfg.hidden))

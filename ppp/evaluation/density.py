@@ -1,6 +1,6 @@
 """Figure 1's data: how far each evaluation sample's feature lies from the forget-class prototype.
 
-The features and prototypes are PPP's own (`ppp.unlearn.prototypes`): the mean of the real-valued
+The features and prototypes are PPP's own (`ppp.methods.prototypes`): the mean of the real-valued
 image and text codes for retrieval, penultimate features for classifiers; prototypes are class means
 over the training set under the same model, so before/after unlearning each model is measured in its
 own space. The groups must not move between the two, hence the neighbour classes are an argument
@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ppp.data.base import carries_any
-from ppp.unlearn.prototypes import prototype_geometry, system_features, system_prototypes
+from ppp.methods.prototypes import prototype_geometry, system_features, system_prototypes
 
 GROUPS = ("forget", "neighbour", "other")
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ppp.fisher import trainable_parameters
-from ppp.unlearn.registry import METHODS
+from ppp.methods.registry import METHODS
 
 
 @dataclass(frozen=True)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from ppp.methods.registry import METHODS
 from ppp.models import build_system, from_scratch
-from ppp.unlearn.registry import METHODS
 
 
 @METHODS.register("original")

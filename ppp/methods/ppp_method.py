@@ -11,9 +11,9 @@ import time
 import torch
 
 from ppp.data.base import carries_any
-from ppp.unlearn.dampening import DampeningRule, apply_dampening
-from ppp.unlearn.prototypes import prototype_geometry, random_neighbours
-from ppp.unlearn.registry import METHODS
+from ppp.methods.dampening import DampeningRule, apply_dampening
+from ppp.methods.prototypes import prototype_geometry, random_neighbours
+from ppp.methods.registry import METHODS
 
 
 @METHODS.register("ppp")

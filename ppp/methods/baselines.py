@@ -29,10 +29,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
+from ppp.methods.registry import METHODS
 from ppp.models import System, build_system, from_scratch
 from ppp.models.scores import class_scores
 from ppp.train import train
-from ppp.unlearn.registry import METHODS
 
 MODALITIES = ("image", "text")  # what the bad teacher distils for hashing systems (classifiers have one output)
 

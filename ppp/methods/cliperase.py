@@ -23,9 +23,9 @@ from omegaconf import DictConfig
 
 from ppp.data.base import Concatenated, carries_any
 from ppp.errors import choose
+from ppp.methods.baselines import _train
+from ppp.methods.registry import METHODS
 from ppp.models.clip_space import similarity_logits
-from ppp.unlearn.baselines import _train
-from ppp.unlearn.registry import METHODS
 
 FORGET_LOSSES = ("ascent", "bounded")
 

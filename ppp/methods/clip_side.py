@@ -1,7 +1,7 @@
 """CLIP-side unlearning without training: CCUP (`ccup`) and the domain-aware multimodal nullspace
 (`clip_nullspace`). Both build forget and retain directions in CLIP's own space from prompt-averaged
 text embeddings (`ppp/models/clip_space.py`) and edit the image projection in closed form
-(`ppp/unlearn/projection.py`); no image of the training data is used.
+(`ppp/methods/projection.py`); no image of the training data is used.
 
 clip_nullspace works on (class, domain) cells, the domains being `dataset.domains` (one unnamed domain
 without them). Paradigms (`method.paradigm`):
@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from omegaconf import DictConfig
 
 from ppp.errors import ConfigError
+from ppp.methods.projection import edit_image_projection, forget_operator, orthonormal_basis, partial
+from ppp.methods.registry import METHODS
 from ppp.models.clip_space import class_text_embeddings, image_embeddings
-from ppp.unlearn.projection import edit_image_projection, forget_operator, orthonormal_basis, partial
-from ppp.unlearn.registry import METHODS
 
 PARADIGMS = ("global", "domain", "complete")
 PROTOTYPES = ("none", "modality_gap")

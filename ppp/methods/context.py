@@ -16,7 +16,7 @@ from ppp.train import train
 
 # Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
 # their losses) for models and MIA shadows; the estimator or a per-sample loss (ppp/fisher.py, a system's
-# loss_context / sample_loss) for Fisher diagonals; ppp/unlearn/prototypes.py for prototypes.
+# loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py for prototypes.
 TRAINING_VERSION = 1
 FISHER_VERSION = 2  # 2: per-sample losses see one fixed context batch, not their chunk
 PROTOTYPE_VERSION = 1
@@ -140,7 +140,7 @@ class UnlearnContext:
 
     def prototypes(self, system: System, modality: str) -> torch.Tensor:
         """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""
-        from ppp.unlearn.prototypes import system_prototypes
+        from ppp.methods.prototypes import system_prototypes
 
         key = content_key(
             {

@@ -1,0 +1,52 @@
+"""Where the shipped configs live and how to compose them: the one place that knows.
+
+The configs are package data (`ppp/conf`, Hydra search path `pkg://ppp.conf`), so an installed wheel
+finds them as a checkout does; nothing else in the package or its scripts builds a path to them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+SEARCH_PATH = "pkg://ppp.conf"  # what `hydra.main` is given: found through the import system, not the tree
+CONFIG_NAME = "config"
+
+
+@contextmanager
+def configs_initialised():
+    """Hydra's compose API set up on the shipped configs for the block, unless a caller already did: many
+    `compose_config` calls inside one block (a search composing its settings) initialise once."""
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    if GlobalHydra.instance().is_initialized():
+        yield
+        return
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        yield
+
+
+def compose_config(overrides: Iterable[str] = (), return_hydra_config: bool = False) -> DictConfig:
+    """The run config that `ppp-run OVERRIDES` (or `python run.py OVERRIDES`) would run, composed in-process."""
+    from hydra import compose
+
+    with configs_initialised():
+        return compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=return_hydra_config)
+
+
+def group_options(group: str) -> list[str]:
+    """The option names of a config group (e.g. `hparams_search`), for error messages."""
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def load_block(*files: str) -> dict[str, Any]:
+    """Config files merged in order, without their defaults lists: a mounted block's default value."""
+    block = OmegaConf.to_container(OmegaConf.merge(*(OmegaConf.load(CONF_DIR / f) for f in files)))
+    block.pop("defaults", None)
+    return block
