@@ -15,7 +15,7 @@ from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
-from ppp.evaluation.queries import check_query_settings
+from ppp.evaluation.queries import Queries, check_query_settings
 from ppp.memory import PeakMemory
 from ppp.methods import METHODS, UnlearnContext
 from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
@@ -72,7 +72,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "models": ctx.model_key(exclude_forget=False),
             "forget": list(ctx.cfg.forget),
             "evaluator": config_identity(evaluator, "evaluator"),
-            "query_draw": ctx.sample_seed if evaluator.get("forget_queries", "all") != "all" else None,
+            "query_draw": ctx.sample_seed if read(Queries, evaluator).forget_queries != "all" else None,
         }
     )
 
