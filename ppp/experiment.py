@@ -15,12 +15,13 @@ from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
-from ppp.evaluation.queries import check_query_settings
+from ppp.evaluation.queries import Queries, check_query_settings
 from ppp.memory import PeakMemory
 from ppp.methods import METHODS, UnlearnContext
 from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
+from ppp.schema import read
 from ppp.utils import make_deterministic, resolve_device, seed_everything
-from ppp.validation import check_against_benchmark, check_config
+from ppp.validation import check_against_benchmark, check_clip_method_backbone, check_combinations, check_sections
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
 # Bump when a reference row's metrics would change without a change to EVALUATION_SOURCES (a library's
@@ -42,8 +43,9 @@ EVALUATION_SOURCES = tuple(
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
-    """Before any training: the evaluator and the backbone must serve the benchmark's task."""
-    if cfg.evaluator.get("task", cfg.evaluator.name) != bench.task:
+    """Before any training: the evaluator and the backbone must serve the benchmark's task (what each
+    serves: its schema's `serves`, its `task`)."""
+    if read(EVALUATORS.schema(cfg.evaluator.name), cfg.evaluator).serves != bench.task:
         raise ConfigError(
             f"evaluator={cfg.evaluator.name} does not fit dataset '{bench.name}', a {bench.task} "
             f"benchmark; use evaluator={bench.task}"
@@ -70,7 +72,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "models": ctx.model_key(exclude_forget=False),
             "forget": list(ctx.cfg.forget),
             "evaluator": config_identity(evaluator, "evaluator"),
-            "query_draw": ctx.sample_seed if evaluator.get("forget_queries", "all") != "all" else None,
+            "query_draw": ctx.sample_seed if read(Queries, evaluator).forget_queries != "all" else None,
         }
     )
 
@@ -92,18 +94,13 @@ def reference_metrics(ctx: UnlearnContext, evaluate, names: list[str], original)
 
 
 def validate(cfg: DictConfig) -> None:
-    """Fail early, with one line, on values that would only break deep inside the run."""
-    try:
-        bits = int(cfg.bits)
-    except (TypeError, ValueError):
-        raise ConfigError(f"bits must be a positive integer, got '{cfg.bits}'") from None
-    if bits <= 0 or bits != cfg.bits:
-        raise ConfigError(f"bits must be a positive integer, got '{cfg.bits}'")
-    if not OmegaConf.is_list(cfg.forget):
-        raise ConfigError(f"forget must be a list of class names, e.g. forget=[six]; got '{cfg.forget}'")
-    METHODS.get(cfg.method.name)
-    EVALUATORS.get(cfg.evaluator.name)
-    check_config(cfg)
+    """Fail early, with one line, on values that would only break deep inside the run: the one check entry
+    point. Every section is parsed through its typed schema (unknown and missing keys are errors), then the
+    checks across sections run; the benchmark-dependent ones (`check_fits`, `check_against_benchmark`,
+    `check_query_settings`) follow once the benchmark is built."""
+    check_clip_method_backbone(cfg)
+    check_sections(cfg, complete=True)
+    check_combinations(cfg)
 
 
 def output_dir(cfg: DictConfig) -> Path:

@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 
 from ppp.models.base import System, batch_to
 from ppp.per_sample_grads import Unsupported, scatter_squared_rows, squared_gradient_sums, supports
+from ppp.schema import integer, number, one_of, read, schema, setting
 from ppp.train import make_loader
 
 MODES = ("per_sample", "batch")
@@ -38,12 +39,26 @@ BATCH_ORDERS = ("auto", "official", "dataset")
 REFERENCES = ("full", "retain")
 
 
+@schema
+class FisherEstimate:
+    """How a method estimates its diagonal Fisher (`method/fisher_estimate/default.yaml`, mounted into ssd,
+    fisher and ppp); a key the YAML may omit has its default here."""
+
+    fisher_mode: str = setting(one_of(*MODES))
+    fisher_batch_size: int = setting(integer(1))
+    batch_order: str = setting(one_of(*BATCH_ORDERS), default="auto")
+    fisher_chunk: int = setting(integer(1))
+    fisher_memory_mb: float | None = setting(number(0, low_open=True, optional=True), default=None)
+    fisher_context_size: int = setting(integer(1))
+
+
 def batch_order(settings) -> str:
     """`official` or `dataset`: `auto` is SSD's own order for SSD in batch mode, dataset order otherwise."""
-    order = settings.get("batch_order", "auto")
+    order = read(FisherEstimate, settings).batch_order
     if order != "auto":
         return order
-    return "official" if settings.get("name") == "ssd" and settings["fisher_mode"] == "batch" else "dataset"
+    name = settings["name"] if "name" in settings else None
+    return "official" if name == "ssd" and settings["fisher_mode"] == "batch" else "dataset"
 
 
 def official_order(labels: torch.Tensor, forget_idx) -> torch.Tensor:

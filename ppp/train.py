@@ -13,6 +13,19 @@ from tqdm.auto import tqdm
 
 from ppp.data.base import Transformed
 from ppp.models.base import System, batch_to
+from ppp.schema import integer, number, read, schema, setting
+
+
+@schema
+class TrainRecipe:
+    """A backbone's training recipe (`backbone.train`); a backbone's schema adds its optimiser keys."""
+
+    epochs: int = setting(integer(0))
+    batch_size: int = setting(integer(1))
+    lr: float = setting(number(0))
+    weight_decay: float = setting(number(0))
+    warmup: float = setting(number(0, 1))
+    grad_clip: float | None = setting(number(0, optional=True), default=None)
 
 
 def make_loader(
@@ -124,6 +137,7 @@ def train(
         dynamic_ncols=True,
         disable=None,
     )
+    grad_clip = read(TrainRecipe, settings).grad_clip
     for epoch in range(first_epoch, settings.epochs):
         system.train()
         for batch in loader:
@@ -131,8 +145,8 @@ def train(
             for o in optimizers:
                 o.zero_grad(set_to_none=True)
             loss.backward()
-            if settings.get("grad_clip"):
-                torch.nn.utils.clip_grad_norm_(system.parameters(), settings.grad_clip)
+            if grad_clip:
+                torch.nn.utils.clip_grad_norm_(system.parameters(), grad_clip)
             for o, sch in zip(optimizers, schedulers):
                 o.step()
                 sch.step()

@@ -37,6 +37,8 @@ from ppp.cache import atomic_write, content_key
 from ppp.config import compose_config, configs_initialised, group_options
 from ppp.errors import ConfigError
 from ppp.experiment import execute, objective_value, validate
+from ppp.schema import Check, block, boolean, integer, parse, read, schema
+from ppp.schema import setting as tune_key
 
 HOST = socket.gethostname()
 PARAM_TYPES = ("float", "int", "categorical")
@@ -70,42 +72,116 @@ def settings(tune: DictConfig) -> list[list[str]]:
     return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(tune.grid[k] for k in keys))]
 
 
+def _at_least(low: int) -> Check:
+    def check(path, value):
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"{path} must be an integer >= {low}, got '{value}'")
+
+    return check
+
+
+def _named(*names: str) -> Check:
+    def check(path, value):
+        if value not in names:
+            raise ConfigError(f"{path} must be one of {', '.join(names)}; got '{value}'")
+
+    return check
+
+
+def _direction(path, value):
+    if value not in ("minimize", "maximize"):
+        raise ConfigError(f"{path} must be minimize or maximize, got '{value}'")
+
+
+def _grid(path, value):
+    if not value or not isinstance(value, dict) or any(not isinstance(v, list) or len(v) == 0 for v in value.values()):
+        raise ConfigError(f"{path} must map config keys to non-empty lists, e.g. {{bits: [16, 32, 64]}}")
+
+
+@schema
+class SamplerSettings:
+    """`tune.sampler`: its name and seed; the other keys are options of the Optuna sampler (declare one here
+    to pass it)."""
+
+    name: str = tune_key(_named(*SAMPLERS))
+    seed: int = tune_key(integer(0))
+    n_startup_trials: int | None = tune_key(integer(0, optional=True), default=None)
+
+
+@schema
+class PrunerSettings:
+    """`tune.pruner`: its name; the median pruner's options (Optuna's defaults where absent)."""
+
+    name: str = tune_key(_named(*PRUNERS))
+    n_startup_trials: int | None = tune_key(integer(0, optional=True), default=None)
+    n_warmup_steps: int | None = tune_key(integer(0, optional=True), default=None)
+    interval_steps: int | None = tune_key(integer(1, optional=True), default=None)
+    n_min_trials: int | None = tune_key(integer(1, optional=True), default=None)
+
+
+@schema
+class ParamSpec:
+    """One searched `method` key: a float or int range (log scale optional) or categorical choices."""
+
+    type: str = tune_key(_named(*PARAM_TYPES))
+    low: float | None = tune_key(default=None)
+    high: float | None = tune_key(default=None)
+    log: bool = tune_key(boolean(), default=False)
+    choices: list | None = tune_key(default=None)
+
+    def check(self, path: str) -> None:
+        if self.type == "categorical":
+            if not self.choices:
+                raise ConfigError(f"{path}: a categorical parameter needs a non-empty choices list")
+        elif self.low is None or self.high is None or not self.low < self.high or (self.log and self.low <= 0):
+            raise ConfigError(
+                f"{path}: need low < high (and low > 0 on a log scale), got low={self.low}, high={self.high}"
+            )
+
+
+@schema
+class TuneSettings:
+    """A search's `tune` block (`hparams_search/*.yaml`)."""
+
+    study_name: str = tune_key()
+    dir: str = tune_key()
+    storage: str = tune_key()
+    direction: str = tune_key(_direction)
+    n_trials: int = tune_key(_at_least(1))
+    aggregate: str = tune_key(_named(*AGGREGATES))
+    grid: dict = tune_key(_grid)
+    sampler: SamplerSettings = block(SamplerSettings)
+    pruner: PrunerSettings = block(PrunerSettings)
+    heartbeat_interval: int = tune_key(_at_least(1))
+    grace_period: int = tune_key(_at_least(1))
+    max_retry: int = tune_key(_at_least(1))
+    worker: int = tune_key(_at_least(0))
+    params: dict = tune_key()
+
+    def check(self, path: str) -> None:
+        if not self.params:
+            raise ConfigError(f"{path}.params is empty: nothing to search")
+        for name, spec in self.params.items():
+            parse(ParamSpec, spec, f"{path}.params.{name}")
+
+
+def param_spec(spec) -> ParamSpec:
+    return read(ParamSpec, spec)
+
+
 def check_search(cfg: DictConfig, overrides: list[str]) -> None:
-    """Every `tune` value, and the run config at both ends of every range, before any trial runs."""
+    """Every `tune` value (its schema, `TuneSettings`), and the run config at both ends of every range,
+    before any trial runs."""
     tune = cfg.tune
     if cfg.evaluator.split != "val":
         raise ConfigError(
             f"a search optimises on the validation split: evaluator.split must be val, "
             f"got '{cfg.evaluator.split}' (report the best parameters with evaluator.split=test)"
         )
-    if tune.direction not in ("minimize", "maximize"):
-        raise ConfigError(f"tune.direction must be minimize or maximize, got '{tune.direction}'")
-    if tune.aggregate not in AGGREGATES:
-        raise ConfigError(f"tune.aggregate must be one of {', '.join(AGGREGATES)}; got '{tune.aggregate}'")
-    if tune.sampler.name not in SAMPLERS:
-        raise ConfigError(f"tune.sampler.name must be one of {', '.join(SAMPLERS)}; got '{tune.sampler.name}'")
-    if tune.pruner.name not in PRUNERS:
-        raise ConfigError(f"tune.pruner.name must be one of {', '.join(PRUNERS)}; got '{tune.pruner.name}'")
-    if not tune.grid or any(not OmegaConf.is_list(v) or len(v) == 0 for v in tune.grid.values()):
-        raise ConfigError("tune.grid must map config keys to non-empty lists, e.g. {bits: [16, 32, 64]}")
-    for key, low in (("n_trials", 1), ("heartbeat_interval", 1), ("grace_period", 1), ("max_retry", 1), ("worker", 0)):
-        if isinstance(tune[key], bool) or not isinstance(tune[key], int) or tune[key] < low:
-            raise ConfigError(f"tune.{key} must be an integer >= {low}, got '{tune[key]}'")
-    if not tune.params:
-        raise ConfigError("tune.params is empty: nothing to search")
-    for name, spec in tune.params.items():
+    parse(TuneSettings, tune, "tune")
+    for name in tune.params:
         if name not in cfg.method:
             raise ConfigError(f"tune.params.{name}: method {cfg.method.name} has no key '{name}'")
-        if spec.type not in PARAM_TYPES:
-            raise ConfigError(f"tune.params.{name}.type must be one of {', '.join(PARAM_TYPES)}; got '{spec.type}'")
-        if spec.type == "categorical":
-            if not spec.get("choices"):
-                raise ConfigError(f"tune.params.{name}: a categorical parameter needs a non-empty choices list")
-        elif not spec.low < spec.high or (spec.get("log", False) and spec.low <= 0):
-            raise ConfigError(
-                f"tune.params.{name}: need low < high (and low > 0 on a log scale), "
-                f"got low={spec.low}, high={spec.high}"
-            )
     ends = [
         [f"method.{n}={end}" for n, end in corner]
         for corner in (
@@ -277,7 +353,7 @@ def suggest(trial: optuna.Trial, params: DictConfig) -> dict[str, object]:
     """The trial's value of each searched `method` key."""
     out = {}
     for name, spec in params.items():
-        log = bool(spec.get("log", False))
+        log = bool(param_spec(spec).log)
         if spec.type == "float":
             out[name] = trial.suggest_float(name, spec.low, spec.high, log=log)
         elif spec.type == "int":

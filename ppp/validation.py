@@ -1,217 +1,120 @@
 """Every config value is checked before any work starts, with a one-line error naming the valid range.
 
-`RULES` maps a dotted config path to a check; a path absent from the composed config is skipped (each
-method or evaluator has its own keys), so a rule can be declared once for every group that uses it.
-Checks that need the benchmark (e.g. `method.k` against the number of retained classes) live in
-`check_against_benchmark`.
+Each config section is parsed through its typed schema (`ppp.schema`), declared beside the code that owns
+the section: the run's own keys here (`RunSettings`), a method's with its registry entry
+(`ppp.methods.METHODS.schema(name)`), likewise the evaluators, datasets and backbones (by `backbone.kind`).
+`check_sections` parses them all; the checks that span sections (`check_combinations`) follow. Checks
+that need the benchmark (e.g. `method.k` against the number of retained classes) live in
+`check_against_benchmark`, run once the benchmark is built.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from ppp.data.digits import DOMAINS
+from ppp.data import DATASETS
 from ppp.errors import ConfigError
-from ppp.evaluation.map import TIES, check_map_settings
-from ppp.fisher import BATCH_ORDERS, MODES, REFERENCES
-from ppp.methods.clip_side import PARADIGMS, PROTOTYPES
-from ppp.methods.cliperase import FORGET_LOSSES
-from ppp.methods.projection import VARIANTS
+from ppp.evaluation import EVALUATORS
+from ppp.methods import METHODS
+from ppp.models import BACKBONES
+from ppp.schema import (  # noqa: F401  (the check builders, importable from here as before)
+    Check,
+    boolean,
+    distinct_subset_of,
+    integer,
+    mapping,
+    number,
+    one_of,
+    parse,
+    prompt_template,
+    schema,
+    setting,
+    subset_of,
+)
 
 CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
-
-Check = Callable[[str, Any], None]
-
-
-def _number(path: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            return float(value)
-        except (TypeError, ValueError):
-            raise ConfigError(f"{path} must be a number, got '{value}'") from None
-    return float(value)
+SECTIONS = {"dataset": DATASETS, "backbone": BACKBONES, "method": METHODS, "evaluator": EVALUATORS}
+NOT_RUN_KEYS = ("hydra", "tune")  # Hydra's own node (return_hydra_config); a search's block (ppp.tune.TuneSettings)
 
 
-def integer(low: int | None = None, optional: bool = False) -> Check:
+def positive_integer() -> Check:
     def check(path, value):
-        if value is None and optional:
-            return
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(
-                f"{path} must be an integer{'' if low is None else f' >= {low}'}"
-                f"{' or null' if optional else ''}, got '{value}'"
-            )
-        if low is not None and value < low:
-            raise ConfigError(f"{path} must be >= {low}, got {value}")
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"{path} must be a positive integer, got '{value}'")
 
     return check
 
 
-def number(low: float = -math.inf, high: float = math.inf, low_open: bool = False, optional: bool = False) -> Check:
+def class_names() -> Check:
     def check(path, value):
-        if value is None and optional:
-            return
-        x = _number(path, value)
-        if math.isnan(x) or x < low or x > high or (low_open and x == low):
-            bound = f"{'(' if low_open else '['}{low:g}, {high:g}]"
-            raise ConfigError(f"{path} must lie in {bound}, got {value}")
+        if not isinstance(value, list):
+            raise ConfigError(f"{path} must be a list of class names, e.g. {path}=[six]; got '{value}'")
 
     return check
 
 
-def one_of(*choices: Any, optional: bool = False) -> Check:
-    def check(path, value):
-        if value is None and optional:
-            return
-        if value not in choices:
-            raise ConfigError(f"{path} must be one of {', '.join(map(str, choices))}; got '{value}'")
+@schema
+class RunSettings:
+    """The run's own keys (`config.yaml`); the sections are parsed with their own schemas."""
 
-    return check
-
-
-def subset_of(*choices: str) -> Check:
-    def check(path, value):
-        unknown = [v for v in (value or []) if v not in choices]
-        if unknown:
-            raise ConfigError(f"{path}: unknown value(s) {', '.join(map(str, unknown))}; valid: {', '.join(choices)}")
-
-    return check
-
-
-def distinct_subset_of(*choices: str, optional: bool = False) -> Check:
-    def check(path, value):
-        if value is None and optional:
-            return
-        if not isinstance(value, list) or not value:
-            raise ConfigError(
-                f"{path} must be a non-empty list of {', '.join(choices)}{' or null' if optional else ''}; "
-                f"got '{value}'"
-            )
-        subset_of(*choices)(path, value)
-        if len(set(value)) != len(value):
-            raise ConfigError(f"{path} names a value twice: {value}")
-
-    return check
+    bits: int = setting(positive_integer())
+    seed: int = setting(integer(0))
+    sample_seed: int = setting(integer(0))
+    device: str = setting()
+    forget: list[str] = setting(class_names())
+    data_root: str = setting()
+    cache_dir: str = setting()
+    num_workers: int = setting(integer(0))
+    references: list[str] | None = setting()
+    delta: str = setting(one_of("mean_abs", "abs_mean"))
+    out_dir: str | None = setting()
+    optimized_metric: str = setting()
+    run_index: str = setting()
+    skip_finished: bool = setting(boolean())
+    save_model: bool = setting(boolean())
+    # Values an experiment file shares between its bundles through interpolation (absent elsewhere):
+    pareto_alpha: float | None = setting(number(0, optional=True), default=None)  # experiment=mechanism_pareto
+    mechanism_best: dict | None = setting(
+        mapping(optional=True), default=None
+    )  # PPP's point (mechanism_variant/ppp_best*)
+    mechanism_ssd: dict | None = setting(mapping(optional=True), default=None)  # SSD's alpha (mechanism_variant/ssd*)
 
 
-def prompt_template(*slots: str) -> Check:
-    """A prompt template (or a list of them) that holds exactly one `{}` slot besides the named `slots`."""
-
-    def check(path, value):
-        for template in value if isinstance(value, list) else [value]:
-            try:
-                ok = (
-                    isinstance(template, str)
-                    and template.count("{}") == 1
-                    and template.format("x", **{s: "y" for s in slots}) is not None
-                )
-            except (IndexError, KeyError, ValueError):
-                ok = False
-            if not ok or any("{" + s + "}" not in template for s in slots):
-                wanted = " and ".join(["one {} slot", *(f"a {{{s}}} slot" for s in slots)])
-                raise ConfigError(f"{path}: the prompt template '{template}' must hold {wanted} and no other braces")
-        if isinstance(value, list) and not value:
-            raise ConfigError(f"{path} must list at least one prompt template")
-
-    return check
+def section_schema(cfg: DictConfig, section: str) -> type:
+    """The schema of `cfg.<section>`, found by its name (a backbone: by its kind)."""
+    node = cfg[section]
+    key = "kind" if section == "backbone" else "name"
+    if not OmegaConf.is_dict(node) or key not in node:
+        raise ConfigError(f"{section} must be a config section with a `{key}`; got '{node}'")
+    return SECTIONS[section].schema(node[key])
 
 
-RULES: dict[str, Check] = {
-    "seed": integer(0),
-    "sample_seed": integer(0),
-    "bits": integer(1),
-    "num_workers": integer(0),
-    "delta": one_of("mean_abs", "abs_mean"),
-    "save_model": one_of(True, False),
-    "skip_finished": one_of(True, False),
-    # datasets
-    "dataset.surface_forms": one_of(True, False),
-    "dataset.mention_prob": number(0, 1, low_open=True),
-    "dataset.domains": distinct_subset_of(*DOMAINS, optional=True),
-    # backbones
-    "backbone.loss.contrastive_weight": number(0),
-    # dampening methods (ppp, ssd, fisher)
-    "method.alpha": number(0),
-    "method.lam": number(0),
-    "method.lam_max": number(0),
-    "method.tau": number(0, low_open=True),
-    "method.exponent": number(0, low_open=True),
-    "method.eps": number(0),
-    "method.k": integer(1),
-    "method.gamma_max": number(0, low_open=True, optional=True),
-    "method.gamma": number(0, optional=True),
-    "method.sign_flip": one_of(True, False),
-    "method.neighbours": one_of("prototype", "random"),
-    "method.reference": one_of(*REFERENCES),
-    "method.fisher_mode": one_of(*MODES),
-    "method.batch_order": one_of(*BATCH_ORDERS),
-    "method.fisher_context_size": integer(1),
-    "method.fisher_batch_size": integer(1),
-    "method.fisher_chunk": integer(1),
-    "method.fisher_memory_mb": number(0, low_open=True, optional=True),
-    "method.forget_samples": integer(1, optional=True),
-    "method.neighbour_samples": integer(1, optional=True),
-    "method.retain_samples": integer(1, optional=True),
-    "method.reference_samples": integer(1, optional=True),
-    "method.prototype_modality": one_of("image", "text", "mean"),
-    "method.retain_excludes_neighbours": one_of(True, False),
-    # CLIP-side methods (ccup, clip_nullspace, cliperase); method.alpha in [0, 1] is checked with the method
-    "method.templates": prompt_template(),
-    "method.domain_template": prompt_template("domain"),
-    "method.variant": one_of(*VARIANTS),
-    "method.ridge_lambda": number(0),
-    "method.ridge_mu": number(0, low_open=True),
-    "method.paradigm": one_of(*PARADIGMS),
-    "method.domains": subset_of(*DOMAINS),
-    "method.prototypes": one_of(*PROTOTYPES),
-    "method.gap_images": integer(1),
-    "method.forget_loss": one_of(*FORGET_LOSSES),
-    "method.forget_weight": number(0),
-    "method.retain_weight": number(0),
-    "method.consistency_weight": number(0),
-    # training baselines
-    "method.kl_reduction": one_of("mean", "batchmean"),
-    "method.retain_fraction": number(0, 1, low_open=True),
-    # evaluators
-    "evaluator.forget_relevance": one_of("forget_classes", "any_label"),
-    "evaluator.topk": integer(1, optional=True),
-    "evaluator.batch_size": integer(1),
-    "evaluator.mia": subset_of("entropy_lr", "shokri"),
-    "evaluator.mia_settings.fit_fraction": number(0, 1, low_open=True),
-    "evaluator.mia_settings.n_shadow": integer(1),
-    "evaluator.mia_settings.attack": one_of("mlp", "lr"),
-    "evaluator.density": one_of(True, False),
-    "evaluator.residual": one_of(True, False),
-    "evaluator.ties": one_of(*TIES),
-    "evaluator.zeroshot": one_of(True, False),
-    "evaluator.zeroshot_settings.templates": prompt_template(),
-    "evaluator.zeroshot_settings.domain_template": prompt_template("domain"),
-    "evaluator.zeroshot_settings.per_class": integer(1),
-    "evaluator.zeroshot_settings.seed": integer(0),
-}
+def check_sections(cfg: DictConfig, complete: bool = True) -> dict[str, Any]:
+    """Every section parsed through its schema (`complete`: unknown and missing keys are errors; without it
+    only the values present are checked, for partial configs). Returns the parsed settings by section."""
+    run = {k: v for k, v in (cfg.items() if OmegaConf.is_config(cfg) else []) if k not in (*SECTIONS, *NOT_RUN_KEYS)}
+    parsed = {"run": parse(RunSettings, run, "", complete)}
+    for section in SECTIONS:
+        if section in cfg:
+            parsed[section] = parse(section_schema(cfg, section), cfg[section], section, complete)
+    return parsed
 
 
 def check_config(cfg: DictConfig) -> None:
-    """Apply every rule whose path the config holds; raise the first ConfigError. The CLIP-side methods
-    come first: their method.alpha lies in [0, 1], where the dampening methods' rule allows any alpha >= 0."""
-    method = OmegaConf.select(cfg, "method.name")
-    if method in CLIP_METHODS:
-        check_clip_method(cfg, method)
-    for path, check in RULES.items():
-        value = OmegaConf.select(cfg, path, default="<absent>")
-        if not (isinstance(value, str) and value == "<absent>"):
-            check(path, OmegaConf.to_object(value) if OmegaConf.is_config(value) else value)
+    """The values a (possibly partial) config holds, each against its schema, then the cross-section
+    checks; raise the first ConfigError. The CLIP-side methods' backbone comes first."""
+    check_clip_method_backbone(cfg)
+    check_sections(cfg, complete=False)
     check_combinations(cfg)
 
 
 def check_combinations(cfg: DictConfig) -> None:
-    """Values that are valid alone but not together."""
-    if OmegaConf.select(cfg, "evaluator.ties") is not None:
-        check_map_settings(cfg.evaluator.ties, cfg.evaluator.get("topk"))
+    """Values that are valid alone but not together (within a section: the schema's own `check`)."""
+    method = OmegaConf.select(cfg, "method.name")
+    if method in CLIP_METHODS:
+        check_clip_method(cfg, method)
     if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
         check_clip_space(cfg, "zero-shot evaluation")
 
@@ -223,11 +126,16 @@ def require_clip_backbone(cfg: DictConfig, what: str) -> None:
         )
 
 
+def check_clip_method_backbone(cfg: DictConfig) -> None:
+    method = OmegaConf.select(cfg, "method.name")
+    if method in CLIP_METHODS:
+        require_clip_backbone(cfg, f"method={method}")
+
+
 def check_clip_method(cfg: DictConfig, method: str) -> None:
-    """A CLIP backbone; a strength in [0, 1]; the nullspace's chosen domains among the data's."""
+    """A CLIP backbone; the nullspace's chosen domains among the data's (its strength in [0, 1] is the
+    projection block's schema)."""
     require_clip_backbone(cfg, f"method={method}")
-    if "alpha" in cfg.method:
-        number(0, 1)("method.alpha", cfg.method.alpha)
     if method == "clip_nullspace" and cfg.method.paradigm in ("domain", "complete"):
         chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
         if not chosen:

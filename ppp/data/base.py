@@ -6,12 +6,24 @@ import bisect
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
 from ppp.errors import ConfigError, choose
+from ppp.schema import schema, setting
+
+
+@schema
+class DatasetSettings:
+    """Every dataset's section: its name and default forget classes; a reader's schema (registered with it
+    in `ppp.data.DATASETS`) adds its builder's arguments and names the benchmark task it builds."""
+
+    task: ClassVar[str]
+    name: str = setting()
+    forget: list[str] = setting()
 
 
 class LabelledDataset(Dataset):

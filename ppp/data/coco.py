@@ -12,12 +12,14 @@ import os
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 
-from ppp.data.base import Benchmark
+from ppp.data.base import Benchmark, DatasetSettings
 from ppp.data.files import ImageTextFiles, Source, multi_hot, parsed_annotations, retrieval_benchmark
 from ppp.errors import ConfigError
+from ppp.schema import boolean, integer, schema, setting
 
 SOURCE = Source(
     name="coco",
@@ -58,6 +60,21 @@ def _parse_split(instances_path: Path, captions_path: Path) -> dict:
         if classes_of_image[image["id"]] and captions_of_image[image["id"]]
     ]
     return {"names": names, "images": images}
+
+
+@schema
+class CocoSettings(DatasetSettings):
+    """`dataset=coco` (docs/datasets.md)."""
+
+    task: ClassVar[str] = "retrieval"
+    root: str = setting()
+    splits: list[str] = setting()
+    n_query: int = setting(integer(0))
+    n_train: int = setting(integer(0))
+    n_val: int = setting(integer(0))
+    split_seed: int = setting(integer(0))
+    seed: int = setting(integer(0))
+    skip_bad_images: bool = setting(boolean())
 
 
 def coco(

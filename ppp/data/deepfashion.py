@@ -9,13 +9,15 @@ validation split (the official `val` stays in test, as before).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ppp.data.base import Benchmark
+from ppp.data.base import Benchmark, DatasetSettings
 from ppp.data.files import ImageFiles, Source, classification_benchmark, sample_per_class
 from ppp.errors import ConfigError
+from ppp.schema import boolean, integer, number, schema, setting
 
 SOURCE = Source(
     name="deepfashion",
@@ -30,6 +32,19 @@ def read_listing(path: Path) -> list[tuple[str, str]]:
     """Rows of a DeepFashion list file (a count line, a header line, then `first  last` rows)."""
     lines = SOURCE.require(path).read_text(encoding="utf-8").splitlines()[2:]
     return [tuple(line.rsplit(maxsplit=1)) for line in lines if line.strip()]
+
+
+@schema
+class DeepFashionSettings(DatasetSettings):
+    """`dataset=deepfashion` (docs/datasets.md)."""
+
+    task: ClassVar[str] = "classification"
+    root: str = setting()
+    min_per_class: int = setting(integer(0))
+    per_class: int = setting(integer(1))
+    val_fraction: float = setting(number(0, 1))
+    seed: int = setting(integer(0))
+    skip_bad_images: bool = setting(boolean())
 
 
 def deepfashion(

@@ -20,11 +20,14 @@ jitter so that every class has enough test and validation images.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppp.data.base import Benchmark, InMemoryImages, InMemoryPairs, split_indices, stratified_split
+from ppp.data.base import Benchmark, DatasetSettings, InMemoryImages, InMemoryPairs, split_indices, stratified_split
+from ppp.schema import boolean, distinct_subset_of, integer, number, schema, setting
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
@@ -161,6 +164,23 @@ def one_digit_images(
     return torch.from_numpy(np.stack(images)), torch.tensor(classes), torch.tensor(domain_idx)
 
 
+@schema
+class DigitScenesSettings(DatasetSettings):
+    """`dataset=digit_scenes`; the harder-caption and domain keys (added later) default to the data of before."""
+
+    task: ClassVar[str] = "retrieval"
+    seed: int = setting(integer(0))
+    n_total: int = setting(integer(1))
+    n_query: int = setting(integer(0))
+    n_train: int = setting(integer(0))
+    n_val: int = setting(integer(0))
+    grid: int = setting(integer(1))
+    topic_prob: float = setting(number(0, 1))
+    surface_forms: bool = setting(boolean(), default=False)
+    mention_prob: float = setting(number(0, 1, low_open=True), default=1.0)
+    domains: list[str] | None = setting(distinct_subset_of(*DOMAINS, optional=True), default=None)
+
+
 def digit_scenes(
     n_total: int = 6500,
     n_query: int = 1000,
@@ -228,6 +248,21 @@ def jitter(
     grid = F.affine_grid(theta, [n, 1, size, size], align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     return (images.clamp(0, 1).repeat(1, 3, 1, 1) * 255).round().to(torch.uint8)
+
+
+@schema
+class DigitsSettings(DatasetSettings):
+    """`dataset=digits`."""
+
+    task: ClassVar[str] = "classification"
+    seed: int = setting(integer(0))
+    per_class: int = setting(integer(1))
+    test_fraction: float = setting(number(0, 1))
+    val_fraction: float = setting(number(0, 1))
+    size: int = setting(integer(1))
+    shift: float = setting(number(0))
+    rotation: float = setting(number(0))
+    scale: float = setting(number(0))
 
 
 def digits(

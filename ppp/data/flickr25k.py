@@ -12,10 +12,12 @@ validation queries leave the database):
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
-from ppp.data.base import Benchmark
+from ppp.data.base import Benchmark, DatasetSettings
 from ppp.data.files import ImageTextFiles, Source, multi_hot, retrieval_benchmark
 from ppp.errors import choose
+from ppp.schema import boolean, integer, one_of, schema, setting
 
 SOURCE = Source(
     name="flickr25k",
@@ -43,6 +45,20 @@ def _read_tags(path: Path) -> list[str]:
     if not path.exists():
         return []
     return [t for t in (line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines()) if t]
+
+
+@schema
+class Flickr25kSettings(DatasetSettings):
+    """`dataset=flickr25k` (docs/datasets.md)."""
+
+    task: ClassVar[str] = "retrieval"
+    root: str = setting()
+    protocol: str = setting(one_of("dsph", "dcmh"))
+    n_query: int | None = setting(integer(0, optional=True))
+    n_train: int = setting(integer(0))
+    n_val: int = setting(integer(0))
+    split_seed: int = setting(integer(0))
+    skip_bad_images: bool = setting(boolean())
 
 
 def flickr25k(

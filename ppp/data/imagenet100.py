@@ -10,13 +10,15 @@ validation.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 import torch
 
-from ppp.data.base import Benchmark, stratified_split
+from ppp.data.base import Benchmark, DatasetSettings, stratified_split
 from ppp.data.files import ImageFiles, Source, classification_benchmark, image_files, sample_per_class
 from ppp.errors import ConfigError
+from ppp.schema import boolean, integer, number, schema, setting
 
 SOURCE = Source(
     name="imagenet100",
@@ -42,6 +44,20 @@ def class_names(wnids: list[str], synset_names: dict[str, str]) -> list[str]:
     """Human names; a name shared by two wnids (ImageNet has a few) gets its wnid appended."""
     names = [synset_names.get(w, w) for w in wnids]
     return [f"{n} ({w})" if names.count(n) > 1 else n for n, w in zip(names, wnids)]
+
+
+@schema
+class ImageNet100Settings(DatasetSettings):
+    """`dataset=imagenet100` (docs/datasets.md)."""
+
+    task: ClassVar[str] = "classification"
+    root: str = setting()
+    classes: list[str] | None = setting()
+    per_class: int = setting(integer(1))
+    test_fraction: float = setting(number(0, 1))
+    val_fraction: float = setting(number(0, 1))
+    seed: int = setting(integer(0))
+    skip_bad_images: bool = setting(boolean())
 
 
 def imagenet100(

@@ -12,19 +12,77 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
+from ppp.config import load_block
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.density import original_neighbours, prototype_distances
-from ppp.evaluation.mia import membership_inference
-from ppp.evaluation.queries import evaluation_set
+from ppp.evaluation.map import TIES, check_map_settings
+from ppp.evaluation.mia import MiaSettings, membership_inference
+from ppp.evaluation.queries import SPLITS, Queries, evaluation_set
 from ppp.evaluation.retrieval import evaluate_retrieval
-from ppp.evaluation.zeroshot import evaluate_zeroshot
+from ppp.evaluation.zeroshot import ZeroshotSettings, evaluate_zeroshot
 from ppp.registry import Registry
+from ppp.schema import block, boolean, choice, integer, one_of, parse, read, schema, setting, subset_of
 
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
+MIA_MODES = ("entropy_lr", "shokri")
+# The zero-shot settings a retrieval section without them means (the shipped blocks, as cache.NEUTRAL_DEFAULTS).
+ZEROSHOT_DEFAULT = parse(ZeroshotSettings, load_block("prompts/digits.yaml", "zeroshot/default.yaml"), "zeroshot")
 
 
-@EVALUATORS.register("retrieval")
+@schema
+class EvaluatorSettings:
+    """Every evaluator's section: its name and batch size."""
+
+    name: str = setting()
+    batch_size: int = setting(integer(1))
+
+    @property
+    def serves(self) -> str:
+        """The benchmark task it evaluates (evaluators are registered under it unless they say otherwise)."""
+        return self.name
+
+
+@schema
+class Scored(EvaluatorSettings, Queries):
+    """An evaluator that scores a split's samples (`Queries`) and adds membership attacks and densities."""
+
+    mia: list[str] = setting(subset_of(*MIA_MODES), default=[])
+    mia_settings: MiaSettings = block(MiaSettings)
+    density: bool = setting(boolean(), default=False)
+    # The per-tower residual metrics of retrieval; a classification section may hold it too (ignored), as
+    # experiment=mechanism_variants sets it on every setting.
+    residual: bool = setting(boolean(), default=False)
+
+
+@schema
+class RetrievalSettings(Scored):
+    forget_relevance: str = setting(one_of("forget_classes", "any_label"))
+    topk: int | None = setting(integer(1, optional=True), default=None)
+    ties: str = setting(one_of(*TIES))
+    zeroshot: bool = setting(boolean(), default=False)
+    zeroshot_settings: ZeroshotSettings = block(ZeroshotSettings, default=ZEROSHOT_DEFAULT)
+
+    def check(self, path: str) -> None:
+        Queries.check(self, path)
+        check_map_settings(self.ties, self.topk)
+
+
+@schema
+class ZeroshotEvaluatorSettings(EvaluatorSettings):
+    """`evaluator=zeroshot`: no `split` in its file (finished runs' hashes), so the test split by default."""
+
+    task: str = setting(one_of("retrieval", "classification"))
+    split: str = setting(choice(*SPLITS), default="test")
+    zeroshot_settings: ZeroshotSettings = block(ZeroshotSettings)
+
+    @property
+    def serves(self) -> str:
+        return self.task
+
+
+@EVALUATORS.register("retrieval", schema=RetrievalSettings)
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
+    settings = read(RetrievalSettings, cfg)
     data = evaluation_set(ctx, cfg)
     metrics = evaluate_retrieval(
         system,
@@ -32,27 +90,28 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
         ctx.forget_idx,
         ctx.device,
         cfg.forget_relevance,
-        cfg.get("topk"),
+        settings.topk,
         cfg.batch_size,
         int(ctx.cfg.num_workers),
         data,
         cfg.ties,
-        bool(cfg.get("residual", False)),
+        bool(settings.residual),
     )
     return {
         **metrics,
         **membership(system, ctx, cfg),
         **density(system, ctx, cfg, data),
-        **(zeroshot(system, ctx, cfg) if cfg.get("zeroshot") else {}),
+        **(zeroshot(system, ctx, cfg) if settings.zeroshot else {}),
     }
 
 
-@EVALUATORS.register("zeroshot")
+@EVALUATORS.register("zeroshot", schema=ZeroshotEvaluatorSettings)
 def zeroshot(system, ctx, cfg: DictConfig) -> dict:
-    return evaluate_zeroshot(system, ctx, cfg.zeroshot_settings, cfg.get("split", "test"), cfg.batch_size)
+    split = read(ZeroshotEvaluatorSettings, cfg).split
+    return evaluate_zeroshot(system, ctx, cfg.zeroshot_settings, split, cfg.batch_size)
 
 
-@EVALUATORS.register("classification")
+@EVALUATORS.register("classification", schema=Scored)
 def classification(system, ctx, cfg: DictConfig) -> dict:
     data = evaluation_set(ctx, cfg)
     metrics = evaluate_classification(
@@ -64,7 +123,7 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
 def density(system, ctx, cfg: DictConfig, data) -> dict:
     """Figure 1's distances to the forget prototype (`cfg.density`), grouped by the original model's
     neighbours so that every model of the run is measured on the same groups."""
-    if not cfg.get("density"):
+    if not read(Scored, cfg).density:
         return {}
     neighbours = original_neighbours(ctx.trained()[0], ctx)
     return {
@@ -75,5 +134,5 @@ def density(system, ctx, cfg: DictConfig, data) -> dict:
 
 def membership(system, ctx, cfg: DictConfig) -> dict:
     """The evaluator's membership-inference attacks (`cfg.mia`; none when absent or empty)."""
-    modes = list(cfg.get("mia") or [])
+    modes = list(read(Scored, cfg).mia or [])
     return membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size) if modes else {}

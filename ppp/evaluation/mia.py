@@ -34,7 +34,22 @@ from ppp.cache import content_key
 from ppp.data.base import Benchmark, LabelledDataset, Subset
 from ppp.errors import ConfigError
 from ppp.evaluation.classification import predict_proba
+from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
 from ppp.train import train
+
+
+@schema
+class MiaSettings:
+    """`evaluator.mia_settings` (`mia/default.yaml`)."""
+
+    fit_fraction: float = setting(number(0, 1, low_open=True))
+    seed: int = setting(integer(0))
+    n_shadow: int = setting(integer(1))
+    shadow_seed: int = setting(integer(0))
+    shadow_train: dict | None = setting(mapping(optional=True), default=None)
+    attack: str = setting(one_of("mlp", "lr"))
+    per_class: bool = setting(boolean())
+
 
 MODES = ("entropy_lr", "shokri")
 SUFFIX = {"entropy_lr": "", "shokri": "_shokri"}
@@ -155,7 +170,7 @@ def shokri_attack(
         half = len(order) // 2
         inside, outside = order[:half], order[half : 2 * half]
         identity = {"pool": pool_name, "in": sorted(inside.tolist()), "seed": seed}
-        shadow = trained_shadow(ctx, pool.subset(inside), s, identity, settings.get("shadow_train"))
+        shadow = trained_shadow(ctx, pool.subset(inside), s, identity, read(MiaSettings, settings).shadow_train)
         for positions, member in ((inside, 1.0), (outside, 0.0)):
             part = pool.subset(positions)
             probs.append(predict_proba(shadow, part, ctx.device, batch_size))

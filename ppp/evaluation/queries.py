@@ -17,22 +17,42 @@ import torch
 from omegaconf import DictConfig
 
 from ppp.data.base import Benchmark, Concatenated, LabelledDataset, carries_any
-from ppp.errors import ConfigError, choose
+from ppp.errors import ConfigError
+from ppp.schema import choice, parse, schema, setting
 
 SPLITS = ("test", "val")
 FORGET_QUERIES = ("all", "sampled", "forget_samples")
 
 
+@schema
+class Queries:
+    """The evaluator keys that pick the scored samples; a section may leave them out (the test split,
+    every forget query)."""
+
+    split: str = setting(choice(*SPLITS), default="test")
+    forget_queries: str = setting(choice(*FORGET_QUERIES), default="all")
+    forget_query_samples: int | None = setting(default=None)
+
+    def check(self, path: str) -> None:
+        count = self.forget_query_samples
+        if self.forget_queries != "all" and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
+            raise ConfigError(
+                f"{path}.forget_query_samples must be a positive integer with forget_queries={self.forget_queries}; "
+                f"got '{count}'"
+            )
+
+
+def query_settings(cfg: DictConfig) -> Queries:
+    """The evaluator section's query keys, checked (a section may hold other keys: they are its evaluator's)."""
+    settings = parse(Queries, cfg, "evaluator", complete=False)
+    settings.check("evaluator")
+    return settings
+
+
 def check_query_settings(cfg: DictConfig, bench: Benchmark) -> None:
-    """One-line errors for the evaluator's split and forget-query keys, before any training."""
-    split, mode = cfg.get("split", "test"), cfg.get("forget_queries", "all")
-    choose("evaluator.split", split, SPLITS)
-    choose("evaluator.forget_queries", mode, FORGET_QUERIES)
-    count = cfg.get("forget_query_samples")
-    if mode != "all" and (isinstance(count, bool) or not isinstance(count, int) or count <= 0):
-        raise ConfigError(
-            f"evaluator.forget_query_samples must be a positive integer with forget_queries={mode}; got '{count}'"
-        )
+    """One-line errors for the evaluator's split and forget-query keys, before any training: the keys
+    alone (`Queries`, also checked by `ppp.experiment.validate`) and the split against the benchmark."""
+    split = query_settings(cfg).split
     data = bench.evaluation_split(split)
     if data is None or len(data) == 0:
         key = "n_val" if bench.task == "retrieval" else "val_fraction"
@@ -46,12 +66,13 @@ def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:
     """The samples the evaluator scores: the retain samples of the split, and the forget samples the
     mode names (the runner checks the keys before training; checked again here for direct callers)."""
     check_query_settings(cfg, ctx.bench)
-    data = ctx.bench.evaluation_split(cfg.get("split", "test"))
-    mode = cfg.get("forget_queries", "all")
+    settings = query_settings(cfg)
+    data = ctx.bench.evaluation_split(settings.split)
+    mode = settings.forget_queries
     if mode == "all":
         return data
     is_forget = carries_any(data.labels, ctx.forget_idx)
-    count = int(cfg.forget_query_samples)
+    count = int(settings.forget_query_samples)
     if mode == "sampled":
         forget = data.subset(torch.nonzero(is_forget).flatten()).sample(count, ctx.sample_seed)
     else:

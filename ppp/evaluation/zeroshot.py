@@ -16,8 +16,17 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from ppp.data.digits import one_digit_images
-from ppp.models.clip_space import class_text_embeddings, image_embeddings
+from ppp.data.digits import DigitScenesSettings, one_digit_images
+from ppp.models.clip_space import Prompts, class_text_embeddings, image_embeddings
+from ppp.schema import integer, read, schema, setting
+
+
+@schema
+class ZeroshotSettings(Prompts):
+    """`evaluator.zeroshot_settings` (`zeroshot/default.yaml`): the prompt block and the images' draw."""
+
+    per_class: int = setting(integer(1))
+    seed: int = setting(integer(0))
 
 
 def zeroshot_accuracy(
@@ -52,7 +61,7 @@ def evaluate_zeroshot(
 ) -> dict[str, float]:
     """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain of
     the `split` draw."""
-    domains = list(ctx.cfg.dataset.get("domains") or [])
+    domains = list(read(DigitScenesSettings, ctx.cfg.dataset).domains or [])
     images, classes, domain_idx = one_digit_images(
         int(settings.per_class), int(ctx.cfg.dataset.grid), int(settings.seed), domains or None, split
     )

@@ -29,19 +29,36 @@ from omegaconf import DictConfig, OmegaConf
 
 from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
-from ppp.methods.registry import METHODS
+from ppp.methods.registry import METHODS, MethodSettings
 from ppp.models import System, build_system, from_scratch
 from ppp.models.scores import class_scores
+from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
 from ppp.train import train
 
 MODALITIES = ("image", "text")  # what the bad teacher distils for hashing systems (classifiers have one output)
 
 
+@schema
+class Trained(MethodSettings):
+    """A method that trains: `train` holds its overrides of `backbone.train`, per backbone task."""
+
+    train: dict | None = setting(mapping(optional=True), default=None)
+
+
+@schema
+class BadTeacherSettings(Trained):
+    retain_fraction: float = setting(number(0, 1, low_open=True))
+    kl_reduction: str = setting(one_of("mean", "batchmean"))
+    temperature: dict = setting(mapping())
+    teacher_seed_offset: int = setting(integer(0))
+    incompetent_pretrained: bool = setting(boolean())
+
+
 def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
     """The backbone's training recipe with this method's overrides for the system's task."""
     base = OmegaConf.to_container(ctx.cfg.backbone.train, resolve=True)
-    overrides = (cfg.get("train") or {}).get(system.task)
-    return OmegaConf.merge(base, OmegaConf.to_container(overrides, resolve=True) if overrides else {})
+    overrides = (read(Trained, cfg).train or {}).get(system.task)
+    return OmegaConf.merge(base, overrides or {})
 
 
 def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> tuple[System, dict]:
@@ -86,13 +103,13 @@ def random_wrong_labels(labels: torch.Tensor, forget_idx: list[int], num_classes
     return new.to(labels.dtype) if labels.dim() == 2 else new.argmax(dim=1)
 
 
-@METHODS.register("finetune")
+@METHODS.register("finetune", schema=Trained)
 def finetune(system, ctx, cfg):
     """Continue training on D_r alone with the system's own loss, so that D_f is catastrophically forgotten."""
     return _train(system, ctx.retain_train, ctx, cfg)
 
 
-@METHODS.register("amnesiac")
+@METHODS.register("amnesiac", schema=Trained)
 def amnesiac(system, ctx, cfg):
     """Train on D_r plus the forget samples relabelled with random wrong (retained) classes (Graves et al.,
     the relabelling variant)."""
@@ -120,7 +137,7 @@ def kl_divergence(log_student: torch.Tensor, target: torch.Tensor, reduction: st
     raise ConfigError(f"method.kl_reduction must be mean or batchmean; got '{reduction}'")
 
 
-@METHODS.register("bad_teacher")
+@METHODS.register("bad_teacher", schema=BadTeacherSettings)
 def bad_teacher(system, ctx, cfg):
     """Distil the original (competent teacher) on a random part of D_r and a random model (incompetent
     teacher) on D_f into a copy of the original (Chundawat et al. 2023).

@@ -20,13 +20,33 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
+from ppp.data.digits import DOMAINS, DigitScenesSettings
 from ppp.errors import ConfigError
-from ppp.methods.projection import edit_image_projection, forget_operator, orthonormal_basis, partial
-from ppp.methods.registry import METHODS
-from ppp.models.clip_space import class_text_embeddings, image_embeddings
+from ppp.methods.projection import Projection, edit_image_projection, forget_operator, orthonormal_basis, partial
+from ppp.methods.registry import METHODS, MethodSettings
+from ppp.models.clip_space import Prompts, class_text_embeddings, image_embeddings
+from ppp.schema import integer, one_of, read, schema, setting, subset_of
 
 PARADIGMS = ("global", "domain", "complete")
 PROTOTYPES = ("none", "modality_gap")
+
+
+@schema
+class CCUPSettings(Prompts, Projection, MethodSettings):
+    """ccup: the prompt and projection blocks."""
+
+
+@schema
+class NullspaceSettings(CCUPSettings):
+    paradigm: str = setting(one_of(*PARADIGMS))
+    domains: list[str] = setting(subset_of(*DOMAINS))
+    prototypes: str = setting(one_of(*PROTOTYPES))
+    gap_images: int = setting(integer(1))
+
+
+def dataset_domains(ctx) -> list[str]:
+    """The data's domains (`dataset.domains` of digit_scenes; none for any other dataset)."""
+    return list(read(DigitScenesSettings, ctx.cfg.dataset).domains or [])
 
 
 def project_out(system, forget: torch.Tensor, retain: torch.Tensor, cfg: DictConfig) -> dict:
@@ -39,11 +59,11 @@ def project_out(system, forget: torch.Tensor, retain: torch.Tensor, cfg: DictCon
     return {f"{cfg.name}/forget_rank": int(orthonormal_basis(forget.T.cpu()).shape[1])}
 
 
-@METHODS.register("ccup")
+@METHODS.register("ccup", schema=CCUPSettings)
 def ccup(system, ctx, cfg):
     """Remove the span of the forget classes' prompt-averaged text embeddings (averaged over the data's
     domains too, as zero-shot classification does) from the image embeddings."""
-    domains = list(ctx.cfg.dataset.get("domains") or []) or None
+    domains = dataset_domains(ctx) or None
     text = class_text_embeddings(system, ctx.bench.class_names, list(cfg.templates), domains, cfg.domain_template)
     retained = [c for c in range(len(text)) if c not in ctx.forget_idx]
     return system, project_out(system, text[ctx.forget_idx], text[retained], cfg)
@@ -74,11 +94,11 @@ def modality_gap(system, text_cells: torch.Tensor, count: int, size: int, seed: 
     return image_embeddings(system, noise, device).mean(0) - text_cells.mean(0)
 
 
-@METHODS.register("clip_nullspace")
+@METHODS.register("clip_nullspace", schema=NullspaceSettings)
 def clip_nullspace(system, ctx, cfg):
     """The multimodal nullspace of text prompts and synthesised visual prototypes of the forget cells,
     orthogonal to (or, with `ridge`, traded against) the retained cells', removed from the image projection."""
-    domains = list(ctx.cfg.dataset.get("domains") or [])
+    domains = dataset_domains(ctx)
     names = ctx.bench.class_names
     per_domain = [
         class_text_embeddings(system, names, list(cfg.templates), [d] if d else None, cfg.domain_template)

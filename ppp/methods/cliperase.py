@@ -23,9 +23,10 @@ from omegaconf import DictConfig
 
 from ppp.data.base import Concatenated, carries_any
 from ppp.errors import choose
-from ppp.methods.baselines import _train
+from ppp.methods.baselines import Trained, _train
 from ppp.methods.registry import METHODS
 from ppp.models.clip_space import similarity_logits
+from ppp.schema import integer, number, one_of, schema, setting
 
 FORGET_LOSSES = ("ascent", "bounded")
 
@@ -69,7 +70,16 @@ def cliperase_terms(
     }
 
 
-@METHODS.register("cliperase")
+@schema
+class CLIPEraseSettings(Trained):
+    forget_loss: str = setting(one_of(*FORGET_LOSSES))
+    forget_weight: float = setting(number(0))
+    retain_weight: float = setting(number(0))
+    consistency_weight: float = setting(number(0))
+    retain_samples: int | None = setting(integer(1, optional=True))
+
+
+@METHODS.register("cliperase", schema=CLIPEraseSettings)
 def cliperase(system, ctx, cfg: DictConfig):
     """Fine-tune on D_f and `retain_samples` pairs of D_r (all when null) against a frozen copy of the original."""
     original = copy.deepcopy(system).eval().requires_grad_(False)

@@ -10,8 +10,9 @@ from omegaconf import DictConfig
 
 from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
-from ppp.fisher import batch_order, fisher_diagonal, official_order, uses_context
+from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_order, uses_context
 from ppp.models import System, build_system
+from ppp.schema import read
 from ppp.train import train
 
 # Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
@@ -122,7 +123,7 @@ class UnlearnContext:
         )
 
         def build():
-            budget = settings.get("fisher_memory_mb")
+            budget = read(FisherEstimate, settings).fisher_memory_mb
             return fisher_diagonal(
                 system,
                 data,

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppp.fisher import trainable_parameters
-from ppp.methods.registry import METHODS
+from ppp.fisher import REFERENCES, FisherEstimate, trainable_parameters
+from ppp.methods.registry import METHODS, MethodSettings
+from ppp.schema import integer, number, one_of, read, schema, setting
 
 
 @dataclass(frozen=True)
@@ -88,19 +89,43 @@ def apply_dampening(net, rule: DampeningRule, i_f: dict, i_r: dict, i_n: dict | 
     return out
 
 
+@schema
+class FisherMethod(FisherEstimate, MethodSettings):
+    """A method that estimates Fisher diagonals: the shared block plus its forget sample size."""
+
+    forget_samples: int | None = setting(integer(1, optional=True), default=None)
+
+
+@schema
+class Dampening(FisherMethod):
+    """Fisher forgetting (`method=fisher`): select by I_f > alpha * I_r against a reference set."""
+
+    alpha: float = setting(number(0))
+    reference: str = setting(one_of(*REFERENCES))
+    reference_samples: int | None = setting(integer(1, optional=True), default=None)
+
+
+@schema
+class SSDSettings(Dampening):
+    """Selective Synaptic Dampening: Fisher forgetting's selection plus the dampening strength."""
+
+    lam: float = setting(number(0))
+
+
 def forget_and_reference_fisher(system, ctx, cfg) -> tuple[dict, dict, dict]:
     """I_f on (a seeded sample of) D_f; I_r on D = D_f u D_r ('full', SSD's code) or D_r ('retain');
     and the seconds each took. In batch mode the batches follow `cfg.batch_order` (`ctx.fisher`)."""
     seed = ctx.sample_seed
-    forget = ctx.forget_train.sample(cfg.get("forget_samples"), seed)
+    settings = read(Dampening, cfg)
+    forget = ctx.forget_train.sample(settings.forget_samples, seed)
     reference = {"full": ctx.bench.train, "retain": ctx.retain_train}[cfg.reference]
-    reference = reference.sample(cfg.get("reference_samples"), seed)
+    reference = reference.sample(settings.reference_samples, seed)
     i_f, forget_s = ctx.fisher(system, forget, cfg, "fisher_forget")
     i_r, reference_s = ctx.fisher(system, reference, cfg, "fisher_reference")
     return i_f, i_r, {"time/fisher_forget_s": forget_s, "time/fisher_reference_s": reference_s}
 
 
-@METHODS.register("ssd")
+@METHODS.register("ssd", schema=SSDSettings)
 def ssd(system, ctx, cfg):
     """Selective Synaptic Dampening (Foster et al., AAAI 2024), as in its official code."""
     i_f, i_r, times = forget_and_reference_fisher(system, ctx, cfg)
@@ -108,7 +133,7 @@ def ssd(system, ctx, cfg):
     return system, {**times, **{f"ssd/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()}}
 
 
-@METHODS.register("fisher")
+@METHODS.register("fisher", schema=Dampening)
 def fisher_forgetting(system, ctx, cfg):
     """Eq. 1 with w = 0: zero every parameter whose forget importance exceeds alpha x the retained one.
 

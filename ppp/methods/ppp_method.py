@@ -11,25 +11,48 @@ import time
 import torch
 
 from ppp.data.base import carries_any
-from ppp.methods.dampening import DampeningRule, apply_dampening
+from ppp.methods.dampening import DampeningRule, FisherMethod, apply_dampening
 from ppp.methods.prototypes import prototype_geometry, random_neighbours
 from ppp.methods.registry import METHODS
+from ppp.schema import boolean, integer, number, one_of, read, schema, setting
 
 
-@METHODS.register("ppp")
+@schema
+class PPPSettings(FisherMethod):
+    """PPP's keys (`method/ppp.yaml`); the mechanism flags added later default to the paper's method."""
+
+    alpha: float = setting(number(0))
+    tau: float = setting(number(0, low_open=True))
+    lam: float = setting(number(0))
+    lam_max: float = setting(number(0))
+    exponent: float = setting(number(0, low_open=True))
+    eps: float = setting(number(0))
+    k: int = setting(integer(1))
+    gamma_max: float | None = setting(number(0, low_open=True, optional=True), default=None)
+    gamma: float | None = setting(number(0, optional=True), default=None)
+    sign_flip: bool = setting(boolean(), default=True)
+    neighbours: str = setting(one_of("prototype", "random"), default="prototype")
+    prototype_modality: str = setting(one_of("image", "text", "mean"))
+    retain_excludes_neighbours: bool = setting(boolean())
+    neighbour_samples: int | None = setting(integer(1, optional=True), default=None)
+    retain_samples: int | None = setting(integer(1, optional=True), default=None)
+
+
+@METHODS.register("ppp", schema=PPPSettings)
 def ppp(system, ctx, cfg):
     seed = ctx.sample_seed
+    settings = read(PPPSettings, cfg)
     names = ctx.bench.class_names
 
     # 1-3. Prior-prototypes over D = D_f u D_r under the trained model, neighbours, gamma (Eqs. 2-3).
     start = time.perf_counter()
     protos = ctx.prototypes(system, cfg.prototype_modality)
-    geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), cfg.get("gamma_max"))
+    geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), settings.gamma_max)
     diagnostics = {"time/prototypes_s": time.perf_counter() - start}
     neighbour_classes = geometry.neighbours
-    if cfg.get("neighbours", "prototype") == "random":
+    if settings.neighbours == "random":
         neighbour_classes = random_neighbours(len(names), ctx.forget_idx, len(geometry.neighbours), seed)
-    gamma = geometry.gamma if cfg.get("gamma") is None else float(cfg.gamma)
+    gamma = geometry.gamma if settings.gamma is None else float(settings.gamma)
 
     # D_n: retained samples carrying a neighbour class; D_r for Fisher excludes them by default.
     retain = ctx.retain_train
@@ -38,8 +61,8 @@ def ppp(system, ctx, cfg):
     if cfg.retain_excludes_neighbours:
         retain = retain.subset(torch.nonzero(~is_neighbour).flatten())
     forget = ctx.forget_train.sample(cfg.forget_samples, seed)
-    neighbours = neighbours.sample(cfg.get("neighbour_samples"), seed)
-    retain = retain.sample(cfg.get("retain_samples"), seed)
+    neighbours = neighbours.sample(settings.neighbour_samples, seed)
+    retain = retain.sample(settings.retain_samples, seed)
 
     # 4. Empirical Fisher on D_f, D_n, D_r (Eq. 4).
     fisher = {}
@@ -55,7 +78,7 @@ def ppp(system, ctx, cfg):
         exponent=float(cfg.exponent),
         eps=float(cfg.eps),
         gamma=gamma,
-        sign_flip=bool(cfg.get("sign_flip", True)),
+        sign_flip=bool(settings.sign_flip),
     )
     counts = apply_dampening(
         system.net, rule, fisher["fisher_forget"], fisher["fisher_retain"], fisher["fisher_neighbour"]

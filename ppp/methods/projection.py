@@ -18,8 +18,19 @@ import torch
 from torch import nn
 
 from ppp.errors import ConfigError
+from ppp.schema import number, one_of, schema, setting
 
 VARIANTS = ("plain", "orthogonalised", "ridge")
+
+
+@schema
+class Projection:
+    """The projection block (`method/projection/default.yaml`) that ccup and clip_nullspace share."""
+
+    alpha: float = setting(number(0, 1))
+    variant: str = setting(one_of(*VARIANTS))
+    ridge_lambda: float = setting(number(0))
+    ridge_mu: float = setting(number(0, low_open=True))
 
 
 def orthonormal_basis(vectors: torch.Tensor, rel_eps: float = 1e-6) -> torch.Tensor:

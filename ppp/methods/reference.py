@@ -2,26 +2,34 @@
 
 from __future__ import annotations
 
-from ppp.methods.registry import METHODS
+from ppp.methods.registry import METHODS, MethodSettings
 from ppp.models import build_system, from_scratch
+from ppp.schema import integer, read, schema, setting
 
 
-@METHODS.register("original")
+@schema
+class BadSettings(MethodSettings):
+    """`method=bad`; the reference rows build it from its name alone, so the offset has a default."""
+
+    init_seed_offset: int = setting(integer(0), default=1)
+
+
+@METHODS.register("original", schema=MethodSettings)
 def original(system, ctx, cfg):
     return system, {}
 
 
-@METHODS.register("retrain")
+@METHODS.register("retrain", schema=MethodSettings)
 def retrain(system, ctx, cfg):
     """Every layer re-initialised and trained on D_r alone with the original recipe (cached)."""
     model, train_s = ctx.trained(exclude_forget=True)
     return model, {"time/train_s": train_s}
 
 
-@METHODS.register("bad")
+@METHODS.register("bad", schema=BadSettings)
 def bad(system, ctx, cfg):
     """A random initialisation of every layer (pretrained weights too), no training: the floor of every metric."""
-    seed = int(ctx.cfg.seed) + int(cfg.get("init_seed_offset", 1))
+    seed = int(ctx.cfg.seed) + int(read(BadSettings, cfg).init_seed_offset)
     return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(
         ctx.device
     ), {}

@@ -5,5 +5,14 @@ lists or strings) instead of writing into shared state, so that runs in one proc
 """
 
 from ppp.registry import Registry
+from ppp.schema import schema, setting
+
+
+@schema
+class MethodSettings:
+    """Every method's section: `method.name`; a method's schema (registered with it) adds its keys."""
+
+    name: str = setting()
+
 
 METHODS: Registry = Registry("method")

@@ -14,6 +14,15 @@ import torch
 import torch.nn.functional as F
 
 from ppp.models.base import System
+from ppp.schema import prompt_template, schema, setting
+
+
+@schema
+class Prompts:
+    """The prompt block (`prompts/digits.yaml`), mounted by the zero-shot settings and the CLIP-side methods."""
+
+    templates: list[str] = setting(prompt_template())
+    domain_template: str = setting(prompt_template("domain"))
 
 
 def prompts(

@@ -11,6 +11,8 @@ from torch import nn
 
 from ppp.errors import ConfigError
 from ppp.models.base import System
+from ppp.schema import number, one_of, read, schema, setting
+from ppp.train import TrainRecipe
 from ppp.utils import reachable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -84,6 +86,16 @@ def build_resnet(arch: str, num_classes: int, small_stem: bool, weights: str | N
         fresh = ("fc.", "conv1.") if small_stem else ("fc.",)
         load_body(net, load_weights_file_or_tag(arch, str(weights)), fresh, str(weights))
     return net
+
+
+@schema
+class ResnetRecipe(TrainRecipe):
+    """A ResNet's recipe: sgd (with momentum) or adamw (with optional betas and eps, from a method's overrides)."""
+
+    optimizer: str = setting(one_of("sgd", "adamw"))
+    momentum: float = setting(number(0), default=0.9)
+    betas: list[float] | None = setting(default=None)
+    eps: float | None = setting(number(0, optional=True), default=None)
 
 
 class ClassifierSystem(System):
@@ -160,7 +172,7 @@ class ClassifierSystem(System):
             "optimizer": settings.optimizer,
         }
         if settings.optimizer == "sgd":
-            group["momentum"] = settings.get("momentum", 0.9)
+            group["momentum"] = read(ResnetRecipe, settings).momentum
         elif settings.optimizer == "adamw":
             group.update({k: tuple(v) if k == "betas" else v for k, v in settings.items() if k in ("betas", "eps")})
         else:
