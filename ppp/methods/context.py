@@ -14,7 +14,7 @@ from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
 from ppp.errors import ConfigError
 from ppp.fisher import batch_order, fisher_diagonal, official_order, uses_context
-from ppp.models import System, build_system
+from ppp.models import System, build_system, from_scratch
 from ppp.train import train
 
 # Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
@@ -60,9 +60,11 @@ class UnlearnContext:
         mask = ~carries_any(self.bench.train.labels, self.forget_idx)
         return self.bench.train.subset(torch.nonzero(mask).flatten())
 
-    def fresh_system(self, seed: int | None = None) -> System:
+    def fresh_system(self, seed: int | None = None, scratch: bool = False) -> System:
+        """A newly initialised system (`scratch`: without pretrained weights), through the context's factory."""
         cfg, build = self.cfg, self.system_factory or build_system
-        return build(cfg.backbone, self.bench.num_classes, int(cfg.bits), int(cfg.seed if seed is None else seed)).to(
+        backbone = from_scratch(cfg.backbone) if scratch else cfg.backbone
+        return build(backbone, self.bench.num_classes, int(cfg.bits), int(cfg.seed if seed is None else seed)).to(
             self.device
         )
 
