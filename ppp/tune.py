@@ -37,7 +37,7 @@ from ppp.config import compose_config, configs_initialised, group_options
 from ppp.errors import ConfigError
 from ppp.experiment import BenchmarkProvider, MemoisedBenchmarks, execute, objective_value, validate
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("ppp.tune")  # not __name__: `python -m ppp.tune` runs it as __main__
 
 HOST = socket.gethostname()
 PARAM_TYPES = ("float", "int", "categorical")
@@ -449,9 +449,10 @@ def main(argv: list[str] | None = None) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(logging.Formatter("%(message)s"))
     logger = logging.getLogger("ppp")
-    level = logger.level
+    level, propagate = logger.level, logger.propagate
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library's basicConfig on the root logger would print each message twice
     try:
         tune(sys.argv[1:] if argv is None else argv)
     except ConfigError as err:
@@ -460,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
     finally:
         logger.removeHandler(handler)
         logger.setLevel(level)
+        logger.propagate = propagate
 
 
 if __name__ == "__main__":

@@ -21,11 +21,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
+from ppp.config import CONF_DIR
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.experiment import MemoisedBenchmarks
 from ppp.runs import run_hash
-from ppp.tune import CONF_DIR, check_search, main, run_config, search_overrides, trial_config, tune
+from ppp.tune import check_search, main, run_config, search_overrides, trial_config, tune
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 
