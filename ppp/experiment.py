@@ -1,16 +1,24 @@
-"""One run: config -> benchmark -> original model -> unlearning method -> metrics.json."""
+"""One run: config -> benchmark -> original model -> unlearning method -> metrics.json.
+
+`execute` composes four stages, each returning what it made: `prepare` (config, run hash, context),
+`unlearn` (the method's model), `evaluate` (metrics, references, deltas) and `record` (the files)."""
 
 from __future__ import annotations
 
+import logging
 import math
 import os
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.cache import Cache, config_identity, content_key, source_digest, storable
 from ppp.data import build_benchmark
+from ppp.data.base import Benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.changes import parameter_changes
@@ -18,10 +26,13 @@ from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import Queries, check_query_settings
 from ppp.memory import PeakMemory
 from ppp.methods import METHODS, UnlearnContext
+from ppp.models import System
 from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
 from ppp.schema import read
 from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_clip_method_backbone, check_combinations, check_sections
+
+log = logging.getLogger(__name__)
 
 REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
 # Bump when a reference row's metrics would change without a change to EVALUATION_SOURCES (a library's
@@ -140,87 +151,171 @@ def objective_value(cfg: DictConfig, result: dict) -> float:
     return float(result["metrics"].get(cfg.optimized_metric, math.nan))
 
 
-def execute(cfg: DictConfig) -> dict:
-    """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content.
+# ---------------------------------------------------------------- benchmarks and the context
 
-    The run's settings are read-only: nothing downstream can change them, so several runs in one
-    process give the numbers of separate processes.
-    """
+BenchmarkProvider = Callable[[DictConfig, "str | os.PathLike | None"], Benchmark]
+"""Gives the benchmark of a dataset config (and the cache folder): `build_benchmark` builds it afresh."""
+
+
+class MemoisedBenchmarks:
+    """A benchmark provider that builds each dataset once (keyed by its config's content hash): runs in
+    one process that differ in the method only share it; runs never modify a benchmark."""
+
+    def __init__(self, build: BenchmarkProvider = build_benchmark):
+        self.build = build
+        self.built: dict[str, Benchmark] = {}
+
+    def __call__(self, dataset_cfg: DictConfig, cache_dir=None) -> Benchmark:
+        key = content_key(dataset_cfg)
+        if key not in self.built:
+            self.built[key] = self.build(dataset_cfg, cache_dir)
+        return self.built[key]
+
+
+def build_context(
+    cfg: DictConfig,
+    benchmarks: BenchmarkProvider | None = None,
+    cache: Cache | None = None,
+    system_factory=None,
+    device: torch.device | None = None,
+    checks: bool = True,
+) -> UnlearnContext:
+    """The one place a config becomes an `UnlearnContext` (runner, scripts, tests, `ppp.api`).
+
+    `checks` runs the benchmark-dependent checks (evaluator/backbone fit, forget classes, query
+    settings); a partial config (a test's, the API's) skips them. `system_factory` has
+    `ppp.models.build_system`'s signature and replaces it, so a network need not be registered."""
+    device = resolve_device(cfg.device) if device is None else device
+    bench = (benchmarks or build_benchmark)(cfg.dataset, cfg.get("cache_dir"))
+    if checks:
+        check_fits(cfg, bench)
+    forget_idx = bench.class_indices(list(cfg.forget))
+    if checks:
+        check_against_benchmark(cfg, bench.num_classes, forget_idx)
+        check_query_settings(cfg.evaluator, bench)
+    return UnlearnContext(
+        cfg=cfg,
+        bench=bench,
+        forget_idx=forget_idx,
+        device=device,
+        cache=Cache(cfg.cache_dir) if cache is None else cache,
+        system_factory=system_factory,
+    )
+
+
+# ---------------------------------------------------------------- the run's stages
+
+
+@dataclass
+class Prepared:
+    cfg: DictConfig  # read-only, resolved
+    run_hash: str
+    ctx: UnlearnContext | None  # None when the run had finished before
+    finished: dict | None = None  # that earlier run's metrics.json content
+
+
+@dataclass
+class Unlearned:
+    model: System
+    diagnostics: dict
+    train_s: float  # the original model's training (when it was first built)
+    unlearn_s: float
+    peak_mb: float
+
+
+@dataclass
+class Evaluated:
+    model: System
+    metrics: dict
+    arrays: dict  # per-query/per-sample arrays, `method/...` and `<reference>/...`
+    references: dict[str, dict]
+
+
+def prepare(cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, cache: Cache | None = None) -> Prepared:
+    """Everything before the method: config checks, run hash, skip when finished, determinism, context.
+
+    The run's settings are made read-only here: nothing downstream can change them, so several runs in
+    one process give the numbers of separate processes. `benchmarks` lets a caller (a search) reuse
+    benchmarks across runs without the runner knowing."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # hydra's node is not ours to freeze
     OmegaConf.set_readonly(cfg, True)
     validate(cfg)
     key = run_hash(cfg)
     done = finished(cfg, key) if cfg.skip_finished else None
     if done is not None:
-        print(
-            f"[skip] run {key} already finished ({done['method']}, objective {cfg.optimized_metric}="
-            f"{done['metrics'].get(cfg.optimized_metric)}); results in {Path(done['run_dir'])}; "
-            f"skip_finished=false runs it again"
+        log.info(
+            "[skip] run %s already finished (%s, objective %s=%s); results in %s; skip_finished=false runs it again",
+            key,
+            done["method"],
+            cfg.optimized_metric,
+            done["metrics"].get(cfg.optimized_metric),
+            Path(done["run_dir"]),
         )
         point_to_finished(output_dir(cfg), done)
-        return done
+        return Prepared(cfg, key, None, done)
 
     device = resolve_device(cfg.device)
     make_deterministic(device)
     seed_everything(int(cfg.seed))
-    bench = build_benchmark(cfg.dataset, cfg.cache_dir)
-    check_fits(cfg, bench)
-    forget_idx = bench.class_indices(list(cfg.forget))
-    check_against_benchmark(cfg, bench.num_classes, forget_idx)
-    check_query_settings(cfg.evaluator, bench)
-    ctx = UnlearnContext(
-        cfg=cfg,
-        bench=bench,
-        forget_idx=forget_idx,
-        device=device,
-        cache=Cache(
-            cfg.cache_dir,
-            made_by={
-                "run_hash": key,
-                "method": cfg.method.name,
-                "dataset": cfg.dataset.name,
-                "bits": int(cfg.bits),
-                "seed": int(cfg.seed),
-            },
-        ),
-    )
+    if cache is None:
+        made_by = {"run_hash": key, "method": cfg.method.name, "dataset": cfg.dataset.name}
+        cache = Cache(cfg.cache_dir, made_by={**made_by, "bits": int(cfg.bits), "seed": int(cfg.seed)})
+    return Prepared(cfg, key, build_context(cfg, benchmarks, cache, device=device))
 
+
+def unlearn(prepared: Prepared) -> Unlearned:
+    """The method on the original model, timed and memory-measured apart from training and evaluation."""
+    ctx, cfg = prepared.ctx, prepared.cfg
     original, train_s = ctx.trained()
     method = METHODS.get(cfg.method.name)
     seed_everything(int(cfg.sample_seed))
     start = time.perf_counter()
-    with PeakMemory(device) as memory:
+    with PeakMemory(ctx.device) as memory:
         model, diagnostics = method(original, ctx, cfg.method)
-    unlearn_s = time.perf_counter() - start
+    return Unlearned(model, diagnostics, train_s, time.perf_counter() - start, memory.mb)
 
-    evaluate = EVALUATORS.get(cfg.evaluator.name)
+
+def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evaluated:
+    """The unlearned model's metrics, its parameter changes, the reference rows and the deltas to them.
+
+    `evaluator` (the config's by default) is what scores every model, references included."""
+    ctx, cfg, model = prepared.ctx, prepared.cfg, unlearned.model
+    score = EVALUATORS.get(cfg.evaluator.name) if evaluator is None else evaluator
     start = time.perf_counter()
-    metrics, arrays = split_arrays(evaluate(model, ctx, cfg.evaluator))
+    metrics, arrays = split_arrays(score(model, ctx, cfg.evaluator))
     metrics["time/evaluate_s"] = time.perf_counter() - start
     arrays = {f"method/{k}": v for k, v in arrays.items()}
-    metrics.update(diagnostics)
+    metrics.update(unlearned.diagnostics)
     pristine = ctx.trained()[0]  # a fresh original: the method may have changed `original` in place
     metrics.update(parameter_changes(model, pristine))
-    if "bad_images" in bench.info:
-        metrics["data/bad_images"] = bench.info["bad_images"].count
-    metrics.setdefault("time/train_s", train_s)
+    if "bad_images" in ctx.bench.info:
+        metrics["data/bad_images"] = ctx.bench.info["bad_images"].count
+    metrics.setdefault("time/train_s", unlearned.train_s)
     if cfg.method.name != "original":
-        metrics["time/unlearn_s"] = unlearn_s
-    metrics["mem/peak_mb"] = memory.mb
+        metrics["time/unlearn_s"] = unlearned.unlearn_s
+    metrics["mem/peak_mb"] = unlearned.peak_mb
     names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
-    for name, values in reference_metrics(ctx, evaluate, names, pristine).items():
+    for name, values in reference_metrics(ctx, score, names, pristine).items():
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
-    metrics.update(deltas(metrics, references, bench.task, cfg.delta))
+    metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta))
+    return Evaluated(model, metrics, arrays, references)
 
+
+def record(prepared: Prepared, evaluated: Evaluated) -> dict:
+    """metrics.json, arrays, the run index entry (and the model when asked); returns metrics.json's content.
+
+    The table goes to stdout with print: it is the run's result, what a user pipes or reads, not a log
+    message (Hydra's logging would prefix every line of it)."""
+    cfg, ctx, metrics, references = prepared.cfg, prepared.ctx, evaluated.metrics, evaluated.references
     out = output_dir(cfg)
     result = {
-        "run_hash": key,
+        "run_hash": prepared.run_hash,
         "run_dir": str(out.resolve()),
         "method": cfg.method.name,
         "dataset": cfg.dataset.name,
-        "task": bench.task,
+        "task": ctx.bench.task,
         "backbone": cfg.backbone.name,
         "bits": int(cfg.bits),
         "seed": int(cfg.seed),
@@ -228,16 +323,25 @@ def execute(cfg: DictConfig) -> dict:
         "forget": list(cfg.forget),
         "config": resolved(cfg),
         "metrics": metrics,
-        "provenance": {**provenance(device), "cache": ctx.cache.used},
+        "provenance": {**provenance(ctx.device), "cache": ctx.cache.used},
     }
     if references:
         result["references"] = references
     if cfg.save_model:
-        print(f"unlearned model saved to {save_model(out, model)}")
-    path = write_result(cfg, out, result, arrays)
-    print(format_table({**references, cfg.method.name: metrics}))
-    for label, value in metrics.items():
-        if label.startswith(("delta/", "objective/")):
-            print(f"{label}: {100 * value:.2f}")
-    print(f"metrics written to {path}")
+        log.info("unlearned model saved to %s", save_model(out, evaluated.model))
+    path = write_result(cfg, out, result, evaluated.arrays)
+    lines = [format_table({**references, cfg.method.name: metrics})]
+    lines += [f"{k}: {100 * v:.2f}" for k, v in metrics.items() if k.startswith(("delta/", "objective/"))]
+    print("\n".join(lines))
+    log.info("metrics written to %s", path)
     return result
+
+
+def execute(
+    cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, evaluator=None, cache: Cache | None = None
+) -> dict:
+    """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content."""
+    prepared = prepare(cfg, benchmarks, cache)
+    if prepared.finished is not None:
+        return prepared.finished
+    return record(prepared, evaluate(prepared, unlearn(prepared), evaluator))

@@ -32,13 +32,14 @@ from omegaconf import DictConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
-import ppp.experiment
-from ppp.cache import atomic_write, content_key
+from ppp.cache import atomic_write
 from ppp.config import compose_config, configs_initialised, group_options
 from ppp.errors import ConfigError
-from ppp.experiment import execute, objective_value, validate
+from ppp.experiment import BenchmarkProvider, MemoisedBenchmarks, execute, objective_value, validate
 from ppp.schema import Check, block, boolean, integer, parse, read, schema
 from ppp.schema import setting as tune_key
+
+log = logging.getLogger("ppp.tune")  # not __name__: `python -m ppp.tune` runs it as __main__
 
 HOST = socket.gethostname()
 PARAM_TYPES = ("float", "int", "categorical")
@@ -331,22 +332,18 @@ def n_complete(study: optuna.Study) -> int:
 
 
 @contextlib.contextmanager
-def cached_benchmarks():
-    """Build each dataset once per process: trials differ in the method only (keyed by the dataset
-    config's content hash; runs never modify a benchmark)."""
-    build, built = ppp.experiment.build_benchmark, {}
-
-    def cached(dataset_cfg, cache_dir=None):
-        key = content_key(dataset_cfg)
-        if key not in built:
-            built[key] = build(dataset_cfg, cache_dir)
-        return built[key]
-
-    ppp.experiment.build_benchmark = cached
-    try:
-        yield
-    finally:
-        ppp.experiment.build_benchmark = build
+def run_log(path: Path):
+    """A trial run's messages (its `ppp.experiment` log and its printed table) go to `path`, not the terminal."""
+    logger = logging.getLogger("ppp.experiment")
+    with open(path, "w") as fh, contextlib.redirect_stdout(fh):
+        handler = logging.StreamHandler(fh)
+        logger.addHandler(handler)
+        propagate, logger.propagate = logger.propagate, False
+        try:
+            yield
+        finally:
+            logger.propagate = propagate
+            logger.removeHandler(handler)
 
 
 def suggest(trial: optuna.Trial, params: DictConfig) -> dict[str, object]:
@@ -374,7 +371,8 @@ def trial_config(setting_cfg: DictConfig, params: dict[str, object], out: Path) 
     return cfg
 
 
-def make_objective(cfg: DictConfig, overrides: list[str]):
+def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkProvider):
+    """Trials differ in the method only: `benchmarks` (memoising) builds each dataset once per process."""
     tune = cfg.tune
     aggregate = AGGREGATES[tune.aggregate]
     composed = {}  # each setting's config, composed once per process
@@ -391,8 +389,8 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
                 composed[label] = compose_config(overrides + setting)
             run_cfg = trial_config(composed[label], params, out)
             out.mkdir(parents=True, exist_ok=True)
-            with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):
-                result = execute(run_cfg)
+            with run_log(out / "log.txt"):
+                result = execute(run_cfg, benchmarks)
             value = objective_value(run_cfg, result)
             if math.isnan(value):
                 raise ValueError(f"run {result['run_hash']} has no '{run_cfg.optimized_metric}'")
@@ -400,7 +398,7 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
             trial.set_user_attr(f"{run_cfg.optimized_metric}[{label}]", value)
             for timing in ("time/unlearn_s", "time/evaluate_s"):  # what a trial costs beyond them: ppp.bench
                 trial.set_user_attr(f"{timing}[{label}]", result["metrics"].get(timing))
-            print(f"[tune] trial {trial.number} {label}: {run_cfg.optimized_metric}={value:.4f}  ({out})")
+            log.info("[tune] trial %d %s: %s=%.4f  (%s)", trial.number, label, run_cfg.optimized_metric, value, out)
             trial.report(aggregate(values), step)
             if trial.should_prune():
                 raise optuna.TrialPruned()
@@ -489,8 +487,9 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
 # ---------------------------------------------------------------- entry point
 
 
-def tune(argv: list[str]) -> optuna.Study:
-    """Run (or resume, or join) the search named on the command line; returns the study."""
+def tune(argv: list[str], benchmarks: BenchmarkProvider | None = None) -> optuna.Study:
+    """Run (or resume, or join) the search named on the command line; returns the study. `benchmarks`
+    gives each trial's benchmark (default: each dataset built once in this process)."""
     overrides = search_overrides(argv)
     with configs_initialised():
         cfg = compose_config(overrides)
@@ -501,30 +500,44 @@ def tune(argv: list[str]) -> optuna.Study:
         study = open_study(cfg)
         retried = recover_dead_trials(study, cfg.tune.max_retry)
         if retried:
-            print(f"[tune] trials {retried} lost their worker: failed and queued again")
+            log.info("[tune] trials %s lost their worker: failed and queued again", retried)
         done, budget = n_complete(study), cfg.tune.n_trials
-        print(f"[tune] study '{study.study_name}' in {cfg.tune.storage}: {done}/{budget} trials complete")
+        log.info("[tune] study '%s' in %s: %d/%d trials complete", study.study_name, cfg.tune.storage, done, budget)
         if done < budget:
-            with cached_benchmarks():
-                study.optimize(
-                    make_objective(cfg, overrides),
-                    callbacks=[optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))],
-                )
+            study.optimize(
+                make_objective(cfg, overrides, MemoisedBenchmarks() if benchmarks is None else benchmarks),
+                callbacks=[optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))],
+            )
         written = write_outputs(study, cfg, overrides)
     if n_complete(study):
         best = study.best_trial
-        print(f"[tune] best trial {best.number}: {cfg.optimized_metric} ({cfg.tune.aggregate}) = {best.value:.4f}")
-        print(f"[tune] paste: python run.py {(Path(cfg.tune.dir) / 'best_overrides.txt').read_text().strip()}")
-    print(f"[tune] wrote {', '.join(str(p) for p in written)}")
+        log.info(
+            "[tune] best trial %d: %s (%s) = %.4f", best.number, cfg.optimized_metric, cfg.tune.aggregate, best.value
+        )
+        log.info("[tune] paste: python run.py %s", (Path(cfg.tune.dir) / "best_overrides.txt").read_text().strip())
+    log.info("[tune] wrote %s", ", ".join(str(p) for p in written))
     return study
 
 
 def main(argv: list[str] | None = None) -> None:
+    # `python -m ppp.tune` has no Hydra job_logging: the search's own messages (logger `ppp`, INFO) go to
+    # stdout here, as run.py's do; `tune` lowers the root logger to ERROR for open_clip's chatter.
+    handler = logging.StreamHandler(sys.stdout)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger = logging.getLogger("ppp")
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False  # a library's basicConfig on the root logger would print each message twice
     try:
         tune(sys.argv[1:] if argv is None else argv)
     except ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {err}", file=sys.stderr)  # the command's one-line answer, as ppp-run's
         raise SystemExit(2) from None
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 if __name__ == "__main__":

@@ -14,11 +14,10 @@ from omegaconf import OmegaConf
 
 from ppp.cache import Cache
 from ppp.config import compose_config
-from ppp.data import build_benchmark
 from ppp.evaluation.classification import predict_proba
+from ppp.experiment import build_context
 from ppp.methods import UnlearnContext
 from ppp.methods.dampening import DampeningRule, apply_dampening, forget_and_reference_fisher
-from ppp.utils import resolve_device
 
 ALPHAS = (1.0, 3.0, 10.0)
 
@@ -26,14 +25,7 @@ ALPHAS = (1.0, 3.0, 10.0)
 def context(method: str) -> UnlearnContext:
     cfg = compose_config(["dataset=digits", f"method={method}", *sys.argv[1:]])
     OmegaConf.resolve(cfg)
-    bench = build_benchmark(cfg.dataset, cfg.cache_dir)
-    return UnlearnContext(
-        cfg=cfg,
-        bench=bench,
-        forget_idx=bench.class_indices(list(cfg.forget)),
-        device=resolve_device(cfg.device),
-        cache=Cache(cfg.cache_dir, made_by={"diag": True}),
-    )
+    return build_context(cfg, cache=Cache(cfg.cache_dir, made_by={"diag": True}))
 
 
 def block(name):

@@ -12,14 +12,11 @@ import sys
 import numpy as np
 import torch
 
-from ppp.cache import Cache
 from ppp.config import compose_config
-from ppp.data import build_benchmark
 from ppp.data.base import carries_any
 from ppp.evaluation.map import average_precisions, hamming_distance, precision_at_hits
 from ppp.evaluation.retrieval import encode, forget_split_labels
-from ppp.methods import UnlearnContext
-from ppp.utils import resolve_device
+from ppp.experiment import build_context
 
 PERMUTATIONS = 50
 
@@ -38,11 +35,8 @@ SORTS = {
 
 def main(overrides: list[str]) -> None:
     cfg = compose_config(overrides)
-    bench = build_benchmark(cfg.dataset)
-    forget_idx = bench.class_indices(list(cfg.forget))
-    ctx = UnlearnContext(
-        cfg=cfg, bench=bench, forget_idx=forget_idx, device=resolve_device(cfg.device), cache=Cache(cfg.cache_dir)
-    )
+    ctx = build_context(cfg)
+    bench, forget_idx = ctx.bench, ctx.forget_idx
     system, _ = ctx.trained()
     q_img, q_txt = encode(system, bench.query, ctx.device)
     d_img, d_txt = encode(system, bench.database, ctx.device)

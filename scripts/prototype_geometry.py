@@ -7,24 +7,15 @@ mu_rest / mu_n of mean prototype distances and gamma = ratio**2.
 
 import sys
 
-from ppp.cache import Cache
 from ppp.config import compose_config
-from ppp.data import build_benchmark
-from ppp.methods import UnlearnContext
+from ppp.experiment import build_context
 from ppp.methods.prototypes import prototype_geometry, retrieval_prototypes
-from ppp.utils import resolve_device
 
 
 def main(overrides: list[str]) -> None:
     cfg = compose_config(overrides)
-    bench = build_benchmark(cfg.dataset)
-    ctx = UnlearnContext(
-        cfg=cfg,
-        bench=bench,
-        forget_idx=bench.class_indices(list(cfg.forget)),
-        device=resolve_device(cfg.device),
-        cache=Cache(cfg.cache_dir),
-    )
+    ctx = build_context(cfg)
+    bench = ctx.bench
     system, _ = ctx.trained()
     k = int(cfg.method.get("k", 2))
     protos = retrieval_prototypes(system, bench.train, ctx.device, cfg.method.get("prototype_modality", "mean"))

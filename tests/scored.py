@@ -1,4 +1,4 @@
-"""Run `run_experiment` in-process and keep the model its evaluator scored (methods return it inside)."""
+"""Run the runner's stages in-process and keep the model its evaluator scored (methods return it inside)."""
 
 import tempfile
 from contextlib import contextmanager
@@ -6,8 +6,7 @@ from contextlib import contextmanager
 from hydra import compose, initialize_config_dir
 
 from ppp.config import CONF_DIR as CONF
-from ppp.evaluation import EVALUATORS
-from ppp.experiment import execute
+from ppp.experiment import evaluate, prepare, record, unlearn
 
 
 def compose_config(overrides):
@@ -17,25 +16,13 @@ def compose_config(overrides):
 
 @contextmanager
 def scored_models():
-    """Yields run(overrides) -> (result, the last model the evaluator scored); run with `references=[]`
-    so that it is the method's own model."""
-    scored = []
+    """Yields run(overrides) -> (result, the model the evaluator scored: the method's own); runs without
+    reference rows, as they always did here."""
     index = tempfile.mkdtemp(prefix="ppp-index-")
-    originals = dict(EVALUATORS._entries)
-
-    def keeping(evaluate):
-        def keep(system, ctx, cfg):
-            scored.append(system)
-            return evaluate(system, ctx, cfg)
-
-        return keep
 
     def run(overrides):
-        result = execute(compose_config([*overrides, "references=[]", "skip_finished=false", f"run_index={index}"]))
-        return result, scored.pop()
+        prepared = prepare(compose_config([*overrides, "references=[]", "skip_finished=false", f"run_index={index}"]))
+        unlearned = unlearn(prepared)
+        return record(prepared, evaluate(prepared, unlearned)), unlearned.model
 
-    EVALUATORS._entries.update({name: keeping(fn) for name, fn in originals.items()})
-    try:
-        yield run
-    finally:
-        EVALUATORS._entries.update(originals)
+    yield run

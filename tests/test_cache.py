@@ -13,7 +13,7 @@ from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_conte
 from ppp import cache as cache_module
 from ppp.cache import Cache, config_identity, content_key
 from ppp.evaluation import mia
-from ppp.methods import UnlearnContext
+from ppp.experiment import build_context
 from ppp.methods import context as context_module
 from ppp.methods import prototypes as prototypes_module
 from ppp.models.base import System
@@ -100,12 +100,8 @@ def hashing_ctx(scenes, tmp_path):
     def make(*overrides):
         with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[*TINY, f"cache_dir={tmp_path}", "device=cpu", *overrides])
-        return UnlearnContext(
-            cfg=cfg,
-            bench=scenes,
-            forget_idx=scenes.class_indices(list(cfg.forget)),
-            device=torch.device("cpu"),
-            cache=Cache(tmp_path),
+        return build_context(
+            cfg, benchmarks=lambda *_: scenes, cache=Cache(tmp_path), device=torch.device("cpu"), checks=False
         )
 
     return make

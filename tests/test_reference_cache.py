@@ -15,26 +15,25 @@ from ppp.runs import split_arrays
 
 
 @pytest.fixture
-def counted_evaluators(monkeypatch):
-    """Every evaluator, counting its calls."""
-    calls = []
-    for name, evaluate in list(EVALUATORS._entries.items()):
+def counted_evaluators():
+    """The retrieval evaluator, counting its calls: (the calls, the evaluator to pass to `execute`)."""
+    calls, evaluate = [], EVALUATORS.get("retrieval")
 
-        def counting(system, ctx, cfg, evaluate=evaluate):
-            calls.append(ctx.cfg.method.name)
-            return evaluate(system, ctx, cfg)
+    def counting(system, ctx, cfg):
+        calls.append(ctx.cfg.method.name)
+        return evaluate(system, ctx, cfg)
 
-        monkeypatch.setitem(EVALUATORS._entries, name, counting)
-    return calls
+    return calls, counting
 
 
 def test_warm_run_reuses_reference_rows_without_evaluating_them(tmp_path, counted_evaluators, single_thread):
+    calls, counting = counted_evaluators
     overrides = ["method=fisher", "references=[original,retrain,bad]", "evaluator.density=true", "skip_finished=false"]
-    first = execute(composed(tmp_path, overrides))
-    assert len(counted_evaluators) == 4  # the method and three references
+    first = execute(composed(tmp_path, overrides), evaluator=counting)
+    assert len(calls) == 4  # the method and three references
     cold = {name: (tmp_path / "out" / f).read_bytes() for name, f in (("json", "metrics.json"), ("npz", "arrays.npz"))}
-    second = execute(composed(tmp_path, overrides))
-    assert len(counted_evaluators) == 5  # the method only
+    second = execute(composed(tmp_path, overrides), evaluator=counting)
+    assert len(calls) == 5  # the method only
     assert second["references"] == first["references"]
     assert set(first["references"]) == {"original", "retrain", "bad"}
     assert (

@@ -21,10 +21,12 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
-import ppp.experiment
+from ppp.config import CONF_DIR
+from ppp.data import build_benchmark
 from ppp.errors import ConfigError
+from ppp.experiment import MemoisedBenchmarks
 from ppp.runs import run_hash
-from ppp.tune import CONF_DIR, check_search, main, run_config, search_overrides, trial_config, tune
+from ppp.tune import check_search, main, run_config, search_overrides, trial_config, tune
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 
@@ -132,14 +134,11 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
     builds = []
-    build = ppp.experiment.build_benchmark
-    monkeypatch.setattr(
-        ppp.experiment, "build_benchmark", lambda cfg, cache_dir=None: builds.append(1) or build(cfg, cache_dir)
-    )
+    benchmarks = MemoisedBenchmarks(lambda cfg, cache_dir=None: builds.append(1) or build_benchmark(cfg, cache_dir))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        study = tune(search_args(tmp_path, 3))
+        study = tune(search_args(tmp_path, 3), benchmarks)
     finally:
         torch.set_num_threads(threads)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]

@@ -10,8 +10,8 @@ from ppp.cache import Cache
 from ppp.config import CONF_DIR as CONF
 from ppp.data import build_benchmark
 from ppp.data.digits import digits
+from ppp.experiment import build_context
 from ppp.methods import UnlearnContext
-from ppp.models import BACKBONES
 from ppp.models.base import System
 from ppp.models.resnet import ClassifierSystem
 
@@ -38,7 +38,11 @@ class TinyClassifier(ClassifierSystem):
         return self.net.body(batch["image"])
 
 
-BACKBONES.register("tiny_mlp")(lambda cfg, num_classes, bits: TinyClassifier(num_classes, cfg.image_size, cfg.hidden))
+def tiny_mlp(cfg, num_classes: int, bits: int, seed: int) -> TinyClassifier:
+    """A system factory (`ppp.models.build_system`'s signature): the context builds it, nothing registers it."""
+    torch.manual_seed(seed)
+    return TinyClassifier(num_classes, cfg.image_size, cfg.hidden)
+
 
 RECIPE = {"epochs": 30, "batch_size": 32, "optimizer": "adamw", "lr": 3e-3, "weight_decay": 0.0, "warmup": 0.0}
 
@@ -62,13 +66,13 @@ def make_context(cache_dir, **recipe) -> UnlearnContext:
             },
         }
     )
-    bench = digits(size=8, per_class=180)
-    return UnlearnContext(
-        cfg=cfg,
-        bench=bench,
-        forget_idx=bench.class_indices(["six"]),
-        device=torch.device("cpu"),
+    return build_context(
+        cfg,
+        benchmarks=lambda dataset, cache_dir: digits(size=8, per_class=180),
         cache=Cache(cache_dir),
+        system_factory=tiny_mlp,
+        device=torch.device("cpu"),
+        checks=False,
     )
 
 
@@ -78,11 +82,10 @@ def make_hashing_context(cache_dir, overrides=()) -> UnlearnContext:
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         cfg = compose(config_name="config", overrides=[*TINY, f"cache_dir={cache_dir}", "device=cpu", *overrides])
-    bench = build_benchmark(cfg.dataset)
-    return UnlearnContext(
-        cfg=cfg,
-        bench=bench,
-        forget_idx=bench.class_indices(list(cfg.forget)),
-        device=torch.device("cpu"),
+    return build_context(
+        cfg,
+        benchmarks=lambda dataset, cache_dir: build_benchmark(dataset),  # built, not stored in the test's cache
         cache=Cache(cache_dir),
+        device=torch.device("cpu"),
+        checks=False,
     )

@@ -30,7 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
 from ppp.methods.registry import METHODS, MethodSettings
-from ppp.models import System, build_system, from_scratch
+from ppp.models import System
 from ppp.models.scores import class_scores
 from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
 from ppp.train import train
@@ -123,7 +123,7 @@ def incompetent_teacher(ctx, cfg) -> System:
     seed = ctx.sample_seed + int(cfg.teacher_seed_offset)
     if cfg.incompetent_pretrained:
         return ctx.fresh_system(seed=seed)
-    return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(ctx.device)
+    return ctx.fresh_system(seed=seed, scratch=True)
 
 
 def kl_divergence(log_student: torch.Tensor, target: torch.Tensor, reduction: str) -> torch.Tensor:

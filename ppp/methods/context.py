@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -10,8 +12,9 @@ from omegaconf import DictConfig
 
 from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
+from ppp.errors import ConfigError
 from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_order, uses_context
-from ppp.models import System, build_system
+from ppp.models import System, build_system, from_scratch
 from ppp.schema import read
 from ppp.train import train
 
@@ -35,6 +38,10 @@ class UnlearnContext:
     forget_idx: list[int]
     device: torch.device
     cache: Cache
+    # Replaces `ppp.models.build_system` (same signature): a network of one's own, unregistered.
+    system_factory: Callable[[DictConfig, int, int, int], System] | None = None
+    # A trained model given by its user (`ppp.api`): the original, instead of one trained from the config.
+    original: System | None = None
 
     @property
     def sample_seed(self) -> int:
@@ -54,11 +61,13 @@ class UnlearnContext:
         mask = ~carries_any(self.bench.train.labels, self.forget_idx)
         return self.bench.train.subset(torch.nonzero(mask).flatten())
 
-    def fresh_system(self, seed: int | None = None) -> System:
-        cfg = self.cfg
-        return build_system(
-            cfg.backbone, self.bench.num_classes, int(cfg.bits), int(cfg.seed if seed is None else seed)
-        ).to(self.device)
+    def fresh_system(self, seed: int | None = None, scratch: bool = False) -> System:
+        """A newly initialised system (`scratch`: without pretrained weights), through the context's factory."""
+        cfg, build = self.cfg, self.system_factory or build_system
+        backbone = from_scratch(cfg.backbone) if scratch else cfg.backbone
+        return build(backbone, self.bench.num_classes, int(cfg.bits), int(cfg.seed if seed is None else seed)).to(
+            self.device
+        )
 
     def training_identity(self, recipe=None) -> dict:
         """What determines a model besides its data and seed: code version, device type, dataset, backbone
@@ -165,6 +174,10 @@ class UnlearnContext:
 
         Returns the system and the seconds its training took (when it was first built).
         """
+        if self.original is not None:
+            if exclude_forget:
+                raise ConfigError("a retrained model needs a training recipe; this context was given its model")
+            return copy.deepcopy(self.original).eval(), 0.0
         key = content_key(self.model_key(exclude_forget))
         label = "retrain model" if exclude_forget else "original model"
         data = self.retain_train if exclude_forget else self.bench.train

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from ppp.methods.registry import METHODS, MethodSettings
-from ppp.models import build_system, from_scratch
 from ppp.schema import integer, read, schema, setting
 
 
@@ -30,6 +29,4 @@ def retrain(system, ctx, cfg):
 def bad(system, ctx, cfg):
     """A random initialisation of every layer (pretrained weights too), no training: the floor of every metric."""
     seed = int(ctx.cfg.seed) + int(read(BadSettings, cfg).init_seed_offset)
-    return build_system(from_scratch(ctx.cfg.backbone), ctx.bench.num_classes, int(ctx.cfg.bits), seed).to(
-        ctx.device
-    ), {}
+    return ctx.fresh_system(seed=seed, scratch=True), {}
