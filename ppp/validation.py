@@ -176,6 +176,13 @@ RULES: dict[str, Check] = {
     # training baselines
     "method.kl_reduction": one_of("mean", "batchmean"),
     "method.retain_fraction": number(0, 1, low_open=True),
+    "method.temperature.classification": number(0, low_open=True),
+    "method.temperature.retrieval": number(0, low_open=True),
+    "method.beta": number(0, 1),
+    "method.msteps": integer(0),
+    "method.mask_fraction": number(0, 1, low_open=True),
+    "method.train.classification.forget_batch_size": integer(1, optional=True),
+    "method.train.retrieval.forget_batch_size": integer(1, optional=True),
     # evaluators
     "evaluator.forget_relevance": one_of("forget_classes", "any_label"),
     "evaluator.topk": integer(1, optional=True),
