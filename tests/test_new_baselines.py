@@ -2,6 +2,7 @@
 through the runner (classification on digits, retrieval on digit scenes with clip_tiny)."""
 
 import copy
+import re
 
 import pytest
 import torch
@@ -217,3 +218,21 @@ def test_retrieval_run_through_the_runner(shared, method):
         assert 0.0 <= m[key] <= 1.0 or key.startswith("time/"), key
     forget = m["forget/i2t_map"] + m["forget/t2i_map"]
     assert abs(forget - original["forget/i2t_map"] - original["forget/t2i_map"]) > 1e-4
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("method=neggrad_plus method.beta=1.5", "method.beta must lie in [0, 1]"),
+        ("method=scrub method.msteps=-1", "method.msteps must be >= 0"),
+        ("method=scrub method.temperature.classification=0", "method.temperature.classification must lie in (0"),
+        ("method=scrub method.train.classification.forget_batch_size=0", "forget_batch_size must be >= 1"),
+        ("method=salun method.mask_fraction=0", "method.mask_fraction must lie in (0, 1]"),
+    ],
+)
+def test_new_keys_are_validated(override, message):
+    from ppp.errors import ConfigError
+    from ppp.validation import check_config
+
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_config(compose_config(override.split()))
