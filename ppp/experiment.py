@@ -231,12 +231,15 @@ class Evaluated:
     references: dict[str, dict]
 
 
-def prepare(cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, cache: Cache | None = None) -> Prepared:
+def prepare(
+    cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, cache: Cache | None = None, system_factory=None
+) -> Prepared:
     """Everything before the method: config checks, run hash, skip when finished, determinism, context.
 
     The run's settings are made read-only here: nothing downstream can change them, so several runs in
     one process give the numbers of separate processes. `benchmarks` lets a caller (a search) reuse
-    benchmarks across runs without the runner knowing."""
+    benchmarks across runs without the runner knowing; `system_factory` builds the network instead of
+    the backbone registry (`build_context`)."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # hydra's node is not ours to freeze
     OmegaConf.set_readonly(cfg, True)
     validate(cfg)
@@ -260,7 +263,7 @@ def prepare(cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, cache:
     if cache is None:
         made_by = {"run_hash": key, "method": cfg.method.name, "dataset": cfg.dataset.name}
         cache = Cache(cfg.cache_dir, made_by={**made_by, "bits": int(cfg.bits), "seed": int(cfg.seed)})
-    return Prepared(cfg, key, build_context(cfg, benchmarks, cache, device=device))
+    return Prepared(cfg, key, build_context(cfg, benchmarks, cache, system_factory, device=device))
 
 
 def unlearn(prepared: Prepared) -> Unlearned:
@@ -338,10 +341,14 @@ def record(prepared: Prepared, evaluated: Evaluated) -> dict:
 
 
 def execute(
-    cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, evaluator=None, cache: Cache | None = None
+    cfg: DictConfig,
+    benchmarks: BenchmarkProvider | None = None,
+    evaluator=None,
+    cache: Cache | None = None,
+    system_factory=None,
 ) -> dict:
     """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content."""
-    prepared = prepare(cfg, benchmarks, cache)
+    prepared = prepare(cfg, benchmarks, cache, system_factory)
     if prepared.finished is not None:
         return prepared.finished
     return record(prepared, evaluate(prepared, unlearn(prepared), evaluator))

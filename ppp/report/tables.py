@@ -14,7 +14,18 @@ from ppp.evaluation.delta import DEFINITIONS, QUALITY, SIDES, gap
 from ppp.report.load import REFERENCES, Run, paired, stored, where
 from ppp.report.stats import paired_bootstrap
 
-METHOD_ORDER = (*REFERENCES, "finetune", "bad_teacher", "amnesiac", "fisher", "ssd", "ppp")
+METHOD_ORDER = (
+    *REFERENCES,
+    "finetune",
+    "bad_teacher",
+    "amnesiac",
+    "neggrad_plus",
+    "scrub",
+    "salun",
+    "fisher",
+    "ssd",
+    "ppp",
+)
 DISPLAY = {
     "original": "Original",
     "bad": "Bad",
@@ -22,6 +33,9 @@ DISPLAY = {
     "finetune": "Finetune",
     "bad_teacher": "Bad Teacher",
     "amnesiac": "Amnesiac",
+    "neggrad_plus": "NegGrad+",
+    "scrub": "SCRUB",
+    "salun": "SalUn",
     "fisher": "Fisher",
     "ssd": "SSD",
     "ppp": "PPP",
