@@ -9,6 +9,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, source_digest, storable
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
@@ -22,10 +23,6 @@ from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash
 from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_config
 
-REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
-# Bump when a reference row's metrics would change without a change to EVALUATION_SOURCES (a library's
-# behaviour, code elsewhere that the evaluators call).
-REFERENCE_METRICS_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
 EVALUATION_SOURCES = tuple(
     PACKAGE / p
@@ -64,7 +61,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
     evaluator = ctx.cfg.evaluator
     return content_key(
         {
-            "version": REFERENCE_METRICS_VERSION,
+            "version": identity.REFERENCE_METRICS_VERSION,
             "code": source_digest(*EVALUATION_SOURCES),
             "reference": name,
             "models": ctx.model_key(exclude_forget=False),
@@ -210,7 +207,7 @@ def execute(cfg: DictConfig) -> dict:
     if cfg.method.name != "original":
         metrics["time/unlearn_s"] = unlearn_s
     metrics["mem/peak_mb"] = memory.mb
-    names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
+    names = [] if cfg.method.name in identity.REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
     for name, values in reference_metrics(ctx, evaluate, names, pristine).items():
         references[name], ref_arrays = split_arrays(values)

@@ -21,11 +21,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ppp import identity
 from ppp.cache import config_identity
 from ppp.errors import ConfigError
 from ppp.runs import FINISHED_ELSEWHERE
 
-REFERENCES = ("original", "bad", "retrain")  # the reference rows of every table, in table order
+REFERENCES = identity.REFERENCE_METHODS  # the reference rows of every table, in table order
 REPLICATE = ["seed", "sample_seed"]  # what varies between repeats of one setting
 SETTING = ["dataset", "task", "backbone", "forget", "n_forget", "bits"]
 REFERENCE_KEY = ["dataset", "backbone", "bits", "seed", "forget", "method"]
