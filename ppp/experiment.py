@@ -11,6 +11,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, source_digest, storable
+from ppp.config import hydra_choices
 from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
@@ -140,11 +141,12 @@ def objective_value(cfg: DictConfig, result: dict) -> float:
     return float(result["metrics"].get(cfg.optimized_metric, math.nan))
 
 
-def execute(cfg: DictConfig) -> dict:
+def execute(cfg: DictConfig, choices: dict | None = None) -> dict:
     """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content.
 
     The run's settings are read-only: nothing downstream can change them, so several runs in one
-    process give the numbers of separate processes.
+    process give the numbers of separate processes. `choices`: the config groups' options the caller composed
+    `cfg` from (default: Hydra's job's, else none), recorded in metrics.json beside the config, not hashed.
     """
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # hydra's node is not ours to freeze
     OmegaConf.set_readonly(cfg, True)
@@ -227,6 +229,7 @@ def execute(cfg: DictConfig) -> dict:
         "sample_seed": int(cfg.sample_seed),
         "forget": list(cfg.forget),
         "config": resolved(cfg),
+        "choices": hydra_choices() if choices is None else choices,
         "metrics": metrics,
         "provenance": {**provenance(device), "cache": ctx.cache.used},
     }

@@ -34,7 +34,7 @@ from optuna.trial import TrialState
 
 import ppp.experiment
 from ppp.cache import atomic_write, content_key
-from ppp.config import compose_config, configs_initialised, group_options
+from ppp.config import compose_config, compose_with_choices, configs_initialised, group_options
 from ppp.errors import ConfigError
 from ppp.experiment import execute, objective_value, validate
 
@@ -312,11 +312,11 @@ def make_objective(cfg: DictConfig, overrides: list[str]):
             label = ",".join(setting)
             out = Path(tune.dir) / "trials" / str(trial.number) / label.replace("=", "")
             if label not in composed:
-                composed[label] = compose_config(overrides + setting)
-            run_cfg = trial_config(composed[label], params, out)
+                composed[label] = compose_with_choices(overrides + setting)
+            run_cfg = trial_config(composed[label][0], params, out)
             out.mkdir(parents=True, exist_ok=True)
             with open(out / "log.txt", "w") as log, contextlib.redirect_stdout(log):
-                result = execute(run_cfg)
+                result = execute(run_cfg, choices=composed[label][1])
             value = objective_value(run_cfg, result)
             if math.isnan(value):
                 raise ValueError(f"run {result['run_hash']} has no '{run_cfg.optimized_metric}'")
