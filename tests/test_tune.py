@@ -22,9 +22,10 @@ from omegaconf import OmegaConf
 from optuna.trial import TrialState
 
 import ppp.experiment
+from ppp.config import CONF_DIR
 from ppp.errors import ConfigError
 from ppp.runs import run_hash
-from ppp.tune import CONF_DIR, check_search, main, run_config, search_overrides, trial_config, tune
+from ppp.tune import check_search, main, run_config, search_overrides, trial_config, tune
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 
@@ -128,6 +129,7 @@ def test_bad_search_values_are_one_line_errors(capsys):
         tune(["method=ppp"])
 
 
+@pytest.mark.slow
 def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
@@ -166,6 +168,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     assert len(again.trials) == 3
 
 
+@pytest.mark.slow
 def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     n, storage = 4, f"sqlite:///{tmp_path}/study.db"
     # skip_finished=false: a trial whose runs another test already finished would end in milliseconds,
@@ -218,6 +221,7 @@ def run_two_workers(shared, tmp_path, storage, n=10):
     assert {t.user_attrs["pid"] for t in trials(url)} == {p.pid for p in procs}
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file(shared, tmp_path):
     run_two_workers(shared, tmp_path, f"journal:{tmp_path}/study.journal")
 
@@ -268,5 +272,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.postgresql
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(shared, tmp_path, postgres):
     run_two_workers(shared, tmp_path, postgres)
