@@ -151,18 +151,18 @@ class Cache:
         return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
 
     def get_or_build(self, kind: str, key: str, build: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
-        """(payload, hit). Prints whether the artefact was reused or built."""
+        """(payload, hit). Logs whether the artefact was reused or built."""
         payload = self.load(kind, key)
         label = label or kind
         self.used.append({"kind": kind, "key": key, "label": label, "reused": payload is not None})
         if payload is not None:
-            print(f"[cache] reusing {label} ({self.path(kind, key)})")
+            log.info("[cache] reusing %s (%s)", label, self.path(kind, key))
             return payload, True
         payload = build()
         path = self.save(kind, key, payload)
         note = {"label": label, "made_by": self.made_by, "created": time.time()}
         atomic_write(path.with_suffix(".json"), json.dumps(note).encode())
-        print(f"[cache] saved {label} ({path})")
+        log.info("[cache] saved %s (%s)", label, path)
         return payload, False
 
 
@@ -188,8 +188,13 @@ def entries(root: Path, kind: str | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m ppp.cache list|prune [--root DIR] [--kind K] [--older-than DAYS] [--dry-run]`."""
+    """`python -m ppp.cache list|prune [--root DIR] [--kind K] [--older-than DAYS] [--dry-run]`: the listing and
+    the summary line are the command's output (stdout)."""
     import argparse
+
+    from ppp.utils import cli_logging
+
+    cli_logging()
 
     parser = argparse.ArgumentParser(prog="python -m ppp.cache", description="List or prune cached artefacts.")
     parser.add_argument("action", choices=["list", "prune"])

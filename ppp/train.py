@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -13,6 +14,8 @@ from tqdm.auto import tqdm
 
 from ppp.data.base import Transformed
 from ppp.models.base import System, batch_to
+
+log = logging.getLogger(__name__)
 
 
 def make_loader(
@@ -114,7 +117,7 @@ def train(
     state = TrainingState(system, optimizers, schedulers, loader.generator)
     first_epoch = state.resume(checkpoint) if checkpoint else 0
     if first_epoch:
-        print(f"[train] {desc}: resuming after epoch {first_epoch} from {checkpoint}")
+        log.info("[train] %s: resuming after epoch %d from %s", desc, first_epoch, checkpoint)
     bar = tqdm(
         total=total,
         initial=first_epoch * len(loader),
