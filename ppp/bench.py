@@ -13,6 +13,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import platform
 import statistics
@@ -29,7 +30,7 @@ import torch
 from ppp.errors import ConfigError
 from ppp.evaluation.map import BLOCK_ENTRIES, average_precisions, binarise, sign_distance
 from ppp.registry import Registry
-from ppp.utils import resolve_device
+from ppp.utils import cli_logging, resolve_device
 
 
 @dataclass
@@ -639,6 +640,7 @@ def main(argv: list[str] | None = None) -> dict[str, Section]:
     )
     argv = sys.argv[1:] if argv is None else argv
     args = parser.parse_args(argv)
+    cli_logging(logging.WARNING)  # the runs' progress notes (cache reuse, ...) are not the benchmark's output
     try:  # bad values fail before anything runs
         if args.items is not None and args.items < 1:
             raise ConfigError(f"--items must be a positive number of database items, got {args.items}")

@@ -9,7 +9,8 @@ that build one artefact at the same time both build it, and the last rename wins
 docs/decisions.md, "Caches").
 
 Keys come from `config_identity`: a config section with the keys that never change an artefact
-removed, and with every key in `NEUTRAL_DEFAULTS` dropped while it holds its declared default.
+removed, and with every key in `NEUTRAL_DEFAULTS` dropped while it holds its declared default (both declared
+in ppp/identity.py).
 """
 
 from __future__ import annotations
@@ -29,39 +30,11 @@ from typing import Any
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from ppp.config import load_block
+from ppp import identity
 
 log = logging.getLogger(__name__)
 
 FORMAT = b"ppp-cache-1"  # first line of every entry; entries of another format are rebuilt
-
-
-# Config keys (dotted paths) added after caches or runs existed, with the value that means "the behaviour
-# from before the key existed". While a key holds that value it is left out of every key built by
-# `config_identity` and of run hashes (`ppp.runs.run_hash`), so adding it neither invalidates existing
-# caches nor makes finished runs look new; any other value is keyed. When you add a config key, add it
-# here with its neutral default.
-NEUTRAL_DEFAULTS: dict[str, Any] = {
-    "dataset.surface_forms": False,
-    "dataset.mention_prob": 1.0,
-    "dataset.domains": None,
-    "backbone.loss.contrastive_weight": 0.0,
-    "evaluator.residual": False,
-    "evaluator.zeroshot": False,
-    "evaluator.zeroshot_settings": load_block("prompts/digits.yaml", "zeroshot/default.yaml"),
-    "method.gamma": None,
-    "method.sign_flip": True,
-    "method.neighbours": "prototype",
-    "method.fisher_memory_mb": None,
-}
-
-# Keys inside hashed config sections that never change an artefact.
-NEVER_KEYED = frozenset(
-    {
-        "dataset.forget",  # the original model never depends on it; Retrain keys its forget classes itself
-        "dataset.skip_bad_images",  # only decides between a placeholder and an error: both never build an artefact
-    }
-)
 
 
 def content_key(obj: Any) -> str:
@@ -72,9 +45,12 @@ def content_key(obj: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def config_identity(section: Any, prefix: str, never_keyed: frozenset = NEVER_KEYED) -> Any:
-    """`section` (the config at dotted path `prefix`) as plain data, without `never_keyed` keys and without
-    NEUTRAL_DEFAULTS keys at their neutral value: what of it may change an artefact."""
+def config_identity(section: Any, prefix: str, never_keyed: frozenset | None = None) -> Any:
+    """`section` (the config at dotted path `prefix`) as plain data, without `never_keyed` keys (default
+    `identity.NEVER_KEYED`) and without `identity.NEUTRAL_DEFAULTS` keys at their neutral value: what of it
+    may change an artefact."""
+    never_keyed = identity.NEVER_KEYED if never_keyed is None else never_keyed
+    neutral = identity.NEUTRAL_DEFAULTS
     if isinstance(section, (DictConfig, ListConfig)):
         section = OmegaConf.to_container(section, resolve=True)
     if not isinstance(section, dict):
@@ -82,7 +58,7 @@ def config_identity(section: Any, prefix: str, never_keyed: frozenset = NEVER_KE
     out = {}
     for key, value in section.items():
         path = f"{prefix}.{key}"
-        if path in never_keyed or (path in NEUTRAL_DEFAULTS and value == NEUTRAL_DEFAULTS[path]):
+        if path in never_keyed or (path in neutral and value == neutral[path]):
             continue
         out[key] = config_identity(value, path, never_keyed)
     return out
@@ -175,18 +151,18 @@ class Cache:
         return torch.load(io.BytesIO(payload), weights_only=True, map_location="cpu")
 
     def get_or_build(self, kind: str, key: str, build: Callable[[], Any], label: str | None = None) -> tuple[Any, bool]:
-        """(payload, hit). Prints whether the artefact was reused or built."""
+        """(payload, hit). Logs whether the artefact was reused or built."""
         payload = self.load(kind, key)
         label = label or kind
         self.used.append({"kind": kind, "key": key, "label": label, "reused": payload is not None})
         if payload is not None:
-            print(f"[cache] reusing {label} ({self.path(kind, key)})")
+            log.info("[cache] reusing %s (%s)", label, self.path(kind, key))
             return payload, True
         payload = build()
         path = self.save(kind, key, payload)
         note = {"label": label, "made_by": self.made_by, "created": time.time()}
         atomic_write(path.with_suffix(".json"), json.dumps(note).encode())
-        print(f"[cache] saved {label} ({path})")
+        log.info("[cache] saved %s (%s)", label, path)
         return payload, False
 
 
@@ -212,8 +188,13 @@ def entries(root: Path, kind: str | None = None) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """`python -m ppp.cache list|prune [--root DIR] [--kind K] [--older-than DAYS] [--dry-run]`."""
+    """`python -m ppp.cache list|prune [--root DIR] [--kind K] [--older-than DAYS] [--dry-run]`: the listing and
+    the summary line are the command's output (stdout)."""
     import argparse
+
+    from ppp.utils import cli_logging
+
+    cli_logging()
 
     parser = argparse.ArgumentParser(prog="python -m ppp.cache", description="List or prune cached artefacts.")
     parser.add_argument("action", choices=["list", "prune"])

@@ -40,6 +40,33 @@ def compose_config(overrides: Iterable[str] = (), return_hydra_config: bool = Fa
         return compose(CONFIG_NAME, overrides=list(overrides), return_hydra_config=return_hydra_config)
 
 
+def run_choices(choices: Any) -> dict[str, str | None]:
+    """`hydra.runtime.choices` as plain data, without Hydra's own groups (`hydra/launcher`, ...): which option of
+    each config group a run was composed from (`choices` in metrics.json; no part of its hash)."""
+    return {k: v for k, v in OmegaConf.to_container(choices).items() if not k.startswith("hydra/")}
+
+
+def compose_with_choices(overrides: Iterable[str] = ()) -> tuple[DictConfig, dict[str, str | None]]:
+    """`compose_config(overrides)` and the config groups' options it was composed from (`run_choices`)."""
+    from omegaconf import open_dict
+
+    cfg = compose_config(overrides, return_hydra_config=True)
+    choices = run_choices(cfg.hydra.runtime.choices)
+    with open_dict(cfg):
+        del cfg["hydra"]
+    return cfg, choices
+
+
+def hydra_choices() -> dict[str, str | None]:
+    """The config groups' options of the Hydra job this process runs (`run_choices`), or {} outside one."""
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return run_choices(HydraConfig.get().runtime.choices)
+    except ValueError:
+        return {}
+
+
 def group_options(group: str) -> list[str]:
     """The option names of a config group (e.g. `hparams_search`), for error messages."""
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))

@@ -10,13 +10,15 @@ import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, source_digest, storable
+from ppp.config import hydra_choices
 from ppp.data import build_benchmark
 from ppp.data.base import Benchmark
 from ppp.errors import ConfigError
@@ -34,10 +36,6 @@ from ppp.validation import check_against_benchmark, check_clip_method_backbone, 
 
 log = logging.getLogger(__name__)
 
-REFERENCE_METHODS = ("original", "retrain", "bad")  # rows of every table; shown beside the other methods
-# Bump when a reference row's metrics would change without a change to EVALUATION_SOURCES (a library's
-# behaviour, code elsewhere that the evaluators call).
-REFERENCE_METRICS_VERSION = 1
 PACKAGE = Path(__file__).resolve().parent
 EVALUATION_SOURCES = tuple(
     PACKAGE / p
@@ -77,7 +75,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
     evaluator = ctx.cfg.evaluator
     return content_key(
         {
-            "version": REFERENCE_METRICS_VERSION,
+            "version": identity.REFERENCE_METRICS_VERSION,
             "code": source_digest(*EVALUATION_SOURCES),
             "reference": name,
             "models": ctx.model_key(exclude_forget=False),
@@ -212,6 +210,7 @@ class Prepared:
     run_hash: str
     ctx: UnlearnContext | None  # None when the run had finished before
     finished: dict | None = None  # that earlier run's metrics.json content
+    choices: dict = field(default_factory=dict)  # the config groups' options `cfg` was composed from
 
 
 @dataclass
@@ -232,14 +231,19 @@ class Evaluated:
 
 
 def prepare(
-    cfg: DictConfig, benchmarks: BenchmarkProvider | None = None, cache: Cache | None = None, system_factory=None
+    cfg: DictConfig,
+    benchmarks: BenchmarkProvider | None = None,
+    cache: Cache | None = None,
+    system_factory=None,
+    choices: dict | None = None,
 ) -> Prepared:
     """Everything before the method: config checks, run hash, skip when finished, determinism, context.
 
     The run's settings are made read-only here: nothing downstream can change them, so several runs in
     one process give the numbers of separate processes. `benchmarks` lets a caller (a search) reuse
     benchmarks across runs without the runner knowing; `system_factory` builds the network instead of
-    the backbone registry (`build_context`)."""
+    the backbone registry (`build_context`). `choices`: the config groups' options the caller composed `cfg`
+    from (default: Hydra's job's, else none), recorded in metrics.json beside the config, not hashed."""
     cfg = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))  # hydra's node is not ours to freeze
     OmegaConf.set_readonly(cfg, True)
     validate(cfg)
@@ -263,7 +267,8 @@ def prepare(
     if cache is None:
         made_by = {"run_hash": key, "method": cfg.method.name, "dataset": cfg.dataset.name}
         cache = Cache(cfg.cache_dir, made_by={**made_by, "bits": int(cfg.bits), "seed": int(cfg.seed)})
-    return Prepared(cfg, key, build_context(cfg, benchmarks, cache, system_factory, device=device))
+    context = build_context(cfg, benchmarks, cache, system_factory, device=device)
+    return Prepared(cfg, key, context, choices=hydra_choices() if choices is None else choices)
 
 
 def unlearn(prepared: Prepared) -> Unlearned:
@@ -297,7 +302,7 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
     if cfg.method.name != "original":
         metrics["time/unlearn_s"] = unlearned.unlearn_s
     metrics["mem/peak_mb"] = unlearned.peak_mb
-    names = [] if cfg.method.name in REFERENCE_METHODS else list(cfg.get("references") or [])
+    names = [] if cfg.method.name in identity.REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
     for name, values in reference_metrics(ctx, score, names, pristine).items():
         references[name], ref_arrays = split_arrays(values)
@@ -325,6 +330,7 @@ def record(prepared: Prepared, evaluated: Evaluated) -> dict:
         "sample_seed": int(cfg.sample_seed),
         "forget": list(cfg.forget),
         "config": resolved(cfg),
+        "choices": prepared.choices,
         "metrics": metrics,
         "provenance": {**provenance(ctx.device), "cache": ctx.cache.used},
     }
@@ -346,9 +352,10 @@ def execute(
     evaluator=None,
     cache: Cache | None = None,
     system_factory=None,
+    choices: dict | None = None,
 ) -> dict:
     """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content."""
-    prepared = prepare(cfg, benchmarks, cache, system_factory)
+    prepared = prepare(cfg, benchmarks, cache, system_factory, choices)
     if prepared.finished is not None:
         return prepared.finished
     return record(prepared, evaluate(prepared, unlearn(prepared), evaluator))

@@ -20,6 +20,7 @@ Only `system.net` is covered (what serves queries); the loss's own state (DSPH p
 
 from __future__ import annotations
 
+import logging
 import math
 from contextlib import contextmanager
 
@@ -33,6 +34,8 @@ from ppp.models.base import System, batch_to
 from ppp.per_sample_grads import Unsupported, scatter_squared_rows, squared_gradient_sums, supports
 from ppp.schema import integer, number, one_of, read, schema, setting
 from ppp.train import make_loader
+
+log = logging.getLogger(__name__)
 
 MODES = ("per_sample", "batch")
 BATCH_ORDERS = ("auto", "official", "dataset")
@@ -211,9 +214,12 @@ def budget_chunk(
         system, {k: v[0] for k, v in one.items()}, context
     )
     chunk = max(1, min(most, int((budget * 2**20 - sums) // per_sample)))
-    print(
-        f"[fisher] {chunk} samples per chunk: {per_sample / 2**20:.0f} MB each and {sums / 2**20:.0f} MB of sums "
-        f"within {budget:.0f} MB"
+    log.info(
+        "[fisher] %d samples per chunk: %.0f MB each and %.0f MB of sums within %.0f MB",
+        chunk,
+        per_sample / 2**20,
+        sums / 2**20,
+        budget,
     )
     return chunk
 

@@ -20,10 +20,9 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from ppp import identity
 from ppp.cache import atomic_write, config_identity, content_key
 
-# Keys that decide where things go or how fast they run, never what the numbers are.
-NOT_IN_RUN_HASH = ("out_dir", "cache_dir", "data_root", "num_workers", "run_index", "skip_finished", "save_model")
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -33,11 +32,12 @@ def resolved(cfg: DictConfig) -> dict:
 
 def run_hash(cfg: DictConfig) -> str:
     """The resolved config without what never changes the numbers (paths, worker counts) and without
-    new keys at their neutral default (`NEUTRAL_DEFAULTS`), so that adding a key keeps finished runs finished."""
+    new keys at their neutral default (`NEUTRAL_DEFAULTS`), so that adding a key keeps finished runs finished;
+    what is left out is declared in ppp/identity.py."""
     config = {
-        k: config_identity(v, k, never_keyed=frozenset({"dataset.root"}))  # where the data lives
+        k: config_identity(v, k, never_keyed=identity.RUN_HASH_NEVER_KEYED)
         for k, v in resolved(cfg).items()
-        if k not in NOT_IN_RUN_HASH
+        if k not in identity.NOT_IN_RUN_HASH
     }
     return content_key(config)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
@@ -26,6 +27,9 @@ class TrainRecipe:
     weight_decay: float = setting(number(0))
     warmup: float = setting(number(0, 1))
     grad_clip: float | None = setting(number(0, optional=True), default=None)
+
+
+log = logging.getLogger(__name__)
 
 
 def make_loader(
@@ -127,7 +131,7 @@ def train(
     state = TrainingState(system, optimizers, schedulers, loader.generator)
     first_epoch = state.resume(checkpoint) if checkpoint else 0
     if first_epoch:
-        print(f"[train] {desc}: resuming after epoch {first_epoch} from {checkpoint}")
+        log.info("[train] %s: resuming after epoch %d from %s", desc, first_epoch, checkpoint)
     bar = tqdm(
         total=total,
         initial=first_epoch * len(loader),

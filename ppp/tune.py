@@ -33,7 +33,7 @@ from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
 from ppp.cache import atomic_write
-from ppp.config import compose_config, configs_initialised, group_options
+from ppp.config import compose_config, compose_with_choices, configs_initialised, group_options
 from ppp.errors import ConfigError
 from ppp.experiment import BenchmarkProvider, MemoisedBenchmarks, execute, objective_value, validate
 from ppp.schema import Check, block, boolean, integer, parse, read, schema
@@ -386,11 +386,11 @@ def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkP
             label = ",".join(setting)
             out = Path(tune.dir) / "trials" / str(trial.number) / label.replace("=", "")
             if label not in composed:
-                composed[label] = compose_config(overrides + setting)
-            run_cfg = trial_config(composed[label], params, out)
+                composed[label] = compose_with_choices(overrides + setting)
+            run_cfg = trial_config(composed[label][0], params, out)
             out.mkdir(parents=True, exist_ok=True)
             with run_log(out / "log.txt"):
-                result = execute(run_cfg, benchmarks)
+                result = execute(run_cfg, benchmarks, choices=composed[label][1])
             value = objective_value(run_cfg, result)
             if math.isnan(value):
                 raise ValueError(f"run {result['run_hash']} has no '{run_cfg.optimized_metric}'")

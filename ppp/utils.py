@@ -1,7 +1,8 @@
-"""Seeding and device selection."""
+"""Seeding, device selection, and the logging of command-line entry points."""
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 
@@ -9,6 +10,28 @@ import numpy as np
 import torch
 
 from ppp.errors import ConfigError
+
+
+class _CliFormatter(logging.Formatter):
+    """Progress as the bare message; warnings and errors prefixed, as `warning: ...`."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        message = super().format(record)
+        return message if record.levelno < logging.WARNING else f"{record.levelname.lower()}: {message}"
+
+
+def cli_logging(level: int = logging.INFO, others: int = logging.ERROR) -> None:
+    """The logging of a command-line entry point that is not run under Hydra (whose job_logging does this for
+    run.py): ppp's messages from `level` up, other libraries' from `others` up (open_clip logs every model build),
+    on stderr, so that stdout holds the command's output alone. Leaves a logging setup already in place (a test's,
+    an embedding program's) as it is, but for ppp's level."""
+    root = logging.getLogger()
+    if not root.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(_CliFormatter("%(message)s"))
+        root.addHandler(handler)
+        root.setLevel(others)
+    logging.getLogger("ppp").setLevel(level)
 
 
 def seed_everything(seed: int) -> None:

@@ -37,8 +37,52 @@ SETTINGS = [
 ]  # table order  # forget-mAP levels (points above Retrain's) for the matched comparison
 
 
+# The study's names of its config groups' options (ppp/conf/study/), as the tables print them.
+VARIANTS = {
+    "ppp_default": "PPP default",
+    "ppp_best": "PPP {point}",
+    "ppp_best_no_core": "PPP {point}, no core (τ=∞)",
+    "ppp_best_gamma1": "PPP {point}, γ=1",
+    "ppp_best_no_flip": "PPP {point}, no sign flip",
+    "ppp_best_random_neighbours": "PPP {point}, random neighbours",
+    "ssd": "SSD official",
+    "ssd_per_sample": "SSD per-sample Fisher",
+    "ssd_retain_reference": "SSD I_r on D_r",
+    "ssd_80_forget": "SSD 80 forget samples",
+    "ssd_dataset_order": "SSD dataset order",
+}
+SETTING_NAMES = {
+    "base": "base",
+    "harder": "harder",
+    "topic_08": "topic 0.8",
+    "forget_eight": "forget eight",
+    "forget_two": "forget two",
+    "bits32": "32 bits",
+    "bits64": "64 bits",
+    "classification": "classification (digits, ResNet-18)",
+}
+# Stage 3 puts mechanism_best at PPP's default point (ppp/conf/experiment/mechanism_pareto.yaml).
+POINT = {"mechanism_pareto": "default"}
+
+
+def choice(row: pd.Series, group: str) -> str | None:
+    """The option of config group `group` the run was composed with (metrics.json's `choices`), or None for
+    runs from before `choices` was recorded."""
+    value = row.get(f"choices.{group}")
+    return value if isinstance(value, str) else None
+
+
 def variant_name(row: pd.Series) -> str:
-    """The study's name of a run's variant, read off its method config (the run records no group name)."""
+    """The study's name of a run's variant: from its recorded `mechanism_variant` choice, else (runs from
+    before choices were recorded) read off its method config."""
+    variant = choice(row, "mechanism_variant")
+    if variant in VARIANTS:
+        return VARIANTS[variant].format(point=POINT.get(choice(row, "experiment"), "best"))
+    return variant_name_from_values(row)
+
+
+def variant_name_from_values(row: pd.Series) -> str:
+    """The variant of a run without `choices`, guessed from its method config (stage 2's best point has lam 2000)."""
     if row["method"] == "ppp":
         point = "best" if row["method.lam"] == 2000 else "default"
         parts = [f"PPP {point}"]
@@ -64,7 +108,11 @@ def variant_name(row: pd.Series) -> str:
 
 
 def setting_name(row: pd.Series) -> str:
-    """The study's setting (ppp/conf/mechanism_setting/) a run belongs to, read off its identity."""
+    """The study's setting (ppp/conf/study/mechanism_setting/) a run belongs to: its recorded choice, else (runs
+    from before choices were recorded) read off its identity."""
+    setting = choice(row, "mechanism_setting")
+    if setting in SETTING_NAMES:
+        return SETTING_NAMES[setting]
     if row["task"] == "classification":
         return "classification (digits, ResNet-18)"
     if row["backbone"] == "clip_small":

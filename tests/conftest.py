@@ -1,3 +1,4 @@
+import logging
 import os
 import subprocess
 import sys
@@ -7,6 +8,10 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# A case that needs CUDA: marked `gpu`, and skipped with this reason where there is none (never left out of
+# a parametrisation silently), e.g. pytest.param("cuda", marks=GPU).
+GPU = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA (no GPU here)")]
 
 # Small enough to train in seconds on 2 CPU cores.
 TINY = [
@@ -38,6 +43,14 @@ def run_cli(args, tmp_path, check=True):
 @pytest.fixture
 def cli(tmp_path):
     return lambda args, check=True: run_cli(args, tmp_path, check)
+
+
+@pytest.fixture
+def ppp_log(caplog):
+    """The package's log records from INFO up (progress such as `[cache] reusing ...`): `ppp_log.messages`,
+    `ppp_log.clear()` (pytest's caplog, with the `ppp` logger set to INFO for the test)."""
+    caplog.set_level(logging.INFO, logger="ppp")
+    return caplog
 
 
 @pytest.fixture(scope="module")

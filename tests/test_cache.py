@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_context
 
-from ppp import cache as cache_module
+from ppp import identity as identity_module
 from ppp.cache import Cache, config_identity, content_key
 from ppp.evaluation import mia
 from ppp.experiment import build_context
@@ -25,7 +25,7 @@ def test_key_is_stable_and_sensitive():
     assert content_key({"a": 1}) != content_key({"a": 2})
 
 
-def test_hit_miss_corrupt_and_old_format(tmp_path, capsys):
+def test_hit_miss_corrupt_and_old_format(tmp_path, ppp_log):
     cache = Cache(tmp_path)
     calls = []
 
@@ -37,7 +37,7 @@ def test_hit_miss_corrupt_and_old_format(tmp_path, capsys):
     assert not hit and len(calls) == 1
     payload, hit = cache.get_or_build("models", "k1", build)
     assert hit and len(calls) == 1 and torch.equal(payload["w"], torch.arange(4.0))
-    assert "reusing" in capsys.readouterr().out
+    assert any("reusing" in m for m in ppp_log.messages)
 
     path = cache.path("models", "k1")
     path.write_bytes(path.read_bytes()[:-10])  # truncated (a bad copy, a full disk)
@@ -122,7 +122,7 @@ def test_model_key_changes_with_each_keyed_value(hashing_ctx, monkeypatch):
     ctx = hashing_ctx()
     ctx.device = torch.device("meta")  # any other device type
     assert ctx.original_key != base
-    monkeypatch.setattr(context_module, "TRAINING_VERSION", context_module.TRAINING_VERSION + 1)
+    monkeypatch.setattr(identity_module, "TRAINING_VERSION", identity_module.TRAINING_VERSION + 1)
     assert hashing_ctx().original_key != base
 
 
@@ -145,8 +145,8 @@ def test_model_key_ignores_what_never_changes_a_model(hashing_ctx):
 
 def test_a_new_key_at_its_neutral_default_keeps_existing_keys(hashing_ctx, monkeypatch):
     base = hashing_ctx().original_key
-    monkeypatch.setitem(cache_module.NEUTRAL_DEFAULTS, "dataset.future_option", 0)
-    monkeypatch.setitem(cache_module.NEUTRAL_DEFAULTS, "backbone.loss.future_term", "off")
+    monkeypatch.setitem(identity_module.NEUTRAL_DEFAULTS, "dataset.future_option", 0)
+    monkeypatch.setitem(identity_module.NEUTRAL_DEFAULTS, "backbone.loss.future_term", "off")
     assert hashing_ctx("+dataset.future_option=0", "+backbone.loss.future_term=off").original_key == base
     assert hashing_ctx("+dataset.future_option=500").original_key != base
     assert hashing_ctx("+backbone.loss.future_term=on").original_key != base
@@ -157,7 +157,7 @@ def test_a_new_key_at_its_neutral_default_keeps_existing_keys(hashing_ctx, monke
 def test_a_new_key_at_its_neutral_default_keeps_finished_runs_finished(hashing_ctx, monkeypatch):
     """Run hashes follow the same rule: a key added later, at its neutral value, leaves them unchanged."""
     base = run_hash(hashing_ctx().cfg)
-    monkeypatch.setitem(cache_module.NEUTRAL_DEFAULTS, "method.future_flag", "off")
+    monkeypatch.setitem(identity_module.NEUTRAL_DEFAULTS, "method.future_flag", "off")
     assert run_hash(hashing_ctx("+method.future_flag=off").cfg) == base
     assert run_hash(hashing_ctx("+method.future_flag=on").cfg) != base
     assert run_hash(hashing_ctx("+method.undeclared=0").cfg) != base
@@ -167,7 +167,7 @@ def test_a_new_key_at_its_neutral_default_keeps_finished_runs_finished(hashing_c
 
 
 def test_config_identity_walks_nested_sections(monkeypatch):
-    monkeypatch.setitem(cache_module.NEUTRAL_DEFAULTS, "backbone.train.new", None)
+    monkeypatch.setitem(identity_module.NEUTRAL_DEFAULTS, "backbone.train.new", None)
     section = OmegaConf.create({"train": {"new": None, "lr": 1.0}, "name": "x"})
     assert config_identity(section, "backbone") == {"train": {"lr": 1.0}, "name": "x"}
     assert config_identity(OmegaConf.create({"forget": ["six"], "seed": 0}), "dataset") == {"seed": 0}
@@ -221,7 +221,7 @@ def test_fisher_key_changes_with_each_keyed_value(hashing_ctx, fisher_builds, mo
     assert fisher_builds(ctx, batch) == 5
     assert fisher_builds(ctx, {**batch, "fisher_batch_size": 8}) == 6
     assert fisher_builds(ctx, {**batch, "batch_order": "official"}) == 7
-    monkeypatch.setattr(context_module, "FISHER_VERSION", context_module.FISHER_VERSION + 1)
+    monkeypatch.setattr(identity_module, "FISHER_VERSION", identity_module.FISHER_VERSION + 1)
     assert fisher_builds(ctx, SETTINGS) == 8
 
 
@@ -251,7 +251,7 @@ def test_prototype_key_has_a_version_and_its_modality(hashing_ctx, monkeypatch):
     for modality, expected in (("mean", 1), ("mean", 1), ("image", 2)):
         ctx.prototypes(system, modality)
         assert len(built) == expected
-    monkeypatch.setattr(context_module, "PROTOTYPE_VERSION", context_module.PROTOTYPE_VERSION + 1)
+    monkeypatch.setattr(identity_module, "PROTOTYPE_VERSION", identity_module.PROTOTYPE_VERSION + 1)
     ctx.prototypes(system, "mean")
     assert len(built) == 3
 

@@ -1,5 +1,6 @@
 import json
 
+import pytest
 from conftest import TINY
 
 
@@ -30,6 +31,7 @@ def test_end_to_end_deterministic_and_cached(cli, tmp_path):
     assert len(list((tmp_path / "cache" / "models").glob("*.pt"))) == 2
 
 
+@pytest.mark.slow
 def test_retrain_excludes_forget_samples_and_bad_is_untrained(cli, tmp_path):
     cli(["method=retrain", *TINY])
     retrain = metrics_of(tmp_path)["metrics"]
@@ -38,6 +40,7 @@ def test_retrain_excludes_forget_samples_and_bad_is_untrained(cli, tmp_path):
     assert metrics_of(tmp_path)["method"] == "bad"
 
 
+@pytest.mark.slow
 def test_multirun_over_bits(cli, tmp_path):
     cli(["-m", "bits=16,32", *TINY])
     found = sorted(json.loads(p.read_text())["bits"] for p in (tmp_path / "multi").glob("*/metrics.json"))
@@ -60,6 +63,7 @@ def test_config_errors_are_one_line(cli):
     assert bad_device.returncode != 0 and "unknown device" in bad_device.stderr
 
 
+@pytest.mark.slow
 def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
     """`sample_seed` redraws D_f / D_n / D_r and the method's randomness; the models (shadows included) stay."""
     cli(

@@ -41,13 +41,16 @@ def test_every_config_file_is_covered():
     covered |= {
         "method/fisher_estimate/default.yaml",
         "method/projection/default.yaml",
+        "method/train_recipe/adam.yaml",
+        "hparams_search/base/tune.yaml",
+        "experiment/setting/clip_side.yaml",
         "backbone_weights/imagenet1k.yaml",
         "prompts/digits.yaml",
         "zeroshot/default.yaml",
     }
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
-    covered |= {f"{g}/{p.name}" for g in MECHANISM_GROUPS for p in (CONF / g).glob("*.yaml")}  # composed below
+    covered |= {f"study/{g}/{p.name}" for g in MECHANISM_GROUPS for p in (STUDY / g).glob("*.yaml")}  # composed below
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 
@@ -74,10 +77,11 @@ def test_every_experiment_and_each_grid_value_composes_and_validates(experiment)
 
 
 MECHANISM_GROUPS = ("mechanism_variant", "mechanism_setting")  # the bundles of experiment=mechanism_variants
+STUDY = CONF / "study"  # study-only groups, found under their own names through hydra.searchpath
 
 
 @pytest.mark.parametrize(
-    "group, name", [(g, p.stem) for g in MECHANISM_GROUPS for p in sorted((CONF / g).glob("*.yaml"))]
+    "group, name", [(g, p.stem) for g in MECHANISM_GROUPS for p in sorted((STUDY / g).glob("*.yaml"))]
 )
 def test_every_mechanism_variant_and_setting_composes_and_validates(group, name):
     cfg = valid(compose_with(["experiment=mechanism_variants", f"{group}={name}"]))
@@ -118,3 +122,17 @@ def test_miniature_experiment_runs_and_reports(cli, tmp_path):
     assert report.returncode == 0, report.stderr
     table = (tmp_path / "rep" / "table2.md").read_text()
     assert "16-I2T" in table and "PPP" in table and "Retrain" in table
+
+
+def test_shared_blocks_are_inherited_not_copied():
+    """clip_small is clip_tiny with another image tower; the searches share one tune block, which is no search."""
+    from ppp.config import group_options
+
+    small, tiny = compose_with(["backbone=clip_small"]).backbone, compose_with(["backbone=clip_tiny"]).backbone
+    assert {k: v for k, v in small.items() if k not in ("name", "arch")} == {
+        k: v for k, v in tiny.items() if k not in ("name", "arch")
+    }
+    assert group_options("hparams_search") == ["ppp_digit_scenes", "ssd_digit_scenes"]
+    for method in ("amnesiac", "bad_teacher"):
+        train = compose_with([f"method={method}"]).method.train
+        assert train.classification.optimizer == "adamw" and train.retrieval.warmup == 0.0

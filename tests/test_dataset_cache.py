@@ -45,16 +45,16 @@ def test_embedded_datasets_come_back_identical_from_the_cache(tmp_path):
     assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
 
 
-def test_dataset_key_follows_the_config_identity(tmp_path, capsys):
+def test_dataset_key_follows_the_config_identity(tmp_path, ppp_log):
     build_benchmark(dataset_cfg(), tmp_path)
     build_benchmark(dataset_cfg(forget=["two"]), tmp_path)  # forget never changes the dataset: reused
-    assert "[cache] reusing digit_scenes dataset" in capsys.readouterr().out
+    assert any(m.startswith("[cache] reusing digit_scenes dataset") for m in ppp_log.messages)
     other = build_benchmark(dataset_cfg(seed=1), tmp_path)
     assert len(list((tmp_path / "datasets").glob("*.pt"))) == 2
     assert not torch.equal(other.train.base.images, build_benchmark(dataset_cfg()).train.base.images)
 
 
-def test_coco_annotations_are_parsed_once_until_a_file_changes(tmp_path, capsys):
+def test_coco_annotations_are_parsed_once_until_a_file_changes(tmp_path, ppp_log):
     import os
 
     from test_real_datasets import make_coco
@@ -71,12 +71,13 @@ def test_coco_annotations_are_parsed_once_until_a_file_changes(tmp_path, capsys)
     for bench in (first, again):
         assert bench.train.base.texts == plain.train.base.texts and bench.train.base.paths == plain.train.base.paths
         assert torch.equal(bench.train.base.labels, plain.train.base.labels)
-    printed = capsys.readouterr().out
+    printed = "\n".join(ppp_log.messages)
+    ppp_log.clear()
     assert printed.count("[cache] saved coco") == 2 and printed.count("[cache] reusing coco") == 2  # two splits
 
     captions = root / "annotations" / "captions_val2017.json"
     stat = captions.stat()
     os.utime(captions, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: val2017 parsed again
     coco(root, n_query=5, n_train=12, n_val=4, annotation_cache=cache)
-    printed = capsys.readouterr().out
+    printed = "\n".join(ppp_log.messages)
     assert "[cache] saved coco val2017 annotations" in printed and "[cache] reusing coco train2017" in printed

@@ -183,7 +183,7 @@ def test_batchnorm_uses_running_statistics_and_is_left_untouched():
     assert_close(whole, {n: p.grad**2 for n, p in system.net.named_parameters()}, tolerance=1e-2)
 
 
-def test_the_chunk_shrinks_with_the_memory_budget(setup, capsys):
+def test_the_chunk_shrinks_with_the_memory_budget(setup, ppp_log):
     """Torch.func path: a sample costs its dense per-sample gradient plus its measured activations."""
     from ppp.fisher import ACTIVATION_COPIES, GRADIENT_COPIES, activation_bytes, budget_chunk
 
@@ -198,7 +198,7 @@ def test_the_chunk_shrinks_with_the_memory_budget(setup, capsys):
     assert 10_000 < activations < dense  # clip_tiny keeps a few hundred kB of activations per sample
     sums = 4 * sum(p.numel() for p in system.net.parameters() if p.requires_grad)  # the running sums
     assert chunks[1] == int((50 * 2**20 - sums) // (GRADIENT_COPIES * dense + ACTIVATION_COPIES * activations))
-    assert "samples per chunk" in capsys.readouterr().out
+    assert any("samples per chunk" in m for m in ppp_log.messages)
 
 
 def test_a_tiny_budget_gives_the_large_budgets_fisher(setup):

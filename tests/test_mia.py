@@ -115,7 +115,7 @@ def test_end_to_end_members_are_found_by_construction(tmp_path):
     assert out == {"forget/mia": 1.0, "retain/mia": 1.0, "mia/auc": 1.0}
 
 
-def test_shadow_models_train_on_data_disjoint_from_the_target_and_are_cached(tmp_path, monkeypatch, capsys):
+def test_shadow_models_train_on_data_disjoint_from_the_target_and_are_cached(tmp_path, monkeypatch, ppp_log):
     ctx = make_context(tmp_path, epochs=5)
     shadow_data = []
     real_train = mia.train
@@ -140,11 +140,11 @@ def test_shadow_models_train_on_data_disjoint_from_the_target_and_are_cached(tmp
     assert len(shadow_data) == 2 and shadow_data[0] != shadow_data[1]
     assert all(not d & target_train and d <= fit_part for d in shadow_data)
 
-    capsys.readouterr()
+    ppp_log.clear()
     assert membership_inference(ctx.trained()[0], ctx, ["shokri"], settings) == {
         k: v for k, v in out.items() if k.endswith("_shokri")
     }
-    assert capsys.readouterr().out.count("reusing shadow model") == 2 and len(shadow_data) == 2
+    assert "\n".join(ppp_log.messages).count("reusing shadow model") == 2 and len(shadow_data) == 2
 
 
 def test_hashing_systems_are_attacked_through_proxy_cosines(tmp_path):

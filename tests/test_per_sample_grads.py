@@ -186,14 +186,14 @@ def test_clip_falls_back_to_torch_func():
     assert not uses_hooks(ClipHashingSystem("clip_tiny", bits=16, num_classes=10))
 
 
-def test_hook_path_under_a_tiny_memory_budget(digits_train, capsys):
+def test_hook_path_under_a_tiny_memory_budget(digits_train, ppp_log):
     """A budget below one sample's activations still runs, one sample per chunk, with a large budget's numbers."""
     torch.manual_seed(0)
     system = ClassifierSystem("resnet18", num_classes=10, image_size=16).eval()
     data = digits_train.subset(range(5))
     tiny = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e-3)
     large = per_sample_fisher(system, data, "cpu", {}, chunk=32, memory_mb=1e6)
-    assert [line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[fisher]")] == [
+    assert [m.split()[1] for m in ppp_log.messages if m.startswith("[fisher]")] == [
         "1",
         "32",
     ]

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 
 from ppp.errors import ConfigError
 from ppp.report import main, write_report
@@ -447,3 +448,23 @@ def test_parameter_changes_in_the_residual_table(tmp_path):
     assert cell(table, "Changed image tower: share", "Original") == "0.00"
     assert cell(table, "D_f I2T mAP", "PPP") == "30.00"
     assert "Probe AUC, image codes" not in table and "Changed heads" not in table
+
+
+def test_mechanism_study_names_runs_from_their_recorded_choices():
+    """scripts/mechanism_study.py reads a run's variant and setting from metrics.json's `choices`, and falls
+    back to its values for runs recorded before `choices` existed."""
+    import importlib.util
+    import math
+
+    spec = importlib.util.spec_from_file_location("mechanism_study", ROOT / "scripts" / "mechanism_study.py")
+    study = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(study)
+    values = {"method": "ppp", "method.lam": 14.6, "method.tau": math.inf, "task": "retrieval"}
+    values |= {"backbone": "clip_tiny", "dataset": "digit_scenes", "forget": "six", "bits": 16}
+    old = pd.Series(values)
+    assert study.variant_name(old) == "PPP default, no core (τ=∞)" and study.setting_name(old) == "base"
+    chosen = {"choices.mechanism_variant": "ppp_best_no_core", "choices.mechanism_setting": "topic_08"}
+    stage2 = pd.Series({**values, **chosen, "choices.experiment": "mechanism_variants"})
+    assert study.variant_name(stage2) == "PPP best, no core (τ=∞)" and study.setting_name(stage2) == "topic 0.8"
+    stage3 = pd.Series({**values, **chosen, "choices.experiment": "mechanism_pareto"})
+    assert study.variant_name(stage3) == "PPP default, no core (τ=∞)"

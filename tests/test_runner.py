@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import ROOT, TINY
+from conftest import GPU, ROOT, TINY
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
@@ -70,7 +70,7 @@ def test_bad_value_on_the_command_line_is_one_line(cli):
     assert "Traceback" not in proc.stderr
 
 
-@pytest.mark.parametrize("device", ["cpu", *(["cuda"] if torch.cuda.is_available() else [])])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=GPU)])
 def test_runs_in_one_process_match_separate_processes(tmp_path, cli, device):
     """Two different configs in one process, then each in its own process, on the same device (models are
     keyed by device type, so a CPU run and a CUDA run train their own): identical numbers."""
@@ -78,8 +78,11 @@ def test_runs_in_one_process_match_separate_processes(tmp_path, cli, device):
     in_process = [execute(composed(tmp_path, [*c, "skip_finished=false"]))["metrics"] for c in configs]
     for c, metrics in zip(configs, in_process):
         cli([*c, *TINY, "skip_finished=false"])
-        separate = json.loads((tmp_path / "run" / "metrics.json").read_text())["metrics"]
+        record = json.loads((tmp_path / "run" / "metrics.json").read_text())
+        separate = record["metrics"]
         assert quality(separate) == quality(metrics)
+        # the config groups it was composed from, from Hydra's job (not part of the run hash)
+        assert record["choices"]["method"] == c[0].split("=")[1] and record["choices"]["dataset"] == "digit_scenes"
     assert in_process[0]["forget/i2t_map"] != in_process[1]["forget/i2t_map"]
 
 
@@ -96,6 +99,7 @@ def test_objective_is_returned_recorded_and_indexed(tmp_path):
     m = result["metrics"]
     assert value == pytest.approx(m["objective/gap"]) and value == pytest.approx(m["delta/forget"] + m["delta/retain"])
     assert (tmp_path / "index" / f"{result['run_hash']}.json").exists()
+    assert result["choices"] == {}  # composed by the caller, who passed no choices: none recorded
     assert result["provenance"]["versions"]["torch"].startswith(torch.__version__.split("+")[0])
     assert result["provenance"]["device"] == "cpu" and "git_dirty" in result["provenance"]
     used = {(u["kind"], u["label"].split(" (")[0]) for u in result["provenance"]["cache"]}

@@ -1,15 +1,15 @@
 """Typed config schemas (ppp/schema.py): every key of every shipped group option is declared once in its
 section's schema, every key a YAML must hold is there, and the defaults of keys a YAML may omit agree
-with `ppp.cache.NEUTRAL_DEFAULTS`."""
+with `ppp.identity.NEUTRAL_DEFAULTS`."""
 
 import dataclasses
 
 import pytest
 from omegaconf import OmegaConf
 
-from ppp.cache import NEUTRAL_DEFAULTS
 from ppp.config import CONF_DIR, compose_config
 from ppp.errors import ConfigError
+from ppp.identity import NEUTRAL_DEFAULTS
 from ppp.methods import METHODS
 from ppp.schema import default, fields, has_default, integer, parse, read, schema, setting
 from ppp.tune import TuneSettings, search_overrides

@@ -130,6 +130,7 @@ def test_bad_search_values_are_one_line_errors(capsys):
         tune(["method=ppp"])
 
 
+@pytest.mark.slow
 def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
@@ -165,6 +166,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     assert len(again.trials) == 3
 
 
+@pytest.mark.slow
 def test_kill_9_mid_search_then_rerun_completes_exactly_n(shared, tmp_path):
     n, storage = 4, f"sqlite:///{tmp_path}/study.db"
     # skip_finished=false: a trial whose runs another test already finished would end in milliseconds,
@@ -217,6 +219,7 @@ def run_two_workers(shared, tmp_path, storage, n=10):
     assert {t.user_attrs["pid"] for t in trials(url)} == {p.pid for p in procs}
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_journal_file(shared, tmp_path):
     run_two_workers(shared, tmp_path, f"journal:{tmp_path}/study.journal")
 
@@ -267,5 +270,7 @@ def postgres():
         shutil.rmtree(folder, ignore_errors=True)
 
 
+@pytest.mark.postgresql
+@pytest.mark.slow
 def test_two_workers_share_a_postgresql_study(shared, tmp_path, postgres):
     run_two_workers(shared, tmp_path, postgres)

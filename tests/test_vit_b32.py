@@ -13,6 +13,8 @@ import time
 import pytest
 from scored import scored_models
 
+pytestmark = pytest.mark.slow  # ViT-B/32: 151M parameters, a few CPU minutes
+
 SMALL = [
     "backbone=clip_vit_b32",
     "backbone.pretrained=null",

@@ -7,6 +7,7 @@ import os
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp import identity
 from ppp.cache import Cache, config_identity, content_key
 from ppp.data import coco as _coco
 from ppp.data import deepfashion as _deepfashion
@@ -29,7 +30,6 @@ DATASETS.register("deepfashion", schema=_deepfashion.DeepFashionSettings)(_deepf
 
 # Built in memory by code: stored whole in the cache (`datasets`), keyed by the dataset config's identity.
 EMBEDDED = ("digit_scenes", "digits")
-DATASET_VERSION = 1  # bump when an embedded builder changes what it builds
 
 
 def build_benchmark(cfg: DictConfig, cache_dir: str | os.PathLike | None = None) -> Benchmark:
@@ -50,7 +50,7 @@ def build_benchmark(cfg: DictConfig, cache_dir: str | os.PathLike | None = None)
     if cache_dir is None or name not in EMBEDDED:
         return builder(**kwargs)
 
-    key = content_key({"version": DATASET_VERSION, "dataset": config_identity(cfg, "dataset")})
+    key = content_key({"version": identity.DATASET_VERSION, "dataset": config_identity(cfg, "dataset")})
     payload, _ = Cache(cache_dir).get_or_build(
         "datasets", key, lambda: benchmark_payload(builder(**kwargs)), f"{name} dataset"
     )

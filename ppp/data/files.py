@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ppp import identity
 from ppp.data.base import Benchmark, LabelledDataset, split_indices, stratified_split
 from ppp.errors import ConfigError
 
@@ -26,9 +27,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
 
 # Stands in for an unreadable image under skip_bad_images; normalises to about zero under CLIP/ImageNet stats.
 PLACEHOLDER_RGB = (124, 116, 104)
-
-
-ANNOTATIONS_VERSION = 1  # bump when a reader changes what it keeps of its annotation files
 
 
 def parsed_annotations(cache, files: Sequence[Path], parse: Callable[[], Any], label: str) -> Any:
@@ -41,7 +39,7 @@ def parsed_annotations(cache, files: Sequence[Path], parse: Callable[[], Any], l
 
     stats = [(str(f.resolve()), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
     payload, _ = cache.get_or_build(
-        "annotations", content_key({"version": ANNOTATIONS_VERSION, "files": stats}), parse, label
+        "annotations", content_key({"version": identity.ANNOTATIONS_VERSION, "files": stats}), parse, label
     )
     return payload
 

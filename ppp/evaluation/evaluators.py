@@ -25,7 +25,7 @@ from ppp.schema import block, boolean, choice, integer, one_of, parse, read, sch
 
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
 MIA_MODES = ("entropy_lr", "shokri")
-# The zero-shot settings a retrieval section without them means (the shipped blocks, as cache.NEUTRAL_DEFAULTS).
+# The zero-shot settings a retrieval section without them means (the shipped blocks, as identity.NEUTRAL_DEFAULTS).
 ZEROSHOT_DEFAULT = parse(ZeroshotSettings, load_block("prompts/digits.yaml", "zeroshot/default.yaml"), "zeroshot")
 
 

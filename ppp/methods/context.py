@@ -10,6 +10,7 @@ from dataclasses import dataclass
 import torch
 from omegaconf import DictConfig
 
+from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
 from ppp.errors import ConfigError
@@ -17,13 +18,6 @@ from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_or
 from ppp.models import System, build_system, from_scratch
 from ppp.schema import read
 from ppp.train import train
-
-# Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
-# their losses) for models and MIA shadows; the estimator or a per-sample loss (ppp/fisher.py, a system's
-# loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py for prototypes.
-TRAINING_VERSION = 1
-FISHER_VERSION = 2  # 2: per-sample losses see one fixed context batch, not their chunk
-PROTOTYPE_VERSION = 1
 
 
 def root_indices(data: LabelledDataset) -> torch.Tensor:
@@ -79,7 +73,7 @@ class UnlearnContext:
         if recipe is not None:
             backbone["train"] = config_identity(recipe, "backbone.train")
         return {
-            "version": TRAINING_VERSION,
+            "version": identity.TRAINING_VERSION,
             "device": self.device.type,
             "dataset": config_identity(self.cfg.dataset, "dataset"),
             "backbone": backbone,
@@ -122,7 +116,7 @@ class UnlearnContext:
             context = self.fisher_context(settings)
         key = content_key(
             {
-                "version": FISHER_VERSION,
+                "version": identity.FISHER_VERSION,
                 "model": self.original_key,
                 "samples": index_digest(root_indices(data)),
                 "mode": mode,
@@ -154,7 +148,7 @@ class UnlearnContext:
 
         key = content_key(
             {
-                "version": PROTOTYPE_VERSION,
+                "version": identity.PROTOTYPE_VERSION,
                 "model": self.original_key,
                 "modality": modality if system.task == "retrieval" else None,
             }

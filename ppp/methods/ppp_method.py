@@ -6,6 +6,7 @@ drawn with the sample seed), `gamma` (null: Eq. 3's gamma; a number replaces it)
 
 from __future__ import annotations
 
+import logging
 import time
 
 import torch
@@ -15,6 +16,8 @@ from ppp.methods.dampening import DampeningRule, FisherMethod, apply_dampening
 from ppp.methods.prototypes import prototype_geometry, random_neighbours
 from ppp.methods.registry import METHODS
 from ppp.schema import boolean, integer, number, one_of, read, schema, setting
+
+log = logging.getLogger(__name__)
 
 
 @schema
@@ -96,10 +99,14 @@ def ppp(system, ctx, cfg):
             "ppp/n_retain_samples": len(retain),
         }
     )
-    print(
-        f"[ppp] neighbours of {', '.join(names[c] for c in ctx.forget_idx)}: "
-        f"{', '.join(names[c] for c in neighbour_classes)}; gamma={gamma:.3f} "
-        f"(mu_rest/mu_n={geometry.ratio:.3f}); regions S={counts['n_shared']} B={counts['n_buffer']} "
-        f"C={counts['n_core']}"
+    log.info(
+        "[ppp] neighbours of %s: %s; gamma=%.3f (mu_rest/mu_n=%.3f); regions S=%d B=%d C=%d",
+        ", ".join(names[c] for c in ctx.forget_idx),
+        ", ".join(names[c] for c in neighbour_classes),
+        gamma,
+        geometry.ratio,
+        counts["n_shared"],
+        counts["n_buffer"],
+        counts["n_core"],
     )
     return system, diagnostics

@@ -17,6 +17,7 @@ from ppp.report.figures import figure1, figure3, figure4
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate
 from ppp.report.tables import Table, bootstrap_table, residual_table, table1, table2
+from ppp.utils import cli_logging
 
 DEFAULT_PAIR = ("ppp", "ssd")
 
@@ -98,6 +99,7 @@ def main(argv=None) -> None:
     parser.add_argument("--delta", choices=DEFINITIONS, help="|delta| definition (default: the runs' `delta`)")
     parser.add_argument("--no-figures", action="store_true", help="tables only")
     args = parser.parse_args(argv)
+    cli_logging()  # warnings (a run folder that is gone, an unreadable metrics.json) on stderr
     try:
         written = write_report(
             args.dirs, args.out, args.compare, args.resamples, args.bootstrap_seed, args.delta, not args.no_figures

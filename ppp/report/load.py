@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
+import logging
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -21,11 +21,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ppp import identity
 from ppp.cache import config_identity
 from ppp.errors import ConfigError
 from ppp.runs import FINISHED_ELSEWHERE
 
-REFERENCES = ("original", "bad", "retrain")  # the reference rows of every table, in table order
+log = logging.getLogger(__name__)
+
+REFERENCES = identity.REFERENCE_METHODS  # the reference rows of every table, in table order
 REPLICATE = ["seed", "sample_seed"]  # what varies between repeats of one setting
 SETTING = ["dataset", "task", "backbone", "forget", "n_forget", "bits"]
 REFERENCE_KEY = ["dataset", "backbone", "bits", "seed", "forget", "method"]
@@ -74,6 +77,12 @@ class Run:
             "sample_seed": int(r.get("sample_seed", r["seed"])),
             "delta": r.get("config", {}).get("delta"),
         }
+
+    @property
+    def choices(self) -> dict:
+        """The config groups the run was composed from (`choices` of metrics.json, Hydra's
+        `hydra.runtime.choices`) as `choices.<group>` columns; nothing for runs from before they were recorded."""
+        return {f"choices.{k}": v for k, v in (self.record.get("choices") or {}).items() if v is not None}
 
     @property
     def hyperparameters(self) -> dict:
@@ -135,7 +144,7 @@ def followed(path: Path) -> Path | None:
         return path
     target = Path(json.loads(path.read_text())["run_dir"]) / "metrics.json"
     if not target.exists():
-        print(f"warning: {path} points to {target}, which is gone", file=sys.stderr)
+        log.warning("%s points to %s, which is gone", path, target)
         return None
     return target
 
@@ -153,7 +162,7 @@ def find_runs(dirs) -> list[Run]:
             try:
                 run = Run(path.parent, json.loads(path.read_text()))
             except (json.JSONDecodeError, UnicodeDecodeError) as err:
-                print(f"warning: skipping unreadable {path}: {err}", file=sys.stderr)
+                log.warning("skipping unreadable %s: %s", path, err)
                 continue
             if run.hash not in seen:
                 seen.add(run.hash)
@@ -221,7 +230,7 @@ def tidy(runs: list[Run]) -> pd.DataFrame:
     """One row per run x numeric metric; references as rows of their own (source 'reference')."""
     rows = []
     for run in runs:
-        base = {**run.identity, "run_hash": run.hash, "run_dir": str(run.dir)}
+        base = {**run.identity, "run_hash": run.hash, "run_dir": str(run.dir), **run.choices}
         own = {**base, "method": run.method, "variant": run.variant, "source": "run", **run.hyperparameters}
         rows += [{**own, "metric": k, "value": float(v)} for k, v in run.record["metrics"].items() if numeric(v)]
         for name, metrics in run.record.get("references", {}).items():

@@ -1,0 +1,130 @@
+"""Do the shipped configs still give the committed runs their run hashes?
+
+    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv'] [-v]
+
+Every run of the committed results (`docs/results/*/results.csv`: its `run_hash` and `run_dir`) is composed
+again from its sweep folder's name (`<job number>_<override>,<override>,...`, Hydra's `override_dirname`, which
+leaves out the keys of `ppp.identity.SWEEP_FOLDER_NEUTRAL`), with the default device and with `device=cpu` (the
+folder name does not say which), and its run hash compared with the recorded one. A config refactor that
+changes no result must reproduce every hash: a changed hash means a finished run would run again.
+
+Runs recorded with the run hash from before commit 6a32b9d count as reproduced when that hash matches: until
+then keys at their neutral default (`ppp.identity.NEUTRAL_DEFAULTS`) were hashed like any other key, so the
+three PPP runs of `table1_digits_eight`, made in the half hour between PPP's flags (`method.gamma`,
+`method.sign_flip`, `method.neighbours`) and that commit, carry the flags in their hashes. A repeated sweep
+runs them again rather than skipping them; nothing else in their configs differs from today's.
+
+Exit status 1 when a run reproduces under neither hash.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import glob
+import os
+import re
+import sys
+from pathlib import Path
+
+from ppp import identity
+from ppp.runs import run_hash
+
+# The keys NEUTRAL_DEFAULTS held when commit 6a32b9d started leaving them out of run hashes: before it they
+# were hashed at any value (keys added later did not exist then, so they are left out as today).
+NEUTRAL_BEFORE_6A32B9D = (
+    "dataset.surface_forms",
+    "dataset.mention_prob",
+    "evaluator.residual",
+    "method.gamma",
+    "method.sign_flip",
+    "method.neighbours",
+)
+
+
+def overrides_of(run_dir: str) -> list[str]:
+    """The overrides a sweep folder's name holds: `3_method=ppp,forget=[eight],seed=0` ->
+    ['method=ppp', 'forget=[eight]', 'seed=0'] (commas inside brackets belong to their value)."""
+    name = re.sub(r"^\d+_", "", os.path.basename(run_dir))
+    parts, depth, current = [], 0, ""
+    for ch in name:
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += (ch in "[{") - (ch in "]}")
+        current += ch
+    return parts + [current] if current else parts
+
+
+@contextlib.contextmanager
+def hash_before_6a32b9d():
+    """run_hash as it was before 6a32b9d: the then-declared neutral keys hashed at every value."""
+    saved = dict(identity.NEUTRAL_DEFAULTS)
+    for key in NEUTRAL_BEFORE_6A32B9D:
+        identity.NEUTRAL_DEFAULTS.pop(key, None)
+    try:
+        yield
+    finally:
+        identity.NEUTRAL_DEFAULTS.clear()
+        identity.NEUTRAL_DEFAULTS.update(saved)
+
+
+def recorded_runs(pattern: str) -> dict[tuple[str, str], str]:
+    """(run_hash, run_dir) -> the results.csv that lists it, over every file matching `pattern`."""
+    rows = {}
+    for path in sorted(glob.glob(pattern)):
+        with open(path, newline="") as fh:
+            for row in csv.DictReader(fh):
+                rows[(row["run_hash"], row["run_dir"])] = path
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("conf", nargs="?", type=Path, help="config folder (default: the package's, ppp/conf)")
+    parser.add_argument("--results", default="docs/results/*/results.csv", help="results files (glob)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="print every run, not only mismatches")
+    args = parser.parse_args(argv)
+
+    from hydra import compose, initialize_config_dir
+
+    from ppp.config import CONF_DIR
+
+    rows = recorded_runs(args.results)
+    if not rows:
+        parser.error(f"no runs in {args.results}")
+    unexplained, legacy = [], []
+    with initialize_config_dir(config_dir=str((args.conf or CONF_DIR).resolve()), version_base="1.3"):
+        for (recorded, run_dir), source in sorted(rows.items()):
+            overrides = overrides_of(run_dir)
+            configs, hashes = [], set()
+            for device in ([], ["device=cpu"]):
+                try:
+                    cfg = compose("config", overrides=overrides + device)
+                except Exception as err:  # a folder name the configs no longer compose
+                    hashes.add(f"ERR {type(err).__name__}: {err}")
+                    continue
+                configs.append(cfg)
+                hashes.add(run_hash(cfg))
+            if recorded in hashes:
+                if args.verbose:
+                    print("ok", source, recorded, overrides)
+                continue
+            with hash_before_6a32b9d():
+                before = {run_hash(cfg) for cfg in configs}
+            if recorded in before:
+                legacy.append(recorded)
+                print("BEFORE-6a32b9d", source, recorded, overrides)
+            else:
+                unexplained.append(recorded)
+                print("MISMATCH", source, recorded, overrides, sorted(hashes))
+    print(f"{len(rows) - len(unexplained) - len(legacy)}/{len(rows)} run hashes reproduced")
+    print(f"{len(legacy)} more reproduced by the run hash from before 6a32b9d (neutral defaults hashed)")
+    print(f"{len(unexplained)} not reproduced")
+    return 1 if unexplained else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
