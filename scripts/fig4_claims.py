@@ -66,8 +66,16 @@ def main(path: str) -> None:
     # |Delta| over all cells (the report's mean_abs): forget vs Retrain, retain vs Original
     summary = {}
     for n in counts:
-        f = [abs(stat.loc[(n, b, dr, "forget")]["mean"] - refs[("retrain", b, dr, "forget")]) for b in sorted(runs.bits.unique()) for dr in DIRS]
-        r = [abs(stat.loc[(n, b, dr, "retain")]["mean"] - refs[("original", b, dr, "retain")]) for b in sorted(runs.bits.unique()) for dr in DIRS]
+        f = [
+            abs(stat.loc[(n, b, dr, "forget")]["mean"] - refs[("retrain", b, dr, "forget")])
+            for b in sorted(runs.bits.unique())
+            for dr in DIRS
+        ]
+        r = [
+            abs(stat.loc[(n, b, dr, "retain")]["mean"] - refs[("original", b, dr, "retain")])
+            for b in sorted(runs.bits.unique())
+            for dr in DIRS
+        ]
         summary[n] = (sum(f) / len(f), sum(r) / len(r))
     best = min(summary, key=lambda n: sum(summary[n]))
     print(
@@ -77,7 +85,10 @@ def main(path: str) -> None:
         f"\nnarrower at {hi}: {tally['narrower']} of {tally['cells']} cells; lower D_f mAP at {hi}: {tally['lower']} of "
         f"{tally['cells']}; best trade-off at 60-80: {tally['best in 60-80']} of {tally['cells']}"
     )
-    print("|Δ| forget / retain (sum) per count: " + ", ".join(f"{n}: {f:.2f} / {r:.2f} ({f + r:.2f})" for n, (f, r) in summary.items()))
+    print(
+        "|Δ| forget / retain (sum) per count: "
+        + ", ".join(f"{n}: {f:.2f} / {r:.2f} ({f + r:.2f})" for n, (f, r) in summary.items())
+    )
 
 
 if __name__ == "__main__":

@@ -27,7 +27,9 @@ def main(path: str, a: str, b: str) -> None:
     seeds = sorted(d.seed.unique())
     samples = sorted(d.sample_seed.unique())
     varied = "model seeds" if len(seeds) > 1 else "sample seeds"
-    print(f"{path}: A = {a}, B = {b}; pairs over {varied} (seeds {[int(s) for s in seeds]}, sample seeds {[int(s) for s in samples if s >= 0]})\n")
+    print(
+        f"{path}: A = {a}, B = {b}; pairs over {varied} (seeds {[int(s) for s in seeds]}, sample seeds {[int(s) for s in samples if s >= 0]})\n"
+    )
     print("| forget | bits | metric | A | B | A − B (paired) | 95 % t interval | pairs | same sign |")
     print("|---|---|---|---|---|---|---|---|---|")
     keys = ["forget", "bits", "metric", "seed", "sample_seed"]
@@ -42,7 +44,12 @@ def main(path: str, a: str, b: str) -> None:
         n = len(diff)
         half = stats.t.ppf(0.975, n - 1) * diff.std() / n**0.5 if n > 1 else float("nan")
         sign = (diff > 0) if diff.mean() > 0 else (diff < 0)
-        name = metric.replace("forget/", "D_f ").replace("retain/", "D_r ").replace("i2t_map", "I→T").replace("t2i_map", "T→I")
+        name = (
+            metric.replace("forget/", "D_f ")
+            .replace("retain/", "D_r ")
+            .replace("i2t_map", "I→T")
+            .replace("t2i_map", "T→I")
+        )
         print(
             f"| {forget} | {bits} | {name} | {g.a.mean():.2f} ± {g.a.std():.2f} | {g.b.mean():.2f} ± {g.b.std():.2f} "
             f"| {diff.mean():+.2f} ± {diff.std():.2f} | [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] | {n} | {int(sign.sum())} of {n} |"

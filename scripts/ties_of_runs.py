@@ -63,7 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                 key = "/".join(sorted(set(rules))) or "neither"
                 found[key] = found.get(key, 0) + 1
             summary = ", ".join(f"{rule}: {n}" for rule, n in sorted(found.items()))
-            print(f"{path}: {len(picked)} of {len(runs)} retrieval runs checked; hash reproduced with {args.key} = {summary}")
+            print(
+                f"{path}: {len(picked)} of {len(runs)} retrieval runs checked; hash reproduced with {args.key} = {summary}"
+            )
     return 0
 
 
