@@ -1,0 +1,73 @@
+"""Which mAP tie rule (`evaluator.ties`) did the committed runs use?
+
+    python scripts/ties_of_runs.py [--results 'docs/results/*/results.csv'] [--per-file N]
+    python scripts/ties_of_runs.py --key evaluator.forget_queries --values all,forget_samples   # any other key
+
+The results CSVs carry no `evaluator.ties` column, but the run hash covers the evaluator config. For the
+first N retrieval runs of each results file (default 5; 0 = all), the run is composed again from its sweep
+folder's name (as `scripts/check_run_hashes.py` does) with `evaluator.ties=stable` and with
+`evaluator.ties=average` (or `--key` at each of `--values`), and the value whose hash equals the recorded
+`run_hash` is printed. Classification
+runs (accuracy) have no tie rule and are skipped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import glob
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from check_run_hashes import overrides_of  # noqa: E402
+
+from ppp.runs import run_hash  # noqa: E402
+
+RULES = ("stable", "average")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--results", default="docs/results/*/results.csv")
+    parser.add_argument("--per-file", type=int, default=5)
+    parser.add_argument("--key", default="evaluator.ties")
+    parser.add_argument("--values", default=",".join(RULES))
+    args = parser.parse_args(argv)
+
+    from hydra import compose, initialize_config_dir
+
+    from ppp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for path in sorted(glob.glob(args.results)):
+            runs: dict[str, str] = {}
+            with open(path, newline="") as fh:
+                for row in csv.DictReader(fh):
+                    if row["task"] == "retrieval" and row["run_hash"] and row["run_dir"]:
+                        runs.setdefault(row["run_hash"], row["run_dir"])
+            if not runs:
+                print(f"{path}: no retrieval runs")
+                continue
+            picked = list(runs.items())[: args.per_file or None]
+            found: dict[str, int] = {}
+            for recorded, run_dir in picked:
+                rules = [
+                    rule
+                    for rule in args.values.split(",")
+                    for device in ([], ["device=cpu"])
+                    if run_hash(compose("config", overrides=overrides_of(run_dir) + device + [f"{args.key}={rule}"]))
+                    == recorded
+                ]
+                key = "/".join(sorted(set(rules))) or "neither"
+                found[key] = found.get(key, 0) + 1
+            summary = ", ".join(f"{rule}: {n}" for rule, n in sorted(found.items()))
+            print(
+                f"{path}: {len(picked)} of {len(runs)} retrieval runs checked; hash reproduced with {args.key} = {summary}"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
