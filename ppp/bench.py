@@ -372,7 +372,7 @@ RUN_SIZES = {  # overrides of the embedded default run per size
     ],
     "full": [],
 }
-UNLEARNING_METHODS = ("ppp", "ssd", "ssd_per_sample", "fisher", "finetune", "retrain")  # rows, in run order
+UNLEARNING_METHODS = ("ppp", "ssd", "ssd_per_sample", "fisher_zero", "finetune", "retrain")  # rows, in run order
 # Rows that are not a method with its defaults: SSD on PPP's Fisher mode, PPP's like-for-like comparison.
 UNLEARNING_OVERRIDES = {"ssd_per_sample": ["method=ssd", "method.fisher_mode=per_sample"]}
 

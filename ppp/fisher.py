@@ -15,6 +15,10 @@ Two modes:
 - `batch`: sum over mini-batches of (d mean-batch-loss / dtheta)^2, divided by the number of batches,
   as SSD's official code does (its scale depends on the batch size, and on which samples share a
   batch: `batch_order`).
+Both modes differentiate one objective: `system.sample_loss` per sample, `system.fisher_loss` per batch
+(for CLIP hashing the DSPH loss alone, never the contrastive term of `backbone.loss.contrastive_weight`).
+`predictive_fisher` is the true Fisher (classes drawn from the model's own softmax) that Golatkar et al.'s
+Fisher forgetting uses, on the per-sample path.
 Only `system.net` is covered (what serves queries); the loss's own state (DSPH proxies) is constant.
 """
 
@@ -105,7 +109,9 @@ def sparse_embeddings(net: nn.Module, min_rows: int) -> dict[str, nn.Embedding]:
 
 
 def batch_fisher(system, data, device, batch_size: int = 64) -> dict[str, torch.Tensor]:
-    """SSD's importance: squared gradients of batch-mean losses, averaged over batches."""
+    """SSD's importance: squared gradients of batch-mean losses, averaged over batches. The loss is
+    `system.fisher_loss`, the objective `sample_loss` measures per sample (for CLIP hashing: DSPH alone,
+    without the contrastive term of `backbone.loss.contrastive_weight`)."""
     net = system.net
     params = trainable_parameters(net)
     fisher = {n: torch.zeros_like(p) for n, p in params.items()}
@@ -113,7 +119,7 @@ def batch_fisher(system, data, device, batch_size: int = 64) -> dict[str, torch.
     loader = make_loader(data, system, batch_size)
     for batch in tqdm(loader, desc="fisher (batch)", leave=False, disable=None):
         net.zero_grad(set_to_none=True)
-        system.loss(batch_to(batch, device)).backward()
+        system.fisher_loss(batch_to(batch, device)).backward()
         for n, p in params.items():
             if p.grad is not None:
                 fisher[n] += p.grad.detach() ** 2
@@ -146,22 +152,24 @@ def per_sample_fisher(
     chunk: int = 32,
     sparse_min_rows: int = 10000,
     memory_mb: float | None = None,
+    sample_loss=None,
 ) -> dict[str, torch.Tensor]:
     """Mean over samples of squared per-sample gradients, in chunks of at most `chunk` samples and of
     at most what `memory_mb` holds (`budget_chunk`); every sample's loss sees the same `context` (from
     `loss_context`), so chunks do not change it. Layer hooks where they cover the network, torch.func
-    otherwise."""
+    otherwise. `sample_loss(net_forward, sample, context)` replaces `system.sample_loss` when given."""
     system.to(device).eval()
+    loss = sample_loss or system.sample_loss
     if uses_hooks(system):
         try:
-            size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=0)
-            return hooked_fisher(system, data, device, context, size)
+            size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=0, sample_loss=loss)
+            return hooked_fisher(system, data, device, context, size, sample_loss=loss)
         except Unsupported:  # a layer runs twice, or a parameter is used outside its layer's forward
             pass
     tables = {f"{name}.weight" for name in sparse_embeddings(system.net, sparse_min_rows)}
     dense = sum(p.numel() * p.element_size() for n, p in trainable_parameters(system.net).items() if n not in tables)
-    size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=dense)
-    return functorch_fisher(system, data, device, context, size, sparse_min_rows)
+    size = budget_chunk(system, data, device, context, chunk, memory_mb, gradient_bytes=dense, sample_loss=loss)
+    return functorch_fisher(system, data, device, context, size, sparse_min_rows, sample_loss=loss)
 
 
 MEMORY_FRACTION = 0.5  # of the device's free memory: the default budget of a per-sample Fisher chunk
@@ -182,7 +190,9 @@ def free_memory_mb(device: torch.device | str) -> float | None:
         return None
 
 
-def activation_bytes(system, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor]) -> int:
+def activation_bytes(
+    system, sample: dict[str, torch.Tensor], context: dict[str, torch.Tensor], sample_loss=None
+) -> int:
     """Bytes autograd saves for one sample's loss (parameters excluded): what every sample of a chunk adds."""
     params = {p.untyped_storage().data_ptr() for p in system.net.parameters()}
     saved: dict[int, int] = {}
@@ -194,12 +204,19 @@ def activation_bytes(system, sample: dict[str, torch.Tensor], context: dict[str,
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), sdpa_kernel(SDPBackend.MATH):
-        system.sample_loss(system.net, sample, context)
+        (sample_loss or system.sample_loss)(system.net, sample, context)
     return sum(saved.values())
 
 
 def budget_chunk(
-    system, data, device, context: dict[str, torch.Tensor], most: int, memory_mb: float | None, gradient_bytes: int
+    system,
+    data,
+    device,
+    context: dict[str, torch.Tensor],
+    most: int,
+    memory_mb: float | None,
+    gradient_bytes: int,
+    sample_loss=None,
 ) -> int:
     """Samples per chunk: at most `most`, and as many as `memory_mb` holds (None: MEMORY_FRACTION of the
     device's free memory) beside the Fisher's running sums, at `gradient_bytes` (a sample's dense
@@ -211,7 +228,7 @@ def budget_chunk(
     sums = sum(p.numel() * p.element_size() for p in trainable_parameters(system.net).values())
     one = batch_to(next(iter(make_loader(data, system, 1))), device)
     per_sample = GRADIENT_COPIES * gradient_bytes + ACTIVATION_COPIES * activation_bytes(
-        system, {k: v[0] for k, v in one.items()}, context
+        system, {k: v[0] for k, v in one.items()}, context, sample_loss
     )
     chunk = max(1, min(most, int((budget * 2**20 - sums) // per_sample)))
     log.info(
@@ -229,7 +246,9 @@ def uses_hooks(system) -> bool:
     return type(system).net_inputs is not System.net_inputs and supports(system.net)
 
 
-def hooked_fisher(system, data, device, context: dict[str, torch.Tensor], chunk: int) -> dict[str, torch.Tensor]:
+def hooked_fisher(
+    system, data, device, context: dict[str, torch.Tensor], chunk: int, sample_loss=None
+) -> dict[str, torch.Tensor]:
     """Per-sample Fisher from one batched forward and backward per chunk: the per-sample losses (each
     `system.sample_loss` on its own outputs, so exactly the torch.func path's loss) give the gradient at
     the network's outputs; the layer hooks turn it into squared per-sample parameter gradients."""
@@ -242,7 +261,7 @@ def hooked_fisher(system, data, device, context: dict[str, torch.Tensor], chunk:
             outputs = net(*system.net_inputs(batch))
             as_tuple = isinstance(outputs, tuple)
             outputs = outputs if as_tuple else (outputs,)
-            recorder.backward(outputs, _output_gradients(system, outputs, as_tuple, batch, context))
+            recorder.backward(outputs, _output_gradients(system, outputs, as_tuple, batch, context, sample_loss))
             n_seen += len(outputs[0])
     return {n: f.div_(max(1, n_seen)).cpu() for n, f in fisher.items()}
 
@@ -253,6 +272,7 @@ def _output_gradients(
     as_tuple: bool,
     batch: dict[str, torch.Tensor],
     context: dict[str, torch.Tensor],
+    sample_loss=None,
 ) -> tuple[torch.Tensor, ...]:
     """d(sum of per-sample losses)/d(network outputs): row i is sample i's own loss gradient, since the
     samples do not interact inside the network (eval mode)."""
@@ -263,14 +283,20 @@ def _output_gradients(
             shaped = tuple(o[None] for o in sample_outputs)
             return shaped if as_tuple else shaped[0]
 
-        return system.sample_loss(net_forward, sample, context)
+        return (sample_loss or system.sample_loss)(net_forward, sample, context)
 
     losses = vmap(loss_of_one)(leaves, batch)
     return torch.autograd.grad(losses.sum(), leaves)
 
 
 def functorch_fisher(
-    system, data, device, context: dict[str, torch.Tensor], chunk: int = 32, sparse_min_rows: int = 10000
+    system,
+    data,
+    device,
+    context: dict[str, torch.Tensor],
+    chunk: int = 32,
+    sparse_min_rows: int = 10000,
+    sample_loss=None,
 ) -> dict[str, torch.Tensor]:
     """Per-sample Fisher with torch.func (`vmap(grad)` over the whole network) in chunks."""
     net = system.net
@@ -288,7 +314,7 @@ def functorch_fisher(
         def net_forward(*inputs):
             return functional_call(net, (dense_params, buffers), inputs)  # tables: the module's own, constant
 
-        return system.sample_loss(net_forward, sample, context)
+        return (sample_loss or system.sample_loss)(net_forward, sample, context)
 
     per_sample_grads = vmap(grad(loss_of_one, argnums=(0, 1)), in_dims=(None, 0, 0, None))
     n_seen = 0
@@ -334,3 +360,31 @@ def fisher_diagonal(
     if mode == "batch":
         return batch_fisher(system, data, device, batch_size)
     raise ValueError(f"unknown Fisher mode '{mode}'; valid: {', '.join(MODES)}")
+
+
+def class_weighted_loss(system, y: int):
+    """The per-sample loss sqrt(p_y) * CE(out, y), p_y = softmax(out)_y held constant: its squared gradient
+    is p_y * (dCE(out, y)/dtheta)^2, class y's term of the true Fisher (`predictive_fisher`)."""
+
+    def loss(net_forward, sample, context):
+        logits = net_forward(*(x[None] for x in system.net_inputs(sample)))[0]
+        log_p = torch.log_softmax(logits, dim=-1)[y]
+        return log_p.detach().exp().sqrt() * -log_p
+
+    return loss
+
+
+def predictive_fisher(
+    system, data, device, num_classes: int, chunk: int = 32, memory_mb: float | None = None
+) -> dict[str, torch.Tensor]:
+    """The true Fisher of a classifier under its own predictive distribution, as Golatkar et al.'s
+    Fisher forgetting (and SSD's `FisherForgetting`) compute it at batch size 1:
+        F = 1/N sum_x sum_y softmax(out(x))_y * (dCE(out(x), y)/dtheta)^2,
+    here from the per-sample path, one pass over `data` per class y with `class_weighted_loss(y)`."""
+    total: dict[str, torch.Tensor] | None = None
+    for y in range(num_classes):
+        part = per_sample_fisher(
+            system, data, device, {}, chunk, memory_mb=memory_mb, sample_loss=class_weighted_loss(system, y)
+        )
+        total = part if total is None else {n: total[n] + f for n, f in part.items()}
+    return total or {}

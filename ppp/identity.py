@@ -67,7 +67,10 @@ NEVER_KEYED = frozenset(
 # their losses) for models and MIA shadows; the estimator or a per-sample loss (ppp/fisher.py, a system's
 # loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py for prototypes.
 TRAINING_VERSION = 1
-FISHER_VERSION = 2  # 2: per-sample losses see one fixed context batch, not their chunk
+# 2: per-sample losses see one fixed context batch, not their chunk; 3: batch mode differentiates
+# `system.fisher_loss` (the hashing loss alone on a contrastive CLIP backbone; unchanged elsewhere), and the
+# key names the Fisher's kind (empirical, or Golatkar's predictive)
+FISHER_VERSION = 3
 PROTOTYPE_VERSION = 1
 # Bump when a reference row's metrics would change without a change to ppp.experiment.EVALUATION_SOURCES (a
 # library's behaviour, code elsewhere that the evaluators call).

@@ -18,6 +18,7 @@ from ppp.data import DATASETS
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.methods import METHODS
+from ppp.methods.fisher_forgetting import NEEDS_CLASS_HEAD
 from ppp.models import BACKBONES
 from ppp.schema import (  # noqa: F401  (the check builders, importable from here as before)
     Check,
@@ -35,6 +36,7 @@ from ppp.schema import (  # noqa: F401  (the check builders, importable from her
 )
 
 CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
+CLASS_HEAD_METHODS = {"fisher": NEEDS_CLASS_HEAD}  # methods that need a classifier's class head: why
 SECTIONS = {"dataset": DATASETS, "backbone": BACKBONES, "method": METHODS, "evaluator": EVALUATORS}
 NOT_RUN_KEYS = ("hydra", "tune")  # Hydra's own node (return_hydra_config); a search's block (ppp.tune.TuneSettings)
 
@@ -115,6 +117,8 @@ def check_combinations(cfg: DictConfig) -> None:
     method = OmegaConf.select(cfg, "method.name")
     if method in CLIP_METHODS:
         check_clip_method(cfg, method)
+    if method in CLASS_HEAD_METHODS and OmegaConf.select(cfg, "backbone.task") == "retrieval":
+        raise ConfigError(CLASS_HEAD_METHODS[method])
     if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
         check_clip_space(cfg, "zero-shot evaluation")
 

@@ -28,7 +28,12 @@ def counted_evaluators():
 
 def test_warm_run_reuses_reference_rows_without_evaluating_them(tmp_path, counted_evaluators, single_thread):
     calls, counting = counted_evaluators
-    overrides = ["method=fisher", "references=[original,retrain,bad]", "evaluator.density=true", "skip_finished=false"]
+    overrides = [
+        "method=fisher_zero",
+        "references=[original,retrain,bad]",
+        "evaluator.density=true",
+        "skip_finished=false",
+    ]
     first = execute(composed(tmp_path, overrides), evaluator=counting)
     assert len(calls) == 4  # the method and three references
     cold = {name: (tmp_path / "out" / f).read_bytes() for name, f in (("json", "metrics.json"), ("npz", "arrays.npz"))}

@@ -31,5 +31,5 @@ def test_ssd_and_fisher_forgetting_run(cli, tmp_path):
     cli(["method=ssd", *TINY])
     ssd = metrics_of(tmp_path)["metrics"]
     assert ssd["ssd/n_buffer"] > 0 and ssd["ssd/n_core"] == 0
-    cli(["method=fisher", *TINY])
-    assert metrics_of(tmp_path)["metrics"]["fisher/n_buffer"] > 0
+    cli(["method=fisher_zero", *TINY])
+    assert metrics_of(tmp_path)["metrics"]["fisher_zero/n_buffer"] > 0

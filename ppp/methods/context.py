@@ -14,7 +14,7 @@ from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, index_digest
 from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
 from ppp.errors import ConfigError
-from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_order, uses_context
+from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_order, predictive_fisher, uses_context
 from ppp.models import System, build_system, from_scratch
 from ppp.schema import read
 from ppp.train import train
@@ -120,6 +120,7 @@ class UnlearnContext:
                 "model": self.original_key,
                 "samples": index_digest(root_indices(data)),
                 "mode": mode,
+                "kind": "empirical",
                 "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
                 "context": index_digest(root_indices(context)) if context is not None else None,
             }
@@ -140,6 +141,40 @@ class UnlearnContext:
 
         start = time.perf_counter()
         diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
+        return diag, time.perf_counter() - start
+
+    def predictive_fisher(
+        self, system: System, data: LabelledDataset, settings: DictConfig, label: str = "fisher"
+    ) -> tuple[dict[str, torch.Tensor], float]:
+        """The true Fisher of the original classifier on `data` (`ppp.fisher.predictive_fisher`: every class
+        weighted by the model's softmax, Golatkar et al.'s), cached; and the seconds it took to build or load.
+        Keyed as `fisher`'s per-sample mode (no loss context: a classifier has none) plus its kind and the
+        number of classes it sums over; not `fisher_chunk` nor `fisher_memory_mb`."""
+        classes = self.bench.num_classes
+        key = content_key(
+            {
+                "version": identity.FISHER_VERSION,
+                "model": self.original_key,
+                "samples": index_digest(root_indices(data)),
+                "mode": "per_sample",
+                "kind": "predictive",
+                "classes": classes,
+            }
+        )
+        budget = settings.fisher_memory_mb
+
+        def build():
+            return predictive_fisher(
+                system,
+                data,
+                self.device,
+                classes,
+                int(settings.fisher_chunk),
+                None if budget is None else float(budget),
+            )
+
+        start = time.perf_counter()
+        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} (predictive, {len(data)} samples)")
         return diag, time.perf_counter() - start
 
     def prototypes(self, system: System, modality: str) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Fisher-based dampening: one "select and scale" rule shared by SSD, Fisher forgetting and PPP.
+"""Fisher-based dampening: one "select and scale" rule shared by SSD, the zeroing rule and PPP.
 
 For every parameter theta_i, with forget importance I_f, reference importance I_r and (PPP only)
 neighbour importance I_n:
@@ -6,7 +6,8 @@ neighbour importance I_n:
     buffer  B: not S and I_f <  tau * I_n              -> w * theta
     core    C: not S and not B                         -> -gamma * w * theta  (+gamma * w without sign_flip)
     w = min((lam * I_r / (I_f + eps)) ** exponent, lam_max)
-SSD is the case tau = inf (no core), exponent 1, lam_max 1, eps 0; Fisher forgetting is lam = 0 (w = 0).
+SSD is the case tau = inf (no core), exponent 1, lam_max 1, eps 0; `fisher_zero` is lam = 0 (w = 0).
+Golatkar et al.'s Fisher forgetting (`method=fisher`) is no dampening: ppp/methods/fisher_forgetting.py.
 `apply_dampening` also reports the factor's quantiles in B and C, so a run shows whether the scaling
 acted at all (e.g. w < (lam / alpha) ** exponent on every selected entry).
 """
@@ -98,7 +99,7 @@ class FisherMethod(FisherEstimate, MethodSettings):
 
 @schema
 class Dampening(FisherMethod):
-    """Fisher forgetting (`method=fisher`): select by I_f > alpha * I_r against a reference set."""
+    """The zeroing rule (`method=fisher_zero`): select by I_f > alpha * I_r against a reference set."""
 
     alpha: float = setting(number(0))
     reference: str = setting(one_of(*REFERENCES))
@@ -107,7 +108,7 @@ class Dampening(FisherMethod):
 
 @schema
 class SSDSettings(Dampening):
-    """Selective Synaptic Dampening: Fisher forgetting's selection plus the dampening strength."""
+    """Selective Synaptic Dampening: the zeroing rule's selection plus the dampening strength."""
 
     lam: float = setting(number(0))
 
@@ -133,13 +134,12 @@ def ssd(system, ctx, cfg):
     return system, {**times, **{f"ssd/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()}}
 
 
-@METHODS.register("fisher", schema=Dampening)
-def fisher_forgetting(system, ctx, cfg):
-    """Eq. 1 with w = 0: zero every parameter whose forget importance exceeds alpha x the retained one.
-
-    Golatkar et al.'s noise-injection variant needs a class head (it samples per class) and is
-    defined for the classification path only.
-    """
+@METHODS.register("fisher_zero", schema=Dampening)
+def fisher_zero(system, ctx, cfg):
+    """Eq. 1 with w = 0: zero every parameter whose forget importance exceeds alpha x the retained one
+    (SSD's selection with lam = 0). Not a published method: `method=fisher` until issue 20, kept as a
+    variant; Golatkar et al.'s Fisher forgetting is `method=fisher` (ppp/methods/fisher_forgetting.py)."""
     i_f, i_r, times = forget_and_reference_fisher(system, ctx, cfg)
     rule = DampeningRule(alpha=float(cfg.alpha), lam=0.0)
-    return system, {**times, **{f"fisher/{k}": v for k, v in apply_dampening(system.net, rule, i_f, i_r).items()}}
+    diagnostics = apply_dampening(system.net, rule, i_f, i_r)
+    return system, {**times, **{f"fisher_zero/{k}": v for k, v in diagnostics.items()}}

@@ -27,6 +27,11 @@ class System(nn.Module):
         """Mean training loss over the batch."""
         raise NotImplementedError
 
+    def fisher_loss(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The batch-mean objective a batch-mode Fisher differentiates: the one `sample_loss` measures per
+        sample, so both Fisher modes measure one loss. The training loss unless a system trains on more."""
+        return self.loss(batch)
+
     def loss_context(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Detached batch-level quantities that a per-sample loss needs (e.g. the batch's codes)."""
         return {}

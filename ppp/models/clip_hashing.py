@@ -294,6 +294,12 @@ class ClipHashingSystem(System):
         scale = self.net.clip.logit_scale.exp().clamp(max=100)
         return hashing + self.contrastive_weight * contrastive_loss(emb_img, emb_txt, scale)
 
+    def fisher_loss(self, batch):
+        """The hashing (DSPH) loss alone, what `sample_loss` measures per sample: both Fisher modes leave out
+        the contrastive term (with contrastive_weight 0, exactly `loss`)."""
+        img, txt = self.codes(batch)
+        return self.criterion(img, txt, batch["label"])
+
     @torch.no_grad()
     def embed_images(self, images: torch.Tensor) -> torch.Tensor:
         """Unit-norm image embeddings in CLIP's own space (before the hash head) of transformed images."""
