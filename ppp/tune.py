@@ -218,9 +218,10 @@ def param_spec(spec) -> ParamSpec:
     return read(ParamSpec, spec)
 
 
-def check_search(cfg: DictConfig, overrides: list[str]) -> None:
+def check_search(cfg: DictConfig, overrides: list[str]) -> dict[str, tuple[DictConfig, dict]]:
     """Every `tune` value (its schema, `TuneSettings`), every searched key present in `method` (dotted paths
-    followed), and the run config of every setting at both ends of every range, before any trial runs."""
+    followed), and the run config of every setting at both ends of every range, before any trial runs.
+    Returns each setting's composed config and group choices by label (what the trials start from)."""
     tune = cfg.tune
     if cfg.evaluator.split != "val":
         raise ConfigError(
@@ -237,13 +238,15 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
         {n: s.choices[0] if s.type == "categorical" else s.low for n, s in params.items()},
         {n: s.choices[-1] if s.type == "categorical" else s.high for n, s in params.items()},
     ]
-    for setting in settings(tune):
-        composed = compose_config(overrides + setting)  # once per setting; the ends set on copies, as trials do
+    composed = {}
+    for setting in settings(tune):  # composed once per setting; the ends set on copies, as trials do
+        composed[",".join(setting)] = compose_with_choices(overrides + setting)
         for end in ends:
-            cfg_end = run_config(composed)
+            cfg_end = run_config(composed[",".join(setting)][0])
             for name, value in end.items():
                 OmegaConf.update(cfg_end, f"method.{name}", value, merge=False)
             validate(cfg_end)
+    return composed
 
 
 # ---------------------------------------------------------------- storage and study
@@ -425,11 +428,12 @@ def trial_config(setting_cfg: DictConfig, params: dict[str, object], out: Path) 
     return cfg
 
 
-def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkProvider):
-    """Trials differ in the method only: `benchmarks` (memoising) builds each dataset once per process."""
+def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkProvider, composed: dict | None = None):
+    """Trials differ in the method only: `benchmarks` (memoising) builds each dataset once per process.
+    `composed`: each setting's (config, choices) by label, as `check_search` returns them (else composed here)."""
     tune = cfg.tune
     aggregate = AGGREGATES[tune.aggregate]
-    composed = {}  # each setting's config, composed once per process
+    composed = {} if composed is None else dict(composed)  # each setting's config, composed once per process
 
     def objective(trial: optuna.Trial) -> float:
         for key, value in {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())}.items():
@@ -471,11 +475,13 @@ def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkP
 # ---------------------------------------------------------------- outputs
 
 
-def paste_overrides(overrides: list[str]) -> list[str]:
-    """The run config's own overrides (groups chosen by the search file first), for run.py."""
-    choices = compose_config(overrides, return_hydra_config=True).hydra.runtime.choices
+def paste_overrides(overrides: list[str], choices: dict | None = None) -> list[str]:
+    """The run config's own overrides (groups chosen by the search file first), for run.py. `choices`: the
+    search config's group choices (composed here when not given)."""
+    if choices is None:
+        choices = compose_config(overrides, return_hydra_config=True).hydra.runtime.choices
     own = [o for o in overrides if not o.lstrip("+").startswith(("hparams_search=", "tune.", "evaluator.split="))]
-    return [f"method={choices.method}", f"dataset={choices.dataset}"] + own
+    return [f"method={choices['method']}", f"dataset={choices['dataset']}"] + own
 
 
 def param_overrides(params: dict[str, object], run_overrides: list[str]) -> list[str]:
@@ -575,7 +581,9 @@ def nested(params: dict[str, object]) -> dict:
     return out
 
 
-def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) -> list[Path]:
+def write_outputs(
+    study: optuna.Study, cfg: DictConfig, overrides: list[str], choices: dict | None = None
+) -> list[Path]:
     """trials.csv, best.yaml, best_overrides.txt, objectives.yaml and the plots (PNG) under tune.dir."""
     out = Path(cfg.tune.dir)
     frame = study.trials_dataframe(
@@ -586,7 +594,7 @@ def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) ->
     best = best_trial(study, cfg.tune.direction)
     if best is None:
         return written
-    run_overrides = paste_overrides(overrides)
+    run_overrides = paste_overrides(overrides, choices)
     method_overrides = param_overrides(best.params, run_overrides)
     atomic_write(out / "best_overrides.txt", (" ".join(run_overrides + method_overrides) + "\n").encode())
     atomic_write(
@@ -664,9 +672,9 @@ def tune(argv: list[str], benchmarks: BenchmarkProvider | None = None) -> optuna
     gives each trial's benchmark (default: each dataset built once in this process)."""
     overrides = search_overrides(argv)
     with configs_initialised():
-        cfg = compose_config(overrides)
+        cfg, choices = compose_with_choices(overrides)
         OmegaConf.resolve(cfg.tune)
-        check_search(cfg, overrides)
+        composed = check_search(cfg, overrides)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger().setLevel(logging.ERROR)  # as run.py's job_logging: open_clip warns on every build
         study = open_study(cfg)
@@ -677,10 +685,10 @@ def tune(argv: list[str], benchmarks: BenchmarkProvider | None = None) -> optuna
         log.info("[tune] study '%s' in %s: %d/%d trials complete", study.study_name, cfg.tune.storage, done, budget)
         if done < budget:
             study.optimize(
-                make_objective(cfg, overrides, MemoisedBenchmarks() if benchmarks is None else benchmarks),
+                make_objective(cfg, overrides, MemoisedBenchmarks() if benchmarks is None else benchmarks, composed),
                 callbacks=[optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))],
             )
-        written = write_outputs(study, cfg, overrides)
+        written = write_outputs(study, cfg, overrides, choices)
     best = best_trial(study, cfg.tune.direction)
     if best is not None:
         log.info(

@@ -1,6 +1,7 @@
 """Optuna searches (`ppp.tune`): search files, a miniature search, kill -9 and resume, two workers on a
 journal file and on a PostgreSQL server started here. Tiny data, 16 bits, a few trials, one thread."""
 
+import math
 import os
 import pwd
 import shutil
@@ -317,6 +318,57 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     again = tune(search_args(tmp_path, 3))  # a finished search resumes to nothing
     assert len(again.trials) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEARCHES)
+def test_every_search_runs_end_to_end_on_tiny_data(shared, tmp_path, monkeypatch, name):
+    """One trial (the method's defaults, epochs cut to 1), one setting (16 bits, forget set [three, seven]), tiny
+    data; the models train once per dataset and backbone in the module's cache. The trial records both
+    objectives; finetune_digit_scenes runs with references=[original] only and optimises objective/oracle_free."""
+    monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
+    monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
+    monkeypatch.setattr("ppp.tune.write_plots", lambda *args: [])  # plots: test_miniature_search_end_to_end
+    params = flat_params(yaml.safe_load((CONF_DIR / "hparams_search" / f"{name}.yaml").read_text())["tune"]["params"])
+    oracle_free = name == "finetune_digit_scenes"
+    args = [
+        f"hparams_search={name}",
+        *(TINY if dataset_of(name) == "digit_scenes" else TINY_DIGITS),
+        *(f"method.{p}=1" for p in params if p.endswith("epochs")),
+        *(
+            ["evaluator.zeroshot=false"]
+            if method_of(name) in SEARCHED["retrieval"] - SEARCHED["classification"]
+            else []
+        ),
+        *(["evaluator.mia=[]"] if dataset_of(name) == "digits" else []),
+        *(["references=[original]", "optimized_metric=objective/oracle_free"] if oracle_free else []),
+        "tune.grid.bits=[16]",
+        "tune.grid.forget=[[three,seven]]",
+        "tune.n_trials=1",
+        f"tune.dir={tmp_path}",
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study = tune(args, MemoisedBenchmarks())
+    finally:
+        torch.set_num_threads(threads)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and set(trial.params) == set(params)
+    run = yaml.safe_load((tmp_path / "trials" / "0" / "bits16,forgetthree+seven" / "metrics.json").read_text())
+    assert run["forget"] == ["three", "seven"] and run["config"]["evaluator"]["split"] == "val"
+    metrics = run["metrics"]
+    chance = metrics["forget/chance_map" if dataset_of(name) == "digit_scenes" else "forget/chance_acc"]
+    assert 0 < chance < 1 and (dataset_of(name) == "digit_scenes" or chance == pytest.approx(0.1))
+    assert trial.value == pytest.approx(metrics["objective/oracle_free" if oracle_free else "objective/gap"])
+    assert trial.user_attrs["objective/oracle_free"] == pytest.approx(metrics["objective/oracle_free"])
+    if oracle_free:  # no Retrain: no gap, the oracle-free objective all the same
+        assert "objective/gap" not in metrics and math.isnan(trial.user_attrs["objective/gap"])
+    else:
+        assert trial.user_attrs["objective/gap"] == pytest.approx(metrics["objective/gap"])
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["trial"] == 0 and len(best["overrides"]) == len(params)
+    assert yaml.safe_load((tmp_path / "objectives.yaml").read_text())["objective/oracle_free"]["trial"] == 0
 
 
 @pytest.mark.slow
