@@ -30,6 +30,7 @@ from ppp.runs import run_hash
 from ppp.tune import (
     best_trial,
     check_search,
+    compare,
     flat_params,
     main,
     objective_choices,
@@ -252,7 +253,7 @@ def test_dotted_nested_params_are_suggested_set_and_pasted(tmp_path):
             )
 
 
-def test_the_selection_rule_and_the_objective_comparison():
+def test_the_selection_rule_and_the_objective_comparison(tmp_path):
     """Lowest value wins, a tie goes to the earliest trial; each objective's choice with both values there."""
     study = optuna.create_study()
     for value, attrs in ((0.3, (0.3, 0.10)), (0.2, (0.2, 0.50)), (0.2, (0.2, 0.05)), (0.4, (0.4, 0.05))):
@@ -274,6 +275,11 @@ def test_the_selection_rule_and_the_objective_comparison():
         if t.state == TrialState.COMPLETE
     ]
     choices = objective_choices(rows)
+    (tmp_path / "study").mkdir()
+    study.trials_dataframe().to_csv(tmp_path / "study" / "trials.csv", index=False)
+    table = compare([str(tmp_path / "study")]).splitlines()  # python -m ppp.tune compare DIR...
+    assert table[2].split("|")[2:5] == [" objective/gap ", " 1 ", " 20.00 "]
+    assert table[3].split("|")[2:7] == [" objective/oracle_free ", " 2 ", " 20.00 ", " 5.00 ", " 0.00 "]
     assert choices["objective/gap"]["trial"] == 1
     assert choices["objective/oracle_free"]["trial"] == 2  # ties with trial 3 at 0.05: the earlier one
     assert choices["objective/oracle_free"]["objective/gap"] == 0.2
