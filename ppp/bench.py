@@ -471,6 +471,7 @@ def trial_section(settings: Settings) -> Section:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         search = [f"hparams_search={TRIAL_SEARCH}", *run_overrides(settings, root), f"tune.dir={root / 'tune'}"]
+        search.append("tune.grid.forget=[[six]]")  # one forget set: the trial measured before the forget-set grid
         with contextlib.redirect_stdout(io.StringIO()):
             tune([*search, "tune.n_trials=1"])  # cold: trains every setting's models, computes the Fisher
             study = tune([*search, f"tune.n_trials={1 + settings.repeats}"])

@@ -3,11 +3,13 @@
 Optuna is driven directly; each setting's config is composed with Hydra's compose API once per process
 and a trial sets its values on a copy (see docs/decisions.md, "Hyperparameter search"). A search file
 (`ppp/conf/hparams_search/NAME.yaml`) sets the run config and a `tune` block: the space (`tune.params`,
-keys of `method`), the settings every trial evaluates (`tune.grid`, e.g. bits 16/32/64 on their cached
-models), the objective's aggregate, the sampler, pruner, storage and budget. The budget counts COMPLETE
+keys of `method` by dotted path, e.g. `train.retrieval.lr`, written nested or dotted), the settings every trial evaluates (`tune.grid`, e.g. bits 16/32/64 on their cached
+models, forget sets), the objective's aggregate, the sampler, pruner, storage and budget. The budget counts COMPLETE
 trials across restarts and workers. A trial killed with its worker is failed and retried with the same
 parameters: on RDB storages by Optuna's heartbeat, on every storage at start-up when its worker process
-(host + pid in the trial's user attrs) is gone.
+(host + pid in the trial's user attrs) is gone. Every trial records both objectives (`objective/gap`, to
+Retrain; `objective/oracle_free`, without it) whichever is optimised: `python -m ppp.tune compare DIR...`
+says which trial each would choose.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import numpy as np
 import optuna
 import sqlalchemy.exc
 import yaml
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from optuna.exceptions import UpdateFinishedTrialError
 from optuna.trial import TrialState
 
@@ -44,6 +46,7 @@ log = logging.getLogger("ppp.tune")  # not __name__: `python -m ppp.tune` runs i
 HOST = socket.gethostname()
 PARAM_TYPES = ("float", "int", "categorical")
 AGGREGATES = {"mean": lambda values: sum(values) / len(values), "sum": sum}
+OBJECTIVES = ("objective/gap", "objective/oracle_free")  # recorded on every trial (user attrs), aggregated
 SAMPLERS = ("tpe", "random")
 PRUNERS = ("none", "median")
 
@@ -67,10 +70,55 @@ def run_config(cfg: DictConfig) -> DictConfig:
     return OmegaConf.masked_copy(cfg, [k for k in cfg if k != "tune"])
 
 
+def override_value(value) -> str:
+    """A grid value as Hydra's override grammar writes it: a list as `[three,nine]`, nested lists likewise."""
+    if isinstance(value, (list, tuple, ListConfig)):
+        return "[" + ",".join(override_value(v) for v in value) + "]"
+    return str(value)
+
+
 def settings(tune: DictConfig) -> list[list[str]]:
-    """The overrides of every setting a trial evaluates: the product of `tune.grid`'s lists."""
+    """The overrides of every setting a trial evaluates: the product of `tune.grid`'s lists (a list value,
+    e.g. a forget set, gives `forget=[three,nine]`)."""
     keys = list(tune.grid)
-    return [[f"{k}={v}" for k, v in zip(keys, values)] for values in itertools.product(*(tune.grid[k] for k in keys))]
+    return [
+        [f"{k}={override_value(v)}" for k, v in zip(keys, values)]
+        for values in itertools.product(*(tune.grid[k] for k in keys))
+    ]
+
+
+def setting_folder(setting: list[str]) -> str:
+    """A setting's trial folder name: `bits16`, `bits16,forgetthree+nine`."""
+    return ",".join(o.replace("=", "").replace("[", "").replace("]", "").replace(",", "+") for o in setting)
+
+
+def is_param_spec(node) -> bool:
+    """A `tune.params` leaf: a mapping with a string `type` (anything else is a group of nested method keys)."""
+    return isinstance(node, (dict, DictConfig)) and isinstance(node.get("type"), str)
+
+
+def flat_params(params) -> dict[str, DictConfig]:
+    """`tune.params` by dotted path under `method`: `{train: {retrieval: {lr: SPEC}}}` (or the key
+    `train.retrieval.lr: SPEC`) gives `{"train.retrieval.lr": SPEC}`."""
+    out = {}
+    for key, node in (params or {}).items():
+        if is_param_spec(node):
+            out[str(key)] = node
+        elif isinstance(node, (dict, DictConfig)) and node:
+            out.update({f"{key}.{name}": spec for name, spec in flat_params(node).items()})
+        else:
+            raise ConfigError(
+                f"tune.params.{key}: give a parameter ({{type: float, low: .., high: ..}}) or a group of them"
+            )
+    return out
+
+
+MISSING_KEY = object()
+
+
+def method_value(cfg: DictConfig, name: str):
+    """The value of `method.<dotted name>` in a composed config (MISSING_KEY when absent)."""
+    return OmegaConf.select(cfg.method, name, default=MISSING_KEY)
 
 
 def _at_least(low: int) -> Check:
@@ -162,7 +210,7 @@ class TuneSettings:
     def check(self, path: str) -> None:
         if not self.params:
             raise ConfigError(f"{path}.params is empty: nothing to search")
-        for name, spec in self.params.items():
+        for name, spec in flat_params(self.params).items():
             parse(ParamSpec, spec, f"{path}.params.{name}")
 
 
@@ -170,9 +218,10 @@ def param_spec(spec) -> ParamSpec:
     return read(ParamSpec, spec)
 
 
-def check_search(cfg: DictConfig, overrides: list[str]) -> None:
-    """Every `tune` value (its schema, `TuneSettings`), and the run config at both ends of every range,
-    before any trial runs."""
+def check_search(cfg: DictConfig, overrides: list[str]) -> dict[str, tuple[DictConfig, dict]]:
+    """Every `tune` value (its schema, `TuneSettings`), every searched key present in `method` (dotted paths
+    followed), and the run config of every setting at both ends of every range, before any trial runs.
+    Returns each setting's composed config and group choices by label (what the trials start from)."""
     tune = cfg.tune
     if cfg.evaluator.split != "val":
         raise ConfigError(
@@ -180,19 +229,24 @@ def check_search(cfg: DictConfig, overrides: list[str]) -> None:
             f"got '{cfg.evaluator.split}' (report the best parameters with evaluator.split=test)"
         )
     parse(TuneSettings, tune, "tune")
-    for name in tune.params:
-        if name not in cfg.method:
+    params = flat_params(tune.params)
+    for name in params:
+        value = method_value(cfg, name)
+        if value is MISSING_KEY or isinstance(value, DictConfig):
             raise ConfigError(f"tune.params.{name}: method {cfg.method.name} has no key '{name}'")
     ends = [
-        [f"method.{n}={end}" for n, end in corner]
-        for corner in (
-            ((n, s.choices[0] if s.type == "categorical" else s.low) for n, s in tune.params.items()),
-            ((n, s.choices[-1] if s.type == "categorical" else s.high) for n, s in tune.params.items()),
-        )
+        {n: s.choices[0] if s.type == "categorical" else s.low for n, s in params.items()},
+        {n: s.choices[-1] if s.type == "categorical" else s.high for n, s in params.items()},
     ]
-    for setting in settings(tune):
+    composed = {}
+    for setting in settings(tune):  # composed once per setting; the ends set on copies, as trials do
+        composed[",".join(setting)] = compose_with_choices(overrides + setting)
         for end in ends:
-            validate(run_config(compose_config(overrides + setting + end)))
+            cfg_end = run_config(composed[",".join(setting)][0])
+            for name, value in end.items():
+                OmegaConf.update(cfg_end, f"method.{name}", value, merge=False)
+            validate(cfg_end)
+    return composed
 
 
 # ---------------------------------------------------------------- storage and study
@@ -259,9 +313,10 @@ def open_study(cfg: DictConfig) -> optuna.Study:
         study = optuna.create_study(
             study_name=tune.study_name, storage=storage, direction=tune.direction, load_if_exists=True
         )
-        if not study.trials and all(within(cfg.method[n], spec) for n, spec in tune.params.items()):
+        params = flat_params(tune.params)
+        if not study.trials and all(within(method_value(cfg, n), spec) for n, spec in params.items()):
             study.enqueue_trial(
-                {n: cfg.method[n] for n in tune.params}, user_attrs={"start": "config values"}, skip_if_exists=True
+                {n: method_value(cfg, n) for n in params}, user_attrs={"start": "config values"}, skip_if_exists=True
             )
     # Each worker's seed comes from (the search's seed, tune.worker, trials already there): a resumed
     # worker does not replay its first proposals and concurrent workers (distinct tune.worker) differ.
@@ -276,7 +331,9 @@ def open_study(cfg: DictConfig) -> optuna.Study:
 
 
 def within(value, spec: DictConfig) -> bool:
-    return value in spec.choices if spec.type == "categorical" else spec.low <= value <= spec.high
+    if spec.type == "categorical":
+        return value in spec.choices
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and spec.low <= value <= spec.high
 
 
 def process_start(pid: int) -> str | None:
@@ -347,9 +404,9 @@ def run_log(path: Path):
 
 
 def suggest(trial: optuna.Trial, params: DictConfig) -> dict[str, object]:
-    """The trial's value of each searched `method` key."""
+    """The trial's value of each searched `method` key, by dotted path (`alpha`, `train.retrieval.lr`)."""
     out = {}
-    for name, spec in params.items():
+    for name, spec in flat_params(params).items():
         log = bool(param_spec(spec).log)
         if spec.type == "float":
             out[name] = trial.suggest_float(name, spec.low, spec.high, log=log)
@@ -371,20 +428,22 @@ def trial_config(setting_cfg: DictConfig, params: dict[str, object], out: Path) 
     return cfg
 
 
-def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkProvider):
-    """Trials differ in the method only: `benchmarks` (memoising) builds each dataset once per process."""
+def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkProvider, composed: dict | None = None):
+    """Trials differ in the method only: `benchmarks` (memoising) builds each dataset once per process.
+    `composed`: each setting's (config, choices) by label, as `check_search` returns them (else composed here)."""
     tune = cfg.tune
     aggregate = AGGREGATES[tune.aggregate]
-    composed = {}  # each setting's config, composed once per process
+    composed = {} if composed is None else dict(composed)  # each setting's config, composed once per process
 
     def objective(trial: optuna.Trial) -> float:
         for key, value in {"host": HOST, "pid": os.getpid(), "pid_start": process_start(os.getpid())}.items():
             trial.set_user_attr(key, value)
         params = suggest(trial, tune.params)
         start, values = time.perf_counter(), []
+        recorded = {name: [] for name in OBJECTIVES}  # both objectives, whichever is optimised (ppp.tune compare)
         for step, setting in enumerate(settings(tune)):
             label = ",".join(setting)
-            out = Path(tune.dir) / "trials" / str(trial.number) / label.replace("=", "")
+            out = Path(tune.dir) / "trials" / str(trial.number) / setting_folder(setting)
             if label not in composed:
                 composed[label] = compose_with_choices(overrides + setting)
             run_cfg = trial_config(composed[label][0], params, out)
@@ -396,6 +455,9 @@ def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkP
                 raise ValueError(f"run {result['run_hash']} has no '{run_cfg.optimized_metric}'")
             values.append(value)
             trial.set_user_attr(f"{run_cfg.optimized_metric}[{label}]", value)
+            for name in OBJECTIVES:
+                recorded[name].append(float(result["metrics"].get(name, math.nan)))
+                trial.set_user_attr(f"{name}[{label}]", recorded[name][-1])
             for timing in ("time/unlearn_s", "time/evaluate_s"):  # what a trial costs beyond them: ppp.bench
                 trial.set_user_attr(f"{timing}[{label}]", result["metrics"].get(timing))
             log.info("[tune] trial %d %s: %s=%.4f  (%s)", trial.number, label, run_cfg.optimized_metric, value, out)
@@ -403,6 +465,8 @@ def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkP
             if trial.should_prune():
                 raise optuna.TrialPruned()
         trial.set_user_attr("time/trial_s", time.perf_counter() - start)
+        for name, per_setting in recorded.items():  # NaN where a run lacks it (e.g. references without retrain)
+            trial.set_user_attr(name, aggregate(per_setting))
         return aggregate(values)
 
     return objective
@@ -411,26 +475,128 @@ def make_objective(cfg: DictConfig, overrides: list[str], benchmarks: BenchmarkP
 # ---------------------------------------------------------------- outputs
 
 
-def paste_overrides(overrides: list[str]) -> list[str]:
-    """The run config's own overrides (groups chosen by the search file first), for run.py."""
-    choices = compose_config(overrides, return_hydra_config=True).hydra.runtime.choices
+def paste_overrides(overrides: list[str], choices: dict | None = None) -> list[str]:
+    """The run config's own overrides (groups chosen by the search file first), for run.py. `choices`: the
+    search config's group choices (composed here when not given)."""
+    if choices is None:
+        choices = compose_config(overrides, return_hydra_config=True).hydra.runtime.choices
     own = [o for o in overrides if not o.lstrip("+").startswith(("hparams_search=", "tune.", "evaluator.split="))]
-    return [f"method={choices.method}", f"dataset={choices.dataset}"] + own
+    return [f"method={choices['method']}", f"dataset={choices['dataset']}"] + own
 
 
-def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) -> list[Path]:
-    """trials.csv, best.yaml, best_overrides.txt and the plots (PNG) under tune.dir."""
+def param_overrides(params: dict[str, object], run_overrides: list[str]) -> list[str]:
+    """`method.<dotted name>=value` for each parameter; `++method...` where the method's own config lacks the
+    key (a search file may add one, e.g. a learning rate the method otherwise takes from the backbone)."""
+    plain = compose_config(run_overrides)
+    return [
+        f"{'++' if method_value(plain, name) is MISSING_KEY else ''}method.{name}={value!r}"
+        for name, value in params.items()
+    ]
+
+
+def best_trial(study: optuna.Study, direction: str = "minimize") -> optuna.trial.FrozenTrial | None:
+    """The selection rule: the COMPLETE trial with the best (finite) aggregate on the validation split; a tie
+    goes to the earliest trial (trial 0 is the config's own values, so a tie keeps the defaults). Failed trials
+    (a run without the objective, or a NaN objective) are never chosen. Independent of the storage's order."""
+    sign = 1.0 if direction == "minimize" else -1.0
+    complete = [
+        t
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+        if t.value is not None and math.isfinite(t.value)
+    ]
+    return min(complete, key=lambda t: (sign * t.value, t.number)) if complete else None
+
+
+def objective_choices(rows: list[dict], direction: str = "minimize") -> dict:
+    """For each recorded objective (`OBJECTIVES`), the trial it would choose (the selection rule: best value,
+    ties to the earliest trial) and both objectives' values there; `gap_cost_of_oracle_free` is how much larger
+    the oracle's `objective/gap` is at the oracle-free choice than at its own. `rows`: one dict per COMPLETE
+    trial with `number`, `params` and each objective's aggregate (NaN where a trial lacks it)."""
+    sign = 1.0 if direction == "minimize" else -1.0
+    out = {}
+    for name in OBJECTIVES:
+        scored = [r for r in rows if r.get(name) is not None and math.isfinite(r[name])]
+        if not scored:
+            out[name] = None
+            continue
+        best = min(scored, key=lambda r: (sign * r[name], r["number"]))
+        out[name] = {"trial": int(best["number"]), **{k: best.get(k, math.nan) for k in OBJECTIVES}}
+        out[name]["params"] = best.get("params", {})
+    gap, free = (out[name] for name in OBJECTIVES)
+    if gap and free:
+        out["gap_cost_of_oracle_free"] = free["objective/gap"] - gap["objective/gap"]
+    return out
+
+
+def trial_rows(study: optuna.Study) -> list[dict]:
+    return [
+        {"number": t.number, "params": dict(t.params), **{k: t.user_attrs.get(k, math.nan) for k in OBJECTIVES}}
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    ]
+
+
+def frame_rows(frame) -> list[dict]:
+    """`trial_rows` from a study's trials.csv (`trials_dataframe`: params_*, user_attrs_* columns)."""
+    rows = []
+    for _, row in frame[frame["state"] == "COMPLETE"].iterrows():
+        params = {c[len("params_") :]: row[c] for c in frame.columns if c.startswith("params_")}
+        values = {k: float(row.get(f"user_attrs_{k}", math.nan)) for k in OBJECTIVES}
+        rows.append({"number": int(row["number"]), "params": params, **values})
+    return rows
+
+
+def compare(dirs: list[str]) -> str:
+    """`python -m ppp.tune compare DIR...`: for each study folder (its trials.csv), the trial each objective
+    chooses and both objectives there (validation, aggregated over the grid), as a Markdown table."""
+    import pandas as pd
+
+    lines = [
+        "| study | chosen by | trial | objective/gap | objective/oracle_free | gap cost of oracle_free |",
+        "|---|---|---|---|---|---|",
+    ]
+    for folder in dirs:
+        choices = objective_choices(frame_rows(pd.read_csv(Path(folder) / "trials.csv")))
+        for name in OBJECTIVES:
+            c = choices[name]
+            if c is None:
+                lines.append(f"| {Path(folder).name} | {name} | - | - | - | - |")
+                continue
+            cost = choices.get("gap_cost_of_oracle_free", math.nan) if name == OBJECTIVES[1] else 0.0
+            lines.append(
+                f"| {Path(folder).name} | {name} | {c['trial']} | {100 * c['objective/gap']:.2f} "
+                f"| {100 * c['objective/oracle_free']:.2f} | {100 * cost:.2f} |"
+            )
+    return "\n".join(lines)
+
+
+def nested(params: dict[str, object]) -> dict:
+    """Dotted names as a nested mapping: {"train.retrieval.lr": 1e-3} -> {"train": {"retrieval": {"lr": 1e-3}}}."""
+    out: dict = {}
+    for name, value in params.items():
+        *groups, last = name.split(".")
+        node = out
+        for group in groups:
+            node = node.setdefault(group, {})
+        node[last] = value
+    return out
+
+
+def write_outputs(
+    study: optuna.Study, cfg: DictConfig, overrides: list[str], choices: dict | None = None
+) -> list[Path]:
+    """trials.csv, best.yaml, best_overrides.txt, objectives.yaml and the plots (PNG) under tune.dir."""
     out = Path(cfg.tune.dir)
     frame = study.trials_dataframe(
         attrs=("number", "state", "value", "params", "user_attrs", "datetime_start", "datetime_complete", "duration")
     )
     atomic_write(out / "trials.csv", frame.to_csv(index=False).encode())
     written = [out / "trials.csv"]
-    if n_complete(study) == 0:
+    best = best_trial(study, cfg.tune.direction)
+    if best is None:
         return written
-    best = study.best_trial
-    line = " ".join(paste_overrides(overrides) + [f"method.{k}={v!r}" for k, v in best.params.items()])
-    atomic_write(out / "best_overrides.txt", (line + "\n").encode())
+    run_overrides = paste_overrides(overrides, choices)
+    method_overrides = param_overrides(best.params, run_overrides)
+    atomic_write(out / "best_overrides.txt", (" ".join(run_overrides + method_overrides) + "\n").encode())
     atomic_write(
         out / "best.yaml",
         yaml.safe_dump(
@@ -442,13 +608,27 @@ def write_outputs(study: optuna.Study, cfg: DictConfig, overrides: list[str]) ->
                 "value": best.value,
                 "split": "val",
                 "grid": OmegaConf.to_container(cfg.tune.grid),
-                "method": {"name": cfg.method.name, **best.params},
+                "method": {"name": cfg.method.name, **nested(best.params)},
+                "overrides": method_overrides,
             },
             sort_keys=False,
         ).encode(),
     )
-    written += [out / "best_overrides.txt", out / "best.yaml"]
+    choices = objective_choices(trial_rows(study), cfg.tune.direction)
+    atomic_write(out / "objectives.yaml", yaml.safe_dump(to_plain(choices), sort_keys=False).encode())
+    written += [out / "best_overrides.txt", out / "best.yaml", out / "objectives.yaml"]
     return written + write_plots(study, cfg, out / "plots")
+
+
+def to_plain(value):
+    """Floats and ints as YAML writes them (numpy scalars from a CSV included); NaN as null."""
+    if isinstance(value, dict):
+        return {k: to_plain(v) for k, v in value.items()}
+    if isinstance(value, (float, np.floating)):
+        return None if math.isnan(value) else float(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    return value
 
 
 def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
@@ -459,7 +639,7 @@ def write_plots(study: optuna.Study, cfg: DictConfig, out: Path) -> list[Path]:
     from matplotlib.ticker import NullFormatter
     from optuna.visualization import matplotlib as ovm
 
-    params = list(cfg.tune.params)
+    params = list(flat_params(cfg.tune.params))
     plots = {"history": lambda: ovm.plot_optimization_history(study)}
     if n_complete(study) >= 2 and len(params) >= 2:
         plots["importances"] = lambda: ovm.plot_param_importances(study)
@@ -492,9 +672,9 @@ def tune(argv: list[str], benchmarks: BenchmarkProvider | None = None) -> optuna
     gives each trial's benchmark (default: each dataset built once in this process)."""
     overrides = search_overrides(argv)
     with configs_initialised():
-        cfg = compose_config(overrides)
+        cfg, choices = compose_with_choices(overrides)
         OmegaConf.resolve(cfg.tune)
-        check_search(cfg, overrides)
+        composed = check_search(cfg, overrides)
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         logging.getLogger().setLevel(logging.ERROR)  # as run.py's job_logging: open_clip warns on every build
         study = open_study(cfg)
@@ -505,12 +685,12 @@ def tune(argv: list[str], benchmarks: BenchmarkProvider | None = None) -> optuna
         log.info("[tune] study '%s' in %s: %d/%d trials complete", study.study_name, cfg.tune.storage, done, budget)
         if done < budget:
             study.optimize(
-                make_objective(cfg, overrides, MemoisedBenchmarks() if benchmarks is None else benchmarks),
+                make_objective(cfg, overrides, MemoisedBenchmarks() if benchmarks is None else benchmarks, composed),
                 callbacks=[optuna.study.MaxTrialsCallback(budget, states=(TrialState.COMPLETE,))],
             )
-        written = write_outputs(study, cfg, overrides)
-    if n_complete(study):
-        best = study.best_trial
+        written = write_outputs(study, cfg, overrides, choices)
+    best = best_trial(study, cfg.tune.direction)
+    if best is not None:
         log.info(
             "[tune] best trial %d: %s (%s) = %.4f", best.number, cfg.optimized_metric, cfg.tune.aggregate, best.value
         )
@@ -529,8 +709,12 @@ def main(argv: list[str] | None = None) -> None:
     logger.addHandler(handler)
     logger.setLevel(logging.INFO)
     logger.propagate = False  # a library's basicConfig on the root logger would print each message twice
+    argv = sys.argv[1:] if argv is None else argv
     try:
-        tune(sys.argv[1:] if argv is None else argv)
+        if argv[:1] == ["compare"]:
+            print(compare(argv[1:]))
+            return
+        tune(argv)
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)  # the command's one-line answer, as ppp-run's
         raise SystemExit(2) from None

@@ -60,3 +60,39 @@ def test_deltas_read_only_quality_metrics():
 def test_unknown_definition_is_a_config_error():
     with pytest.raises(ConfigError, match="abs_mean, mean_abs"):
         gap([1.0], [0.0], "median")
+
+
+def test_chance_map_is_a_random_rankings_expected_ap():
+    """Hand labels: query 0 has 2 of 4 items relevant, query 1 none (AP 0), query 2 three. The chance level
+    equals the tie-averaged mAP of codes that tie every item (a random order) and is near the share R/N."""
+    import torch
+
+    from ppp.evaluation.map import average_precisions, chance_aps
+
+    db = torch.tensor([[1, 0], [1, 0], [0, 1], [0, 0]])
+    queries = torch.tensor([[1, 0], [0, 0], [1, 1]])
+    chance = chance_aps(queries, db)
+    # R of N = 4: (R - 1)/(N - 1) + H(4)/4 * (N - R)/(N - 1), H(4) = 25/12
+    assert chance.tolist() == pytest.approx([1 / 3 + 25 / 48 * 2 / 3, 0.0, 2 / 3 + 25 / 48 / 3])
+    tied = average_precisions(torch.ones(3, 8), torch.ones(4, 8), queries, db, ties="average")
+    assert chance.tolist() == pytest.approx(tied.tolist())
+    big = torch.zeros(1000, 1)
+    big[:100] = 1  # a share of 10 % relevant: chance close to it
+    assert float(chance_aps(torch.ones(1, 1), big)) == pytest.approx(0.1, abs=0.01)
+
+
+def test_oracle_free_objective_needs_only_original():
+    """Forget quality to its chance level (1/C for accuracy, the evaluator's forget/chance_map for mAP) plus
+    retain |Δ| to Original: present with references = {original}, no Retrain."""
+    refs = {"original": {"retain/acc": 0.95, "forget/acc": 0.9}}
+    out = deltas(
+        {"forget/acc": 0.3, "retain/acc": 0.85, "forget/chance_acc": 1 / 10}, refs, "classification", "mean_abs"
+    )
+    assert out["delta/forget_chance"] == pytest.approx(0.2) and out["delta/retain"] == pytest.approx(0.1)
+    assert out["objective/oracle_free"] == pytest.approx(0.3) and "objective/gap" not in out
+    metrics = {"forget/i2t_map": 0.30, "forget/t2i_map": 0.10, "forget/chance_map": 0.2}
+    metrics |= {"retain/i2t_map": 0.8, "retain/t2i_map": 0.8}
+    refs = {"original": {"retain/i2t_map": 0.9, "retain/t2i_map": 0.9}}
+    out = deltas(metrics, refs, "retrieval", "mean_abs")
+    assert out["delta/forget_chance"] == pytest.approx(0.1) and out["objective/oracle_free"] == pytest.approx(0.2)
+    assert "objective/oracle_free" not in deltas(metrics, {}, "retrieval", "mean_abs")  # no Original: none

@@ -1,6 +1,7 @@
 """Optuna searches (`ppp.tune`): search files, a miniature search, kill -9 and resume, two workers on a
 journal file and on a PostgreSQL server started here. Tiny data, 16 bits, a few trials, one thread."""
 
+import math
 import os
 import pwd
 import shutil
@@ -26,9 +27,40 @@ from ppp.data import build_benchmark
 from ppp.errors import ConfigError
 from ppp.experiment import MemoisedBenchmarks
 from ppp.runs import run_hash
-from ppp.tune import check_search, main, run_config, search_overrides, trial_config, tune
+from ppp.tune import (
+    best_trial,
+    check_search,
+    compare,
+    flat_params,
+    main,
+    objective_choices,
+    param_overrides,
+    run_config,
+    search_overrides,
+    settings,
+    suggest,
+    trial_config,
+    tune,
+)
 
 SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
+PATHS = {"digit_scenes": "retrieval", "digits": "classification"}
+# Every method with hyperparameters has a search on each path it runs on (the CLIP-side ones need CLIP: retrieval).
+SEARCHED = {
+    "retrieval": {"ppp", "ssd", "fisher", "finetune", "bad_teacher", "amnesiac", "neggrad_plus", "scrub", "salun"}
+    | {"ccup", "clip_nullspace", "cliperase"},
+    "classification": {"ppp", "ssd", "fisher", "finetune", "bad_teacher", "amnesiac", "neggrad_plus", "scrub", "salun"},
+}
+# Tiny data per dataset; the search's models train once per dataset and backbone in the module's cache.
+TINY_DIGITS = ["dataset.size=16", "dataset.per_class=30", "backbone.train.epochs=1", "backbone.train.batch_size=32"]
+
+
+def dataset_of(name: str) -> str:
+    return "digit_scenes" if name.endswith("_digit_scenes") else "digits"
+
+
+def method_of(name: str) -> str:
+    return name.removesuffix("_" + dataset_of(name))
 
 
 @pytest.fixture(scope="module")
@@ -42,6 +74,7 @@ def search_args(study_dir, n_trials, *extra):
         "hparams_search=ppp_digit_scenes",
         *TINY,
         "tune.grid.bits=[16]",
+        "tune.grid.forget=[[six]]",
         f"tune.n_trials={n_trials}",
         "tune.sampler.n_startup_trials=2",
         f"tune.dir={study_dir}",
@@ -92,11 +125,13 @@ def test_every_search_file_composes_and_validates(name):
         check_search(cfg, overrides)
         with pytest.raises(ConfigError, match="evaluator.split must be val"):
             check_search(compose("config", overrides=overrides + ["evaluator.split=test"]), overrides)
+        log_param = next(n for n, spec in flat_params(cfg.tune.params).items() if spec.get("log"))
         with pytest.raises(ConfigError, match="low > 0 on a log scale"):
-            check_search(compose("config", overrides=overrides + ["tune.params.alpha.low=0"]), overrides)
-    assert cfg.method.name == name.split("_")[0] and cfg.evaluator.split == "val"
-    assert set(cfg.tune.params) >= {"alpha", "lam"} and list(cfg.tune.grid.bits) == [16, 32, 64]
-    assert cfg.tune.params.lam.log and cfg.tune.params.lam.high >= 10 * cfg.tune.params.alpha.high
+            check_search(compose("config", overrides=overrides + [f"tune.params.{log_param}.low=0"]), overrides)
+    assert cfg.method.name == method_of(name) and cfg.evaluator.split == "val"
+    if {"alpha", "lam"} <= set(cfg.tune.params):  # PPP, SSD: lambda reaches well above alpha
+        assert cfg.tune.params.lam.log and cfg.tune.params.lam.high >= 10 * cfg.tune.params.alpha.high
+    assert "Selection rule:" in (CONF_DIR / "hparams_search" / f"{name}.yaml").read_text()
 
 
 def test_a_trial_config_is_the_composed_config_with_its_values(tmp_path):
@@ -130,6 +165,130 @@ def test_bad_search_values_are_one_line_errors(capsys):
         tune(["method=ppp"])
 
 
+def test_every_method_with_hyperparameters_has_a_search_on_each_of_its_paths():
+    found = {path: {method_of(n) for n in SEARCHES if PATHS[dataset_of(n)] == path} for path in PATHS.values()}
+    assert found == SEARCHED
+
+
+def test_every_search_shares_the_budget_objective_and_forget_sets():
+    """A fair search: the same budget, objective, aggregate, sampler, split and forget sets for every method
+    (a file narrows only `bits`, on the classification path, which has none)."""
+    base = yaml.safe_load((CONF_DIR / "hparams_search" / "base" / "tune.yaml").read_text())
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for name in SEARCHES:
+            cfg = compose("config", overrides=search_overrides([f"hparams_search={name}"]))
+            assert cfg.optimized_metric == base["optimized_metric"] == "objective/gap", name
+            assert cfg.evaluator.split == "val", name
+            tune_cfg = OmegaConf.to_container(cfg.tune)
+            for key in ("n_trials", "aggregate", "direction", "sampler", "pruner"):
+                assert tune_cfg[key] == base["tune"][key], (name, key)
+            assert tune_cfg["grid"]["forget"] == base["tune"]["grid"]["forget"], name
+            expected_bits = base["tune"]["grid"]["bits"] if dataset_of(name) == "digit_scenes" else [16]
+            assert tune_cfg["grid"]["bits"] == expected_bits and set(tune_cfg["grid"]) == {"bits", "forget"}, name
+
+
+def test_the_searched_forget_sets_follow_the_stated_draw():
+    """base/tune.yaml: the classes of no reported forget set, permuted with default_rng(0): two single forget
+    sets, then one pair in class order; the held-out sets share no class with them."""
+    import numpy as np
+
+    from ppp.data.digits import DIGIT_NAMES
+
+    held_out = [
+        ["six"],
+        ["six", "eight"],
+        ["six", "eight", "zero"],
+        ["six", "eight", "zero", "one"],
+        ["eight"],
+        ["two"],
+    ]
+    pool = [c for c in DIGIT_NAMES if not any(c in s for s in held_out)]
+    drawn = [str(c) for c in np.random.default_rng(0).permutation(pool)]
+    pair = sorted(drawn[2:4], key=DIGIT_NAMES.index)
+    base = yaml.safe_load((CONF_DIR / "hparams_search" / "base" / "tune.yaml").read_text())
+    assert base["tune"]["grid"]["forget"] == [[drawn[0]], [drawn[1]], pair]
+
+
+def test_a_forget_set_grid_composes_list_overrides(tmp_path):
+    grid = OmegaConf.create({"grid": {"bits": [16], "forget": [["two"], ["three", "nine"]]}})
+    assert settings(grid) == [["bits=16", "forget=[two]"], ["bits=16", "forget=[three,nine]"]]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["method=finetune", *settings(grid)[1]])
+    assert list(cfg.forget) == ["three", "nine"]
+
+
+def test_dotted_nested_params_are_suggested_set_and_pasted(tmp_path):
+    """`tune.params` nested under `method` (train.retrieval.lr, temperature.retrieval) are named by dotted path,
+    suggested, set on the trial's config as composing `method.train.retrieval.lr=...` would, and pasted as
+    `++method...` where the method's own config lacks the key (the search file added it)."""
+    overrides = search_overrides(["hparams_search=bad_teacher_digit_scenes", *TINY])
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=overrides)
+        names = list(flat_params(cfg.tune.params))
+        assert {"train.retrieval.lr", "train.retrieval.epochs", "temperature.retrieval"} <= set(names)
+        study = optuna.create_study()
+        params = suggest(study.ask(), cfg.tune.params)
+        assert set(params) == set(names)
+        params = {**params, "train.retrieval.lr": 3e-4, "temperature.retrieval": 0.25, "train.retrieval.epochs": 2}
+        run_cfg = trial_config(cfg, params, tmp_path)
+        expected = run_config(
+            compose(
+                "config",
+                overrides=overrides + [f"out_dir={tmp_path}"] + [f"method.{k}={v!r}" for k, v in params.items()],
+            )
+        )
+        assert OmegaConf.to_container(run_cfg) == OmegaConf.to_container(expected)
+        assert run_cfg.method.train.retrieval.lr == 3e-4 and run_cfg.method.temperature.retrieval == 0.25
+        assert run_cfg.method.temperature.classification == 1.0  # its sibling kept
+        pasted = param_overrides(params, ["method=bad_teacher", "dataset=digit_scenes"])
+        assert "++method.train.retrieval.lr=0.0003" in pasted and "method.temperature.retrieval=0.25" in pasted
+        assert "method.train.retrieval.epochs=2" in pasted
+        with pytest.raises(ConfigError, match="method bad_teacher has no key 'train.retrieval.momentum'"):
+            check_search(
+                compose(
+                    "config",
+                    overrides=overrides + ["+tune.params.train.retrieval.momentum={type: float, low: 0.1, high: 0.9}"],
+                ),
+                overrides,
+            )
+
+
+def test_the_selection_rule_and_the_objective_comparison(tmp_path):
+    """Lowest value wins, a tie goes to the earliest trial; each objective's choice with both values there."""
+    study = optuna.create_study()
+    for value, attrs in ((0.3, (0.3, 0.10)), (0.2, (0.2, 0.50)), (0.2, (0.2, 0.05)), (0.4, (0.4, 0.05))):
+        trial = study.ask()
+        trial.suggest_float("x", 0, 1)
+        trial.set_user_attr("objective/gap", attrs[0])
+        trial.set_user_attr("objective/oracle_free", attrs[1])
+        study.tell(trial, value)
+    failed = study.ask()
+    study.tell(failed, state=TrialState.FAIL)
+    assert best_trial(study).number == 1  # trials 1 and 2 tie at 0.2
+    rows = [
+        {
+            "number": t.number,
+            "params": t.params,
+            **{k: t.user_attrs[k] for k in ("objective/gap", "objective/oracle_free")},
+        }
+        for t in study.trials
+        if t.state == TrialState.COMPLETE
+    ]
+    choices = objective_choices(rows)
+    (tmp_path / "study").mkdir()
+    study.trials_dataframe().to_csv(tmp_path / "study" / "trials.csv", index=False)
+    table = compare([str(tmp_path / "study")]).splitlines()  # python -m ppp.tune compare DIR...
+    assert table[2].split("|")[2:5] == [" objective/gap ", " 1 ", " 20.00 "]
+    assert table[3].split("|")[2:7] == [" objective/oracle_free ", " 2 ", " 20.00 ", " 5.00 ", " 0.00 "]
+    assert choices["objective/gap"]["trial"] == 1
+    assert choices["objective/oracle_free"]["trial"] == 2  # ties with trial 3 at 0.05: the earlier one
+    assert choices["objective/oracle_free"]["objective/gap"] == 0.2
+    assert choices["gap_cost_of_oracle_free"] == pytest.approx(0.0)
+    rows[2]["objective/oracle_free"] = float("nan")  # a trial without the oracle-free metric is never its choice
+    assert objective_choices(rows)["objective/oracle_free"]["trial"] == 3
+    assert objective_choices(rows)["gap_cost_of_oracle_free"] == pytest.approx(0.2)
+
+
 @pytest.mark.slow
 def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
@@ -148,7 +307,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     assert complete[0].params == {k: defaults[k] for k in ("alpha", "tau", "lam", "lam_max")}  # starts there
     assert_distinct_params(complete)
     for t in complete:  # the objective is the run's objective/gap on the validation split
-        run = yaml.safe_load((tmp_path / "trials" / str(t.number) / "bits16" / "metrics.json").read_text())
+        run = yaml.safe_load((tmp_path / "trials" / str(t.number) / "bits16,forgetsix" / "metrics.json").read_text())
         assert run["config"]["evaluator"]["split"] == "val"
         assert t.value == pytest.approx(run["metrics"]["objective/gap"])
         assert {k: run["config"]["method"][k] for k in t.params} == pytest.approx(t.params)
@@ -157,6 +316,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
     line = (tmp_path / "best_overrides.txt").read_text().split()
     assert line[:2] == ["method=ppp", "dataset=digit_scenes"] and TINY[0] in line
     assert {f"method.{k}={v!r}" for k, v in best["method"].items() if k != "name"} <= set(line)
+    assert set(best["overrides"]) <= set(line)
     csv = (tmp_path / "trials.csv").read_text().splitlines()
     assert len(csv) == 4 and {"params_alpha", "params_lam", "params_tau", "params_lam_max"} <= set(csv[0].split(","))
     for plot in ("history", "importances", "contour_alpha_lam", "slice"):
@@ -164,6 +324,57 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
         assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
     again = tune(search_args(tmp_path, 3))  # a finished search resumes to nothing
     assert len(again.trials) == 3
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", SEARCHES)
+def test_every_search_runs_end_to_end_on_tiny_data(shared, tmp_path, monkeypatch, name):
+    """One trial (the method's defaults, epochs cut to 1), one setting (16 bits, forget set [three, seven]), tiny
+    data; the models train once per dataset and backbone in the module's cache. The trial records both
+    objectives; finetune_digit_scenes runs with references=[original] only and optimises objective/oracle_free."""
+    monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
+    monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
+    monkeypatch.setattr("ppp.tune.write_plots", lambda *args: [])  # plots: test_miniature_search_end_to_end
+    params = flat_params(yaml.safe_load((CONF_DIR / "hparams_search" / f"{name}.yaml").read_text())["tune"]["params"])
+    oracle_free = name == "finetune_digit_scenes"
+    args = [
+        f"hparams_search={name}",
+        *(TINY if dataset_of(name) == "digit_scenes" else TINY_DIGITS),
+        *(f"method.{p}=1" for p in params if p.endswith("epochs")),
+        *(
+            ["evaluator.zeroshot=false"]
+            if method_of(name) in SEARCHED["retrieval"] - SEARCHED["classification"]
+            else []
+        ),
+        *(["evaluator.mia=[]"] if dataset_of(name) == "digits" else []),
+        *(["references=[original]", "optimized_metric=objective/oracle_free"] if oracle_free else []),
+        "tune.grid.bits=[16]",
+        "tune.grid.forget=[[three,seven]]",
+        "tune.n_trials=1",
+        f"tune.dir={tmp_path}",
+    ]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        study = tune(args, MemoisedBenchmarks())
+    finally:
+        torch.set_num_threads(threads)
+    (trial,) = study.trials
+    assert trial.state == TrialState.COMPLETE and set(trial.params) == set(params)
+    run = yaml.safe_load((tmp_path / "trials" / "0" / "bits16,forgetthree+seven" / "metrics.json").read_text())
+    assert run["forget"] == ["three", "seven"] and run["config"]["evaluator"]["split"] == "val"
+    metrics = run["metrics"]
+    chance = metrics["forget/chance_map" if dataset_of(name) == "digit_scenes" else "forget/chance_acc"]
+    assert 0 < chance < 1 and (dataset_of(name) == "digit_scenes" or chance == pytest.approx(0.1))
+    assert trial.value == pytest.approx(metrics["objective/oracle_free" if oracle_free else "objective/gap"])
+    assert trial.user_attrs["objective/oracle_free"] == pytest.approx(metrics["objective/oracle_free"])
+    if oracle_free:  # no Retrain: no gap, the oracle-free objective all the same
+        assert "objective/gap" not in metrics and math.isnan(trial.user_attrs["objective/gap"])
+    else:
+        assert trial.user_attrs["objective/gap"] == pytest.approx(metrics["objective/gap"])
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["trial"] == 0 and len(best["overrides"]) == len(params)
+    assert yaml.safe_load((tmp_path / "objectives.yaml").read_text())["objective/oracle_free"]["trial"] == 0
 
 
 @pytest.mark.slow

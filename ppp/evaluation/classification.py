@@ -31,7 +31,8 @@ def evaluate_classification(
     num_workers: int = 0,
     images: LabelledDataset | None = None,
 ) -> dict[str, float]:
-    """Accuracy on `images` (default: the test split), split into forget and retain samples."""
+    """Accuracy on `images` (default: the test split), split into forget and retain samples, and
+    `forget/chance_acc` = 1 / classes (the chance level `objective/oracle_free` aims at)."""
     images = bench.test if images is None else images
     predicted = predict_proba(system, images, device, batch_size, num_workers).argmax(dim=1)
     labels = images.labels
@@ -40,6 +41,7 @@ def evaluate_classification(
     return {
         "forget/acc": float(correct[is_forget].mean()),
         "retain/acc": float(correct[~is_forget].mean()),
+        "forget/chance_acc": 1.0 / bench.num_classes,
         "count/forget_images": int(is_forget.sum()),
         "count/retain_images": int((~is_forget).sum()),
     }

@@ -8,6 +8,11 @@ Two definitions over the settings (directions, and bits when the report pools ru
 - `abs_mean`: |mean of signed gaps|, which matches the paper's printed Table 2 values
   (Flickr SSD forget 10.82 -> printed 10.8; PPP 6.38 -> 6.37);
 - `mean_abs`: mean of |gaps| (10.88 and 6.42 there), which cannot hide gaps of opposite sign.
+
+`objective/gap` needs Retrain, which a real deletion request does not have. `objective/oracle_free` puts
+the forget side's target at chance instead: the evaluator's `forget/chance_map` (the forget queries' mAP
+under a random ranking, from the labels) or `forget/chance_acc` (1 / classes); its retain side is the same
+|Δ| to Original. It needs `references` to hold only `original`.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from ppp.errors import choose
 QUALITY = {"retrieval": ("i2t_map", "t2i_map"), "classification": ("acc",)}
 DEFINITIONS = ("abs_mean", "mean_abs")
 SIDES = (("forget", "retrain"), ("retain", "original"))  # (metric split, the reference it is compared with)
+CHANCE = {"retrieval": "forget/chance_map", "classification": "forget/chance_acc"}  # the forget side's chance level
 
 
 def gap(values: Sequence[float], references: Sequence[float], definition: str) -> float:
@@ -37,7 +43,9 @@ def quality_keys(task: str, split: str) -> list[str]:
 
 def deltas(metrics: dict, references: dict[str, dict], task: str, definition: str) -> dict[str, float]:
     """`delta/forget` (vs Retrain), `delta/retain` (vs Original) and their sum `objective/gap`, for
-    whichever references are present (none for an evaluator without the quality metrics, e.g. zero-shot alone)."""
+    whichever references are present (none for an evaluator without the quality metrics, e.g. zero-shot alone);
+    `delta/forget_chance` (vs the chance level the evaluator reports) and `objective/oracle_free` =
+    `delta/forget_chance` + `delta/retain`, which need no Retrain."""
     out = {}
     for split, reference in SIDES:
         keys = quality_keys(task, split)
@@ -45,6 +53,11 @@ def deltas(metrics: dict, references: dict[str, dict], task: str, definition: st
             out[f"delta/{split}"] = gap(
                 [metrics[k] for k in keys], [references[reference][k] for k in keys], definition
             )
-    if len(out) == len(SIDES):
+    if "delta/forget" in out and "delta/retain" in out:
         out["objective/gap"] = out["delta/forget"] + out["delta/retain"]
+    forget, chance = quality_keys(task, "forget"), CHANCE.get(task)
+    if chance in metrics and all(k in metrics for k in forget):
+        out["delta/forget_chance"] = gap([metrics[k] for k in forget], [metrics[chance]] * len(forget), definition)
+        if "delta/retain" in out:
+            out["objective/oracle_free"] = out["delta/forget_chance"] + out["delta/retain"]
     return out

@@ -85,6 +85,20 @@ def mean_average_precision(
     return float(average_precisions(query_codes, db_codes, query_labels, db_labels, topk, ties, chunk).mean())
 
 
+def chance_aps(query_labels: torch.Tensor, db_labels: torch.Tensor) -> torch.Tensor:
+    """Each query's expected AP under a uniformly random ranking of the database (every item tied at one
+    distance), from the labels alone: what ranking at random scores, the chance level of mAP. With R of N
+    items relevant it is (R - 1)/(N - 1) + H(N)/N * (N - R)/(N - 1), close to the share R/N (0 when R = 0)."""
+    rows = max(1, BLOCK_ENTRIES // max(db_labels.shape[0], 1))
+    db = (db_labels > 0).float()
+    relevant = torch.cat(
+        [((query_labels[s : s + rows] > 0).float() @ db.T > 0).sum(1) for s in range(0, query_labels.shape[0], rows)]
+        or [torch.zeros(0, dtype=torch.int64)]
+    )
+    items = torch.full_like(relevant, db_labels.shape[0])
+    return tie_averaged_ap(items[:, None], relevant[:, None])
+
+
 def stable_aps(
     q: torch.Tensor, d: torch.Tensor, query_labels: torch.Tensor, db_labels: torch.Tensor, k: int, rows: int
 ) -> torch.Tensor:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 
 from ppp.data.base import Benchmark, LabelledDataset, carries_any
-from ppp.evaluation.map import average_precisions
+from ppp.evaluation.map import average_precisions, chance_aps
 from ppp.evaluation.residual import UNIMODAL, probe_aucs
 from ppp.train import collect
 
@@ -50,7 +50,8 @@ def evaluate_retrieval(
     residual: bool = False,
 ) -> dict:
     """Mean AP of `queries` (default: the test queries) against the database per split and direction
-    (floats), and each query's AP under `per_query/...` (tensors). `residual` adds the unimodal
+    (floats), and each query's AP under `per_query/...` (tensors); `forget/chance_map`, the forget queries'
+    mAP under a random ranking (from the labels: the chance level `objective/oracle_free` aims at). `residual` adds the unimodal
     directions (i2i, t2t) and the linear probes of `ppp/evaluation/residual.py`."""
     queries = bench.query if queries is None else queries
     q_codes = encode(system, queries, device, batch_size, num_workers)
@@ -61,6 +62,7 @@ def evaluate_retrieval(
     for split, mask in (("forget", is_forget), ("retain", ~is_forget)):
         if split == "forget":
             ql, dl = forget_split_labels(q_lab[mask], d_lab, forget_idx, forget_relevance)
+            out["forget/chance_map"] = float(chance_aps(ql, dl).mean())
         else:
             ql, dl = q_lab[mask], d_lab
         for direction, q, d in CROSS + (UNIMODAL if residual else ()):
