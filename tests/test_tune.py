@@ -47,9 +47,10 @@ SEARCHES = sorted(p.stem for p in (CONF_DIR / "hparams_search").glob("*.yaml"))
 PATHS = {"digit_scenes": "retrieval", "digits": "classification"}
 # Every method with hyperparameters has a search on each path it runs on (the CLIP-side ones need CLIP: retrieval).
 SEARCHED = {
-    "retrieval": {"ppp", "ssd", "fisher", "finetune", "bad_teacher", "amnesiac", "neggrad_plus", "scrub", "salun"}
+    "retrieval": {"ppp", "ssd", "fisher_zero", "finetune", "bad_teacher", "amnesiac", "neggrad_plus", "scrub", "salun"}
     | {"ccup", "clip_nullspace", "cliperase"},
-    "classification": {"ppp", "ssd", "fisher", "finetune", "bad_teacher", "amnesiac", "neggrad_plus", "scrub", "salun"},
+    "classification": {"ppp", "ssd", "fisher", "fisher_zero", "finetune", "bad_teacher", "amnesiac", "neggrad_plus"}
+    | {"scrub", "salun"},
 }
 # Tiny data per dataset; the search's models train once per dataset and backbone in the module's cache.
 TINY_DIGITS = ["dataset.size=16", "dataset.per_class=30", "backbone.train.epochs=1", "backbone.train.batch_size=32"]
