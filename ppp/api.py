@@ -26,7 +26,7 @@ NEEDS_A_RECIPE = {
     "bad": "it is a randomly initialised model built from a backbone config",
     "bad_teacher": "its incompetent teacher is a fresh model built from a backbone config",
 }
-CLIP_ONLY = ("ccup", "clip_nullspace", "cliperase")
+CLIP_ONLY = ("ccup", "ccup_ridge", "clip_nullspace", "cliperase")
 NEEDS_PER_SAMPLE_LOSS = ("ppp",)
 
 

@@ -71,8 +71,14 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
     what the source does not show), the reference, the models it comes from (dataset, backbone, bits,
     device type, seed: Retrain and Bad follow from these and the forget classes), the forget classes in
     the order given, the whole evaluator config (split, ties, MIA settings, ...) and, when the evaluator
-    draws forget queries, the sample seed that draws them."""
+    draws forget queries, the sample seed that draws them. The validation split's `forget_samples` draw,
+    disjoint from the test draw since issue 20, is named in the key, so that no row cached with the earlier
+    draw (the test draw's samples) is reused; every other key is as before."""
     evaluator = ctx.cfg.evaluator
+    queries = read(Queries, evaluator)
+    disjoint = (
+        {"val_forget_draw": "disjoint"} if (queries.split, queries.forget_queries) == ("val", "forget_samples") else {}
+    )
     return content_key(
         {
             "version": identity.REFERENCE_METRICS_VERSION,
@@ -81,7 +87,8 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "models": ctx.model_key(exclude_forget=False),
             "forget": list(ctx.cfg.forget),
             "evaluator": config_identity(evaluator, "evaluator"),
-            "query_draw": ctx.sample_seed if read(Queries, evaluator).forget_queries != "all" else None,
+            "query_draw": ctx.sample_seed if queries.forget_queries != "all" else None,
+            **disjoint,
         }
     )
 
@@ -190,7 +197,7 @@ def build_context(
     forget_idx = bench.class_indices(list(cfg.forget))
     if checks:
         check_against_benchmark(cfg, bench.num_classes, forget_idx)
-        check_query_settings(cfg.evaluator, bench)
+        check_query_settings(cfg.evaluator, bench, forget_idx)
     return UnlearnContext(
         cfg=cfg,
         bench=bench,

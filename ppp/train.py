@@ -84,6 +84,16 @@ def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
     return opts
 
 
+def drops_last(samples: int, batch_size: int) -> bool:
+    """The loop's rule: the incomplete last batch is dropped unless it would be the only one."""
+    return samples > batch_size
+
+
+def batches_per_epoch(samples: int, batch_size: int) -> int:
+    """How many optimiser steps one epoch of `samples` takes in the shared loop (`drops_last`)."""
+    return samples // batch_size if drops_last(samples, batch_size) else int(samples > 0)
+
+
 def warmup_cosine(step: int, total: int, warmup_fraction: float) -> float:
     """Linear warm-up over the first fraction of steps, then 0.5 (1 + cos(pi * progress))."""
     warm = int(warmup_fraction * total)
@@ -119,7 +129,7 @@ def train(
         shuffle=True,
         seed=seed,
         num_workers=num_workers,
-        drop_last=len(data) > settings.batch_size,
+        drop_last=drops_last(len(data), settings.batch_size),
     )
     objective = objective or (lambda s, b: s.loss(b))
     optimizers = _optimizers(system.param_groups(settings))

@@ -35,7 +35,7 @@ from ppp.schema import (  # noqa: F401  (the check builders, importable from her
     subset_of,
 )
 
-CLIP_METHODS = ("ccup", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
+CLIP_METHODS = ("ccup", "ccup_ridge", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
 CLASS_HEAD_METHODS = {"fisher": NEEDS_CLASS_HEAD}  # methods that need a classifier's class head: why
 SECTIONS = {"dataset": DATASETS, "backbone": BACKBONES, "method": METHODS, "evaluator": EVALUATORS}
 NOT_RUN_KEYS = ("hydra", "tune")  # Hydra's own node (return_hydra_config); a search's block (ppp.tune.TuneSettings)

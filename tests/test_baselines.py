@@ -5,6 +5,7 @@ import torch
 from omegaconf import OmegaConf
 from tiny_contexts import CONF, make_context, make_hashing_context
 
+from ppp.config import compose_config
 from ppp.data.base import carries_any
 from ppp.evaluation.classification import evaluate_classification
 from ppp.methods import METHODS, baselines
@@ -86,6 +87,39 @@ def test_bad_teacher_distils_a_random_model_on_forget_samples(ctx, original_acc,
     assert_forgets(after, original_acc)
 
 
+@pytest.fixture
+def optimiser_steps():
+    """Counts every optimiser step taken while the test runs."""
+    from torch.optim.optimizer import register_optimizer_step_post_hook
+
+    steps = []
+    handle = register_optimizer_step_post_hook(lambda optimizer, args, kwargs: steps.append(optimizer))
+    yield steps
+    handle.remove()
+
+
+def test_bad_teacher_takes_the_official_number_of_steps(ctx, original_acc, optimiser_steps):
+    """The shipped recipe (batch 256, Adam 1e-4, 1 epoch) is one batch per epoch here; `min_steps` (60, the
+    official run's count) raises the epochs so that 60 optimiser steps are taken, and forgetting follows
+    (a single step left forget accuracy where it was)."""
+    cfg = compose_config(["method=bad_teacher"]).method  # the shipped recipe, Adam's from train_recipe/adam.yaml
+    assert cfg.min_steps == 60 and cfg.train.classification.batch_size == 256 and cfg.train.classification.lr == 1e-4
+    model, diagnostics = METHODS.get("bad_teacher")(ctx.trained()[0], ctx, cfg)
+    assert len(optimiser_steps) == 60 and diagnostics == {"bad_teacher/epochs": 60, "bad_teacher/steps": 60}
+    after = evaluate_classification(model, ctx.bench, ctx.forget_idx, ctx.device)
+    assert after["forget/acc"] <= original_acc["forget/acc"] - 0.2
+    assert after["retain/acc"] >= original_acc["retain/acc"] - 0.05
+
+
+def test_bad_teacher_keeps_the_epochs_that_already_take_enough_steps(ctx, optimiser_steps):
+    """Where the recipe's epochs already take min_steps, they stay: 4 epochs of 25 batches of 16 = 100 steps."""
+    cfg = method_cfg("bad_teacher", batch_size=16, epochs=4)
+    _, diagnostics = METHODS.get("bad_teacher")(ctx.trained()[0], ctx, cfg)
+    per_epoch = (len(ctx.forget_train) + round(0.3 * len(ctx.retain_train))) // 16
+    assert diagnostics == {"bad_teacher/epochs": 4, "bad_teacher/steps": 4 * per_epoch}
+    assert len(optimiser_steps) == 4 * per_epoch
+
+
 def test_incompetent_teacher_is_untrained(ctx):
     teacher = baselines.incompetent_teacher(
         ctx, OmegaConf.create({"teacher_seed_offset": 1, "incompetent_pretrained": False})
@@ -95,7 +129,7 @@ def test_incompetent_teacher_is_untrained(ctx):
 
 
 def test_recipe_is_the_backbone_recipe_with_task_overrides(ctx):
-    cfg = method_cfg("amnesiac")
+    cfg = compose_config(["method=amnesiac"]).method  # with its shared optimiser recipe (train_recipe/adam.yaml)
     settings = recipe(ctx.trained()[0], ctx, cfg)
     assert settings.lr == 1e-4 and settings.epochs == 3 and list(settings.betas) == [0.9, 0.999]
     assert settings.batch_size == 128 and settings.warmup == 0.0
@@ -129,12 +163,17 @@ def test_kl_reductions():
 
 
 def test_baselines_on_the_hashing_system(tmp_path):
-    """Each baseline runs on CLIP hashing with the DSPH loss / proxy-cosine distillation and moves the net."""
+    """Each baseline runs on CLIP hashing with the DSPH loss / proxy-cosine distillation and moves the net
+    (Bad Teacher with 3 of its 60 minimum steps, to stay fast: its epochs are raised on this task too)."""
     ctx = make_hashing_context(tmp_path)
     before = ctx.trained()[0].net.image_head[0].weight.detach().clone()
     for name in ("finetune", "amnesiac", "bad_teacher"):
         method = OmegaConf.merge(
             OmegaConf.load(CONF / "method" / f"{name}.yaml"), {"train": {"retrieval": {"epochs": 1}}}
         )
-        model, _ = METHODS.get(name)(ctx.trained()[0], ctx, method)
+        if name == "bad_teacher":
+            method.min_steps = 3
+        model, diagnostics = METHODS.get(name)(ctx.trained()[0], ctx, method)
         assert not torch.allclose(model.net.image_head[0].weight, before), name
+        if name == "bad_teacher":
+            assert diagnostics["bad_teacher/steps"] >= 3

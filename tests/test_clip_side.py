@@ -111,6 +111,32 @@ def test_ccup_zeroes_image_text_similarity_along_the_forget_directions(clip):
     assert torch.equal(identity.net.clip.visual.proj, clip.net.clip.visual.proj)
 
 
+def test_ccup_rows_apply_the_plain_and_the_ridge_operator(clip):
+    """`method=ccup` is the paper's plain projection I - B B^T on the forget text embeddings' basis B;
+    `method=ccup_ridge` the ridge operator of projection.py at mu 0.001 (the shipped configs of both rows)."""
+    plain_cfg, ridge_cfg = (compose_with([f"method={name}"]).method for name in ("ccup", "ccup_ridge"))
+    assert (plain_cfg.variant, ridge_cfg.variant, ridge_cfg.ridge_mu) == ("plain", "ridge", 0.001)
+    assert {k: v for k, v in plain_cfg.items() if k not in ("name", "variant", "ridge_mu")} == {
+        k: v for k, v in ridge_cfg.items() if k not in ("name", "variant", "ridge_mu")
+    }  # one shared block: prompts, alpha, lambda
+    ctx = ctx_for(forget=("six", "eight"))
+    text = class_text_embeddings(clip, DIGIT_NAMES, list(plain_cfg.templates)).cpu()
+    forget, retain = text[[6, 8]].T, text[[c for c in range(10) if c not in (6, 8)]].T
+    proj = clip.net.clip.visual.proj.detach()
+    edited = {}
+    for cfg in (plain_cfg, ridge_cfg):
+        model, diagnostics = METHODS.get(cfg.name)(copy.deepcopy(clip), ctx, cfg)
+        assert diagnostics == {f"{cfg.name}/forget_rank": 2}
+        edited[cfg.name] = model.net.clip.visual.proj.detach()
+    b = orthonormal_basis(forget)
+    assert torch.allclose(edited["ccup"], proj @ (torch.eye(len(b)) - b @ b.T), atol=1e-5)
+    lam, mu = float(ridge_cfg.ridge_lambda), float(ridge_cfg.ridge_mu)
+    keep = (lam * retain @ retain.T + mu * torch.eye(len(b))).double()
+    ridge = keep @ torch.linalg.inv(forget.double() @ forget.double().T + keep)
+    assert torch.allclose(edited["ccup_ridge"], proj @ ridge.float(), atol=1e-4)
+    assert not torch.allclose(edited["ccup"], edited["ccup_ridge"], atol=1e-3)
+
+
 def test_select_cells_per_paradigm():
     domains = ["ink", "negative", "outline"]
     forget, retain = select_cells("global", 10, [6], domains, [])
@@ -186,6 +212,7 @@ def test_cliperase_gradient_ascent_moves_forget_pairs_apart():
         (["method=clip_nullspace", "method.domains=[sketch]"], "unknown value(s) sketch"),
         (["method=cliperase", "method.forget_loss=clamp"], "method.forget_loss must be one of"),
         (["method=ccup", "backbone=resnet18"], "needs a CLIP backbone"),
+        (["method=ccup_ridge", "backbone=resnet18"], "needs a CLIP backbone"),
     ],
 )
 def test_bad_clip_side_values_are_one_line_errors(overrides, message):

@@ -134,6 +134,36 @@ def test_forget_samples_are_the_methods_forget_samples(scenes):
     assert m["count/retain_queries"] == int((scenes.query.labels[:, SIX] == 0).sum())
 
 
+def test_validation_forget_samples_are_drawn_apart_from_the_test_draw(scenes):
+    """split=val with forget_samples scores its own D_f training samples, none of the test draw's (which stays
+    the methods' draw), seeded by the sample seed; D_f must hold twice the count."""
+    ctx = context(scenes, sample_seed=3)
+    draw = {
+        split: evaluation_set(
+            ctx, settings(split=split, forget_queries="forget_samples", forget_query_samples=10)
+        ).parts[1]
+        for split in ("test", "val")
+    }
+    test, val = (set(draw[s].root_indices().tolist()) for s in ("test", "val"))
+    assert torch.equal(draw["test"].root_indices(), ctx.forget_train.sample(10, 3).root_indices())
+    assert len(val) == 10 and not val & test and val <= set(ctx.forget_train.root_indices().tolist())
+    again = evaluation_set(ctx, settings(split="val", forget_queries="forget_samples", forget_query_samples=10))
+    assert torch.equal(again.parts[1].root_indices(), draw["val"].root_indices())
+    other = evaluation_set(
+        context(scenes, sample_seed=4), settings(split="val", forget_queries="forget_samples", forget_query_samples=10)
+    )
+    assert set(other.parts[1].root_indices().tolist()) != val
+    half = len(ctx.forget_train) // 2
+    check_query_settings(
+        settings(split="val", forget_queries="forget_samples", forget_query_samples=half), scenes, [SIX]
+    )
+    too_many = settings(split="val", forget_queries="forget_samples", forget_query_samples=half + 1)
+    with pytest.raises(ConfigError, match=f"needs {2 * half + 2}, D_f has {len(ctx.forget_train)}") as err:
+        check_query_settings(too_many, scenes, [SIX])
+    assert "\n" not in str(err.value)
+    check_query_settings(settings(forget_queries="forget_samples", forget_query_samples=half + 1), scenes, [SIX])
+
+
 def test_bad_settings_are_one_line_errors(scenes):
     no_val = digit_scenes(n_total=200, n_query=40, n_train=100, n_val=0)
     cases = [

@@ -8,6 +8,9 @@
   - `sampled`: `forget_query_samples` of them, drawn with the sample seed;
   - `forget_samples`: `forget_query_samples` D_f training samples, drawn with the sample seed as the
     methods draw theirs (PPP's own forget samples when the sizes agree); they sit in the database.
+    With `split: val` the validation draw is disjoint from the test draw: `forget_query_samples` of the D_f
+    training samples the test draw leaves out, drawn with the sample seed (D_f must hold twice the count), so
+    that a search in this mode does not tune on the queries the test split reports (docs/decisions.md).
   Retain samples are always every sample of the split that carries no forget class.
 """
 
@@ -49,10 +52,12 @@ def query_settings(cfg: DictConfig) -> Queries:
     return settings
 
 
-def check_query_settings(cfg: DictConfig, bench: Benchmark) -> None:
+def check_query_settings(cfg: DictConfig, bench: Benchmark, forget_idx: list[int] | None = None) -> None:
     """One-line errors for the evaluator's split and forget-query keys, before any training: the keys
-    alone (`Queries`, also checked by `ppp.experiment.validate`) and the split against the benchmark."""
-    split = query_settings(cfg).split
+    alone (`Queries`, also checked by `ppp.experiment.validate`), the split against the benchmark and, given
+    the forget classes, whether D_f holds a validation draw of forget samples disjoint from the test draw."""
+    settings = query_settings(cfg)
+    split = settings.split
     data = bench.evaluation_split(split)
     if data is None or len(data) == 0:
         key = "n_val" if bench.task == "retrieval" else "val_fraction"
@@ -60,12 +65,40 @@ def check_query_settings(cfg: DictConfig, bench: Benchmark) -> None:
             f"evaluator.split={split}: dataset '{bench.name}' has no {split} samples"
             + (f"; set dataset.{key}" if split == "val" else "")
         )
+    if forget_idx is not None and split == "val" and settings.forget_queries == "forget_samples":
+        available = int(carries_any(bench.train.labels, forget_idx).sum())
+        needed = 2 * int(settings.forget_query_samples)
+        if available < needed:
+            raise ConfigError(
+                f"evaluator.split=val with forget_queries=forget_samples draws forget_query_samples="
+                f"{settings.forget_query_samples} D_f training samples apart from the test draw's: needs {needed}, "
+                f"D_f has {available}"
+            )
+
+
+def forget_sample_queries(forget: LabelledDataset, count: int, seed: int, split: str) -> LabelledDataset:
+    """The `forget_samples` queries: `count` of the D_f training samples `forget`, drawn with `seed` (the
+    methods' draw); for `val`, `count` drawn with `seed` from the ones the test draw leaves out."""
+    test = forget.sample(count, seed)
+    if split == "test":
+        return test
+    taken = torch.ones(len(forget), dtype=torch.bool)
+    if test is not forget:
+        taken[:] = False
+        taken[test.indices] = True
+    rest = forget.subset(torch.nonzero(~taken).flatten())
+    if len(rest) < count:
+        raise ConfigError(
+            f"evaluator.split=val with forget_queries=forget_samples draws forget_query_samples={count} D_f training "
+            f"samples apart from the test draw's: needs {2 * count}, D_f has {len(forget)}"
+        )
+    return rest.sample(count, seed)
 
 
 def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:
     """The samples the evaluator scores: the retain samples of the split, and the forget samples the
     mode names (the runner checks the keys before training; checked again here for direct callers)."""
-    check_query_settings(cfg, ctx.bench)
+    check_query_settings(cfg, ctx.bench, ctx.forget_idx)
     settings = query_settings(cfg)
     data = ctx.bench.evaluation_split(settings.split)
     mode = settings.forget_queries
@@ -76,5 +109,5 @@ def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:
     if mode == "sampled":
         forget = data.subset(torch.nonzero(is_forget).flatten()).sample(count, ctx.sample_seed)
     else:
-        forget = ctx.forget_train.sample(count, ctx.sample_seed)
+        forget = forget_sample_queries(ctx.forget_train, count, ctx.sample_seed, settings.split)
     return Concatenated(data.subset(torch.nonzero(~is_forget).flatten()), forget)

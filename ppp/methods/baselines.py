@@ -14,6 +14,10 @@ head) no reference code exists; our adaptations:
   codes to the model's own DSPH proxies, for the image and the text code; the KL terms of the two
   modalities are summed. The student's proxies train with it at the backbone's proxy lr.
 
+Bad Teacher takes at least `method.min_steps` optimiser steps (60, the official run's count on CIFAR-100):
+the recipe's epochs are raised to ceil(min_steps / batches per epoch) where they would take fewer
+(docs/decisions.md, "Baselines").
+
 Retrieval recipes inherit the backbone's optimiser and learning rates (only epochs and warm-up are
 overridden). Every baseline runs under the shared loop's warm-up + cosine schedule (warmup 0 here),
 where the SSD code keeps the learning rate constant.
@@ -22,6 +26,7 @@ where the SSD code keeps the learning rate constant.
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 import torch.nn.functional as F
@@ -33,7 +38,7 @@ from ppp.methods.registry import METHODS, MethodSettings
 from ppp.models import System
 from ppp.models.scores import class_scores
 from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
-from ppp.train import train
+from ppp.train import batches_per_epoch, train
 
 MODALITIES = ("image", "text")  # what the bad teacher distils for hashing systems (classifiers have one output)
 
@@ -52,6 +57,7 @@ class BadTeacherSettings(Trained):
     temperature: dict = setting(mapping())
     teacher_seed_offset: int = setting(integer(0))
     incompetent_pretrained: bool = setting(boolean())
+    min_steps: int = setting(integer(0))
 
 
 def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
@@ -61,12 +67,15 @@ def recipe(system: System, ctx, cfg: DictConfig) -> DictConfig:
     return OmegaConf.merge(base, overrides or {})
 
 
-def _train(system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None) -> tuple[System, dict]:
-    """Train on `data` in the method's recipe; the data order follows the sample seed. No diagnostics."""
+def _train(
+    system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None, settings: DictConfig | None = None
+) -> tuple[System, dict]:
+    """Train on `data` in `settings` (default: the method's recipe); the data order follows the sample seed.
+    No diagnostics."""
     return train(
         system,
         data,
-        recipe(system, ctx, cfg),
+        recipe(system, ctx, cfg) if settings is None else settings,
         ctx.device,
         ctx.sample_seed,
         objective=objective,
@@ -167,4 +176,8 @@ def bad_teacher(system, ctx, cfg):
             for scores, target in zip(class_scores(student, batch, MODALITIES), targets)
         )
 
-    return _train(system, data, ctx, cfg, objective)
+    settings = recipe(system, ctx, cfg)
+    per_epoch = batches_per_epoch(len(data), int(settings.batch_size))
+    settings.epochs = max(int(settings.epochs), math.ceil(int(cfg.min_steps) / max(per_epoch, 1)))
+    model, _ = _train(system, data, ctx, cfg, objective, settings)
+    return model, {"bad_teacher/epochs": int(settings.epochs), "bad_teacher/steps": int(settings.epochs) * per_epoch}

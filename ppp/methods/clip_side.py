@@ -1,4 +1,5 @@
-"""CLIP-side unlearning without training: CCUP (`ccup`) and the domain-aware multimodal nullspace
+"""CLIP-side unlearning without training: CCUP (`ccup`, the paper's plain projection; `ccup_ridge`, the
+ridge operator) and the domain-aware multimodal nullspace
 (`clip_nullspace`). Both build forget and retain directions in CLIP's own space from prompt-averaged
 text embeddings (`ppp/models/clip_space.py`) and edit the image projection in closed form
 (`ppp/methods/projection.py`); no image of the training data is used.
@@ -60,9 +61,11 @@ def project_out(system, forget: torch.Tensor, retain: torch.Tensor, cfg: DictCon
 
 
 @METHODS.register("ccup", schema=CCUPSettings)
+@METHODS.register("ccup_ridge", schema=CCUPSettings)
 def ccup(system, ctx, cfg):
     """Remove the span of the forget classes' prompt-averaged text embeddings (averaged over the data's
-    domains too, as zero-shot classification does) from the image embeddings."""
+    domains too, as zero-shot classification does) from the image embeddings. Two named rows, one code:
+    `ccup` with the paper's plain projection, `ccup_ridge` with the ridge operator (their configs say which)."""
     domains = dataset_domains(ctx) or None
     text = class_text_embeddings(system, ctx.bench.class_names, list(cfg.templates), domains, cfg.domain_template)
     retained = [c for c in range(len(text)) if c not in ctx.forget_idx]

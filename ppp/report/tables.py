@@ -26,6 +26,8 @@ METHOD_ORDER = (
     "fisher",
     "ssd",
     "ppp",
+    "ccup",  # the paper's plain projection
+    "ccup_ridge",  # beside it: the ridge operator
 )
 DISPLAY = {
     "original": "Original",
@@ -41,6 +43,8 @@ DISPLAY = {
     "fisher": "Fisher",
     "ssd": "SSD",
     "ppp": "PPP",
+    "ccup": "CCUP",
+    "ccup_ridge": "CCUP (ridge)",
 }
 DIRECTIONS = ("i2t", "t2i")
 UNIMODAL = ("i2i", "t2t")  # residual mAP (evaluator.residual): shown beside the cross-modal rows, not in |Δ|
