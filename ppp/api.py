@@ -20,15 +20,6 @@ from torch.utils.data import DataLoader
 
 from ppp.errors import ConfigError
 
-# Methods that build a model of their own from a backbone config, which a user's model does not have.
-NEEDS_A_RECIPE = {
-    "retrain": "it trains a new model from scratch on the retained data",
-    "bad": "it is a randomly initialised model built from a backbone config",
-    "bad_teacher": "its incompetent teacher is a fresh model built from a backbone config",
-}
-CLIP_ONLY = ("ccup", "ccup_ridge", "clip_nullspace", "cliperase")
-NEEDS_PER_SAMPLE_LOSS = ("ppp",)
-
 
 def _items(data) -> list[tuple]:
     """Every item of a dataset, or of a DataLoader's batches, as a tuple of single items."""
@@ -102,16 +93,21 @@ def _setup(model, forget, retain, class_names, forget_classes, device, method, m
     from ppp.data.base import Benchmark, Concatenated, carries_any
     from ppp.experiment import build_context
     from ppp.methods import METHODS
+    from ppp.methods.registry import CLASS_HEAD, CLIP_SPACE, OWN_MODEL, PER_SAMPLE_LOSS
     from ppp.models import System
 
-    METHODS.get(method)  # unknown: ConfigError naming the valid ones
+    needs = METHODS.schema(method).needs  # unknown: ConfigError naming the valid ones
     system, wrapped = _system(model)
     task = system.task
-    if method in NEEDS_A_RECIPE:
-        raise ConfigError(f"method {method} cannot start from a given model: {NEEDS_A_RECIPE[method]}")
-    if method in CLIP_ONLY and task != "retrieval":
+    if OWN_MODEL in needs:
+        raise ConfigError(
+            f"method {method} cannot start from a given model: it builds a model of its own from a backbone config"
+        )
+    if CLIP_SPACE in needs and task != "retrieval":
         raise ConfigError(f"method {method} edits a CLIP model's towers; a classifier has none")
-    if method in NEEDS_PER_SAMPLE_LOSS and type(system).sample_loss is System.sample_loss:
+    if CLASS_HEAD in needs and task != "classification":
+        raise ConfigError(f"method {method} needs a classifier's class head; {type(system).__name__} has none")
+    if PER_SAMPLE_LOSS in needs and type(system).sample_loss is System.sample_loss:
         raise ConfigError(f"method {method} needs a per-sample loss: {type(system).__name__} has no sample_loss")
     forget_items, retain_items = _items(forget), _items(retain)
     retrieval = task == "retrieval"

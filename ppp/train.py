@@ -13,21 +13,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from ppp.data.base import Transformed
-from ppp.models.base import System, batch_to
-from ppp.schema import integer, number, read, schema, setting
-
-
-@schema
-class TrainRecipe:
-    """A backbone's training recipe (`backbone.train`); a backbone's schema adds its optimiser keys."""
-
-    epochs: int = setting(integer(0))
-    batch_size: int = setting(integer(1))
-    lr: float = setting(number(0))
-    weight_decay: float = setting(number(0))
-    warmup: float = setting(number(0, 1))
-    grad_clip: float | None = setting(number(0, optional=True), default=None)
-
+from ppp.models.base import System, TrainRecipe, batch_to
+from ppp.schema import read
 
 log = logging.getLogger(__name__)
 

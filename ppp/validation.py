@@ -19,6 +19,7 @@ from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.methods import METHODS
 from ppp.methods.fisher_forgetting import NEEDS_CLASS_HEAD
+from ppp.methods.registry import CLASS_HEAD, CLIP_SPACE
 from ppp.models import BACKBONES
 from ppp.schema import (  # noqa: F401  (the check builders, importable from here as before)
     Check,
@@ -35,8 +36,6 @@ from ppp.schema import (  # noqa: F401  (the check builders, importable from her
     subset_of,
 )
 
-CLIP_METHODS = ("ccup", "ccup_ridge", "clip_nullspace", "cliperase")  # methods that act in CLIP's own space
-CLASS_HEAD_METHODS = {"fisher": NEEDS_CLASS_HEAD}  # methods that need a classifier's class head: why
 SECTIONS = {"dataset": DATASETS, "backbone": BACKBONES, "method": METHODS, "evaluator": EVALUATORS}
 NOT_RUN_KEYS = ("hydra", "tune")  # Hydra's own node (return_hydra_config); a search's block (ppp.tune.TuneSettings)
 
@@ -114,11 +113,13 @@ def check_config(cfg: DictConfig) -> None:
 
 def check_combinations(cfg: DictConfig) -> None:
     """Values that are valid alone but not together (within a section: the schema's own `check`)."""
-    method = OmegaConf.select(cfg, "method.name")
-    if method in CLIP_METHODS:
-        check_clip_method(cfg, method)
-    if method in CLASS_HEAD_METHODS and OmegaConf.select(cfg, "backbone.task") == "retrieval":
-        raise ConfigError(CLASS_HEAD_METHODS[method])
+    needs = method_needs(cfg)
+    if CLIP_SPACE in needs:
+        require_clip_backbone(cfg, f"method={cfg.method.name}")
+    if CLASS_HEAD in needs and OmegaConf.select(cfg, "backbone.task") == "retrieval":
+        raise ConfigError(NEEDS_CLASS_HEAD)
+    if OmegaConf.select(cfg, "method.name") is not None:
+        METHODS.schema(cfg.method.name).check_run(cfg)
     if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
         check_clip_space(cfg, "zero-shot evaluation")
 
@@ -130,25 +131,16 @@ def require_clip_backbone(cfg: DictConfig, what: str) -> None:
         )
 
 
-def check_clip_method_backbone(cfg: DictConfig) -> None:
+def method_needs(cfg: DictConfig) -> frozenset[str]:
+    """What the config's method needs of the model (`MethodSettings.needs`; none without a method)."""
     method = OmegaConf.select(cfg, "method.name")
-    if method in CLIP_METHODS:
-        require_clip_backbone(cfg, f"method={method}")
+    return frozenset() if method is None else METHODS.schema(method).needs
 
 
-def check_clip_method(cfg: DictConfig, method: str) -> None:
-    """A CLIP backbone; the nullspace's chosen domains among the data's (its strength in [0, 1] is the
-    projection block's schema)."""
-    require_clip_backbone(cfg, f"method={method}")
-    if method == "clip_nullspace" and cfg.method.paradigm in ("domain", "complete"):
-        chosen, available = list(cfg.method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
-        if not chosen:
-            raise ConfigError(
-                f"method.paradigm={cfg.method.paradigm} needs method.domains, e.g. method.domains=[negative]"
-            )
-        missing = [d for d in chosen if d not in available]
-        if missing:
-            raise ConfigError(f"method.domains: {', '.join(missing)} not among dataset.domains ({available or 'none'})")
+def check_clip_method_backbone(cfg: DictConfig) -> None:
+    """First, before the sections: a CLIP-space method's keys mean nothing on another backbone."""
+    if CLIP_SPACE in method_needs(cfg):
+        require_clip_backbone(cfg, f"method={cfg.method.name}")
 
 
 def check_clip_space(cfg: DictConfig, what: str) -> None:

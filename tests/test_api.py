@@ -53,7 +53,9 @@ def test_one_line_errors(data):
     with pytest.raises(ConfigError, match="unknown method 'pp'.*ppp") as err:
         ppp.unlearn(model, forget, retain, method="pp")
     assert "\n" not in str(err.value)
-    with pytest.raises(ConfigError, match="method retrain cannot start from a given model: it trains a new model"):
+    with pytest.raises(
+        ConfigError, match="method retrain cannot start from a given model: it builds a model of its own"
+    ):
         ppp.unlearn(model, forget, retain, method="retrain")
     with pytest.raises(ConfigError, match="method cliperase edits a CLIP model's towers; a classifier has none"):
         ppp.unlearn(model, forget, retain, method="cliperase")

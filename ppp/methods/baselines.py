@@ -34,7 +34,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from ppp.data.base import Concatenated, LabelledDataset, carries_any
 from ppp.errors import ConfigError
-from ppp.methods.registry import METHODS, MethodSettings
+from ppp.methods.registry import METHODS, OWN_MODEL, MethodSettings
 from ppp.models import System
 from ppp.models.scores import class_scores
 from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
@@ -52,6 +52,8 @@ class Trained(MethodSettings):
 
 @schema
 class BadTeacherSettings(Trained):
+    needs = frozenset({OWN_MODEL})  # its incompetent teacher is a fresh model built from the backbone config
+
     retain_fraction: float = setting(number(0, 1, low_open=True))
     kl_reduction: str = setting(one_of("mean", "batchmean"))
     temperature: dict = setting(mapping())

@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from ppp.data.digits import DOMAINS, DigitScenesSettings
 from ppp.errors import ConfigError
 from ppp.methods.projection import Projection, edit_image_projection, forget_operator, orthonormal_basis, partial
-from ppp.methods.registry import METHODS, MethodSettings
+from ppp.methods.registry import CLIP_SPACE, METHODS, MethodSettings
 from ppp.models.clip_space import Prompts, class_text_embeddings, image_embeddings
 from ppp.schema import integer, one_of, read, schema, setting, subset_of
 
@@ -36,6 +36,8 @@ PROTOTYPES = ("none", "modality_gap")
 class CCUPSettings(Prompts, Projection, MethodSettings):
     """ccup: the prompt and projection blocks."""
 
+    needs = frozenset({CLIP_SPACE})
+
 
 @schema
 class NullspaceSettings(CCUPSettings):
@@ -43,6 +45,19 @@ class NullspaceSettings(CCUPSettings):
     domains: list[str] = setting(subset_of(*DOMAINS))
     prototypes: str = setting(one_of(*PROTOTYPES))
     gap_images: int = setting(integer(1))
+
+    @classmethod
+    def check_run(cls, cfg) -> None:
+        """The domain and complete paradigms remove chosen renderings: the data must have them."""
+        method = cfg.method
+        if method.paradigm not in ("domain", "complete"):
+            return
+        chosen, available = list(method.domains), list(OmegaConf.select(cfg, "dataset.domains") or [])
+        if not chosen:
+            raise ConfigError(f"method.paradigm={method.paradigm} needs method.domains, e.g. method.domains=[negative]")
+        missing = [d for d in chosen if d not in available]
+        if missing:
+            raise ConfigError(f"method.domains: {', '.join(missing)} not among dataset.domains ({available or 'none'})")
 
 
 def dataset_domains(ctx) -> list[str]:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 from ppp.data.base import Concatenated, carries_any
 from ppp.errors import choose
 from ppp.methods.baselines import Trained, _train
-from ppp.methods.registry import METHODS
+from ppp.methods.registry import CLIP_SPACE, METHODS
 from ppp.models.clip_space import similarity_logits
 from ppp.schema import integer, number, one_of, schema, setting
 
@@ -72,6 +72,8 @@ def cliperase_terms(
 
 @schema
 class CLIPEraseSettings(Trained):
+    needs = frozenset({CLIP_SPACE})
+
     forget_loss: str = setting(one_of(*FORGET_LOSSES))
     forget_weight: float = setting(number(0))
     retain_weight: float = setting(number(0))

@@ -14,7 +14,7 @@ import torch
 from ppp.data.base import carries_any
 from ppp.methods.dampening import DampeningRule, FisherMethod, apply_dampening
 from ppp.methods.prototypes import prototype_geometry, random_neighbours
-from ppp.methods.registry import METHODS
+from ppp.methods.registry import METHODS, PER_SAMPLE_LOSS
 from ppp.schema import boolean, integer, number, one_of, read, schema, setting
 
 log = logging.getLogger(__name__)
@@ -23,6 +23,8 @@ log = logging.getLogger(__name__)
 @schema
 class PPPSettings(FisherMethod):
     """PPP's keys (`method/ppp.yaml`); the mechanism flags added later default to the paper's method."""
+
+    needs = frozenset({PER_SAMPLE_LOSS})
 
     alpha: float = setting(number(0))
     tau: float = setting(number(0, low_open=True))

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
-from ppp.methods.registry import METHODS, MethodSettings
+from ppp.methods.registry import METHODS, OWN_MODEL, MethodSettings
 from ppp.schema import integer, read, schema, setting
+
+
+@schema
+class RetrainSettings(MethodSettings):
+    """`method=retrain`: trains a model of its own from the backbone's recipe."""
+
+    needs = frozenset({OWN_MODEL})
 
 
 @schema
 class BadSettings(MethodSettings):
     """`method=bad`; the reference rows build it from its name alone, so the offset has a default."""
+
+    needs = frozenset({OWN_MODEL})
 
     init_seed_offset: int = setting(integer(0), default=1)
 
@@ -18,7 +27,7 @@ def original(system, ctx, cfg):
     return system, {}
 
 
-@METHODS.register("retrain", schema=MethodSettings)
+@METHODS.register("retrain", schema=RetrainSettings)
 def retrain(system, ctx, cfg):
     """Every layer re-initialised and trained on D_r alone with the original recipe (cached)."""
     model, train_s = ctx.trained(exclude_forget=True)

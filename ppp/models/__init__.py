@@ -5,12 +5,11 @@ from __future__ import annotations
 from omegaconf import DictConfig, OmegaConf
 
 from ppp.losses import LOSSES
-from ppp.models.base import System, batch_to
+from ppp.models.base import System, TrainRecipe, batch_to
 from ppp.models.clip_hashing import ClipHashingSystem
 from ppp.models.resnet import ClassifierSystem, ResnetRecipe
 from ppp.registry import Registry
 from ppp.schema import block, choice, integer, number, one_of, read, schema, setting
-from ppp.train import TrainRecipe
 
 BACKBONES: Registry = Registry("backbone kind")
 TASKS = ("retrieval", "classification")

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ppp.schema import integer, number, schema, setting
+
 
 class System(nn.Module):
     net: nn.Module
@@ -60,3 +62,15 @@ class System(nn.Module):
 
 def batch_to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@schema
+class TrainRecipe:
+    """A backbone's training recipe (`backbone.train`); a backbone's schema adds its optimiser keys."""
+
+    epochs: int = setting(integer(0))
+    batch_size: int = setting(integer(1))
+    lr: float = setting(number(0))
+    weight_decay: float = setting(number(0))
+    warmup: float = setting(number(0, 1))
+    grad_clip: float | None = setting(number(0, optional=True), default=None)

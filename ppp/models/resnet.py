@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppp.errors import ConfigError
-from ppp.models.base import System
+from ppp.models.base import System, TrainRecipe
 from ppp.schema import number, one_of, read, schema, setting
-from ppp.train import TrainRecipe
 from ppp.utils import reachable
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
