@@ -17,10 +17,12 @@ from ppp.evaluation.distance import (
     example_groups,
     grouped,
     js_divergence,
+    retrieval_distances,
     similarity_distributions,
     topk_overlap,
 )
 from ppp.evaluation.relearn import k_shot, reached, relearn, weight_distance
+from ppp.models.base import System
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -185,3 +187,49 @@ def test_distance_to_retrain_per_group_beside_the_floor(tiny):
     report = beside_floor(d, classification_distances(original, retrain, test, ctx.device), groups)
     assert set(report) == {"forget", "neighbour", "other"}
     assert sum(r["n"] for r in report.values()) == len(test)
+
+
+class FixedCodes(System):
+    """A retrieval system whose codes are its inputs times `sign` (no training): items are (image code,
+    text code, label) vectors."""
+
+    task = "retrieval"
+
+    def __init__(self, sign: float):
+        super().__init__()
+        self.net, self.sign = nn.Identity(), sign
+
+    def transform(self, image):
+        return image
+
+    def collate(self, items):
+        return {"image": torch.stack([i[0] for i in items]), "text": torch.stack([i[1] for i in items])}
+
+    def codes(self, batch):
+        return batch["image"], self.sign * batch["text"]
+
+
+def test_retrieval_distances_per_query_in_both_directions():
+    g = torch.Generator().manual_seed(0)
+    queries = [(torch.randn(8, generator=g), torch.randn(8, generator=g), 0) for _ in range(5)]
+    database = [(torch.randn(8, generator=g), torch.randn(8, generator=g), 0) for _ in range(9)]
+    same = retrieval_distances(FixedCodes(1.0), FixedCodes(1.0), queries, database, "cpu", T=0.1, k=3)
+    assert set(same) == {"i2t/js", "i2t/topk", "t2i/js", "t2i/topk"}
+    assert all(float(v.abs().max()) == 0.0 for k, v in same.items() if k.endswith("js"))
+    assert all(v.tolist() == [1.0] * 5 for k, v in same.items() if k.endswith("topk"))
+    # flipping the text codes reverses every i2t ranking: the top 3 of 9 and the bottom 3 are disjoint
+    flipped = retrieval_distances(FixedCodes(1.0), FixedCodes(-1.0), queries, database, "cpu", T=0.1, k=3)
+    assert flipped["i2t/topk"].tolist() == [0.0] * 5
+    assert bool(((flipped["i2t/js"] > 0) & (flipped["i2t/js"] <= 1)).all())
+    with pytest.raises(ValueError):
+        retrieval_distances(FixedCodes(1.0), FixedCodes(1.0), queries, database, "cpu", T=0.0, k=3)
+
+
+def test_relearning_on_retained_data_only(tiny):
+    """Case (a): the same function on D_r; the hidden class gets no forget examples to come back from."""
+    ctx, original, _, hidden, quality = tiny
+    retained = ctx.retain_train.sample(64, seed=0)
+    result = relearn(
+        hidden, retained, {**RECIPE, "batch_size": 16}, quality, quality(original), MARGIN, 4, 2, 0, ctx.device
+    )
+    assert [s for s, _ in result.curve] == [0, 2, 4] and result.steps is None
