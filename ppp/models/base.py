@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ppp.schema import integer, number, schema, setting
@@ -74,3 +75,12 @@ class TrainRecipe:
     weight_decay: float = setting(number(0))
     warmup: float = setting(number(0, 1))
     grad_clip: float | None = setting(number(0, optional=True), default=None)
+
+
+def normalised_tensor_image(image: torch.Tensor, size: int, mean, std) -> torch.Tensor:
+    """An embedded dataset's uint8 (3, H, W) image as the network takes it: [0, 1], bilinear-resized
+    (antialiased) to size x size when it differs, then normalised per channel."""
+    x = image.float().div(255.0)
+    if x.shape[-2:] != (size, size):
+        x = F.interpolate(x[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return (x - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)

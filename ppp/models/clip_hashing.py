@@ -14,7 +14,7 @@ from torch.func import functional_call
 
 from ppp.errors import ConfigError
 from ppp.losses import LOSSES
-from ppp.models.base import System
+from ppp.models.base import System, normalised_tensor_image
 from ppp.models.clip_space import similarity_logits
 from ppp.utils import reachable
 
@@ -258,18 +258,7 @@ class ClipHashingSystem(System):
 
     def transform(self, image) -> torch.Tensor:
         if isinstance(image, torch.Tensor):  # uint8 (3, H, W) from the embedded datasets
-            x = image.float().div(255.0)
-            if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
-                x = F.interpolate(
-                    x[None],
-                    size=(self.image_size, self.image_size),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )[0]
-            mean = torch.tensor(self.mean).view(3, 1, 1)
-            std = torch.tensor(self.std).view(3, 1, 1)
-            return (x - mean) / std
+            return normalised_tensor_image(image, self.image_size, self.mean, self.std)
         if self._preprocess is None:  # PIL images from the real datasets
             import open_clip
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ppp.errors import ConfigError
-from ppp.models.base import System, TrainRecipe
+from ppp.models.base import System, TrainRecipe, normalised_tensor_image
 from ppp.schema import number, one_of, read, schema, setting
 from ppp.utils import reachable
 
@@ -109,16 +109,7 @@ class ClassifierSystem(System):
     def transform(self, image) -> torch.Tensor:
         """uint8 (3, H, W) tensors (embedded data) or PIL images -> ImageNet-normalised, image_size px."""
         if isinstance(image, torch.Tensor):
-            x = image.float().div(255.0)
-            if x.shape[-2:] != (self.image_size, self.image_size):
-                x = F.interpolate(
-                    x[None],
-                    size=(self.image_size, self.image_size),
-                    mode="bilinear",
-                    antialias=True,
-                    align_corners=False,
-                )[0]
-            return (x - torch.tensor(IMAGENET_MEAN).view(3, 1, 1)) / torch.tensor(IMAGENET_STD).view(3, 1, 1)
+            return normalised_tensor_image(image, self.image_size, IMAGENET_MEAN, IMAGENET_STD)
         if self._preprocess is None:
             from torchvision import transforms as T
 
