@@ -58,6 +58,21 @@ def overrides_of(run_dir: str) -> list[str]:
     return parts + [current] if current else parts
 
 
+def recomposed(run_dir: str, extra: list[str] = ()) -> tuple[list, list[str]]:
+    """The configs a sweep folder's run may have had, with `extra` overrides: with the default device and with
+    `device=cpu` (the folder name leaves the device out); and the errors of those that no longer compose.
+    Needs Hydra's compose API set up (`ppp.config.configs_initialised`, or a caller's config folder)."""
+    from ppp.config import compose_config
+
+    configs, errors = [], []
+    for device in ([], ["device=cpu"]):
+        try:
+            configs.append(compose_config(overrides_of(run_dir) + device + list(extra)))
+        except Exception as err:  # a folder name the configs no longer compose
+            errors.append(f"ERR {type(err).__name__}: {err}")
+    return configs, errors
+
+
 @contextlib.contextmanager
 def hash_before_6a32b9d():
     """run_hash as it was before 6a32b9d: the then-declared neutral keys hashed at every value."""
@@ -88,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run, not only mismatches")
     args = parser.parse_args(argv)
 
-    from hydra import compose, initialize_config_dir
+    from hydra import initialize_config_dir
 
     from ppp.config import CONF_DIR
 
@@ -99,15 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str((args.conf or CONF_DIR).resolve()), version_base="1.3"):
         for (recorded, run_dir), source in sorted(rows.items()):
             overrides = overrides_of(run_dir)
-            configs, hashes = [], set()
-            for device in ([], ["device=cpu"]):
-                try:
-                    cfg = compose("config", overrides=overrides + device)
-                except Exception as err:  # a folder name the configs no longer compose
-                    hashes.add(f"ERR {type(err).__name__}: {err}")
-                    continue
-                configs.append(cfg)
-                hashes.add(run_hash(cfg))
+            configs, errors = recomposed(run_dir)
+            hashes = {run_hash(cfg) for cfg in configs} | set(errors)
             if recorded in hashes:
                 if args.verbose:
                     print("ok", source, recorded, overrides)

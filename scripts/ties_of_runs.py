@@ -17,13 +17,11 @@ import argparse
 import csv
 import glob
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from check_run_hashes import recomposed  # a sibling script: `python scripts/X.py` puts scripts/ on sys.path
 
-from check_run_hashes import overrides_of  # noqa: E402
-
-from ppp.runs import run_hash  # noqa: E402
+from ppp.config import configs_initialised
+from ppp.runs import run_hash
 
 RULES = ("stable", "average")
 
@@ -36,11 +34,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--values", default=",".join(RULES))
     args = parser.parse_args(argv)
 
-    from hydra import compose, initialize_config_dir
-
-    from ppp.config import CONF_DIR
-
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+    with configs_initialised():
         for path in sorted(glob.glob(args.results)):
             runs: dict[str, str] = {}
             with open(path, newline="") as fh:
@@ -56,9 +50,8 @@ def main(argv: list[str] | None = None) -> int:
                 rules = [
                     rule
                     for rule in args.values.split(",")
-                    for device in ([], ["device=cpu"])
-                    if run_hash(compose("config", overrides=overrides_of(run_dir) + device + [f"{args.key}={rule}"]))
-                    == recorded
+                    for cfg in recomposed(run_dir, [f"{args.key}={rule}"])[0]
+                    if run_hash(cfg) == recorded
                 ]
                 key = "/".join(sorted(set(rules))) or "neither"
                 found[key] = found.get(key, 0) + 1
