@@ -114,17 +114,12 @@ class UnlearnContext:
             data = data.subset(official_order(data.labels, self.forget_idx))
         elif mode == "per_sample" and uses_context(system):
             context = self.fisher_context(settings)
-        key = content_key(
-            {
-                "version": identity.FISHER_VERSION,
-                "model": self.original_key,
-                "samples": index_digest(root_indices(data)),
-                "mode": mode,
-                "kind": "empirical",
-                "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
-                "context": index_digest(root_indices(context)) if context is not None else None,
-            }
-        )
+        estimate = {
+            "mode": mode,
+            "kind": "empirical",
+            "batch_size": int(settings.fisher_batch_size) if mode == "batch" else None,
+            "context": index_digest(root_indices(context)) if context is not None else None,
+        }
 
         def build():
             budget = read(FisherEstimate, settings).fisher_memory_mb
@@ -139,8 +134,21 @@ class UnlearnContext:
                 None if budget is None else float(budget),
             )
 
+        return self._cached_fisher(data, estimate, build, f"{label} ({mode}, {len(data)} samples)")
+
+    def _cached_fisher(self, data: LabelledDataset, estimate: dict, build, label: str):
+        """A Fisher diagonal of the original model on `data`, keyed on the code version, the model, the samples
+        in order and `estimate` (what else determines it), from cache or built now; and the seconds it took."""
+        key = content_key(
+            {
+                "version": identity.FISHER_VERSION,
+                "model": self.original_key,
+                "samples": index_digest(root_indices(data)),
+                **estimate,
+            }
+        )
         start = time.perf_counter()
-        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} ({mode}, {len(data)} samples)")
+        diag, _ = self.cache.get_or_build("fisher", key, build, label)
         return diag, time.perf_counter() - start
 
     def predictive_fisher(
@@ -151,16 +159,6 @@ class UnlearnContext:
         Keyed as `fisher`'s per-sample mode (no loss context: a classifier has none) plus its kind and the
         number of classes it sums over; not `fisher_chunk` nor `fisher_memory_mb`."""
         classes = self.bench.num_classes
-        key = content_key(
-            {
-                "version": identity.FISHER_VERSION,
-                "model": self.original_key,
-                "samples": index_digest(root_indices(data)),
-                "mode": "per_sample",
-                "kind": "predictive",
-                "classes": classes,
-            }
-        )
         budget = settings.fisher_memory_mb
 
         def build():
@@ -173,9 +171,8 @@ class UnlearnContext:
                 None if budget is None else float(budget),
             )
 
-        start = time.perf_counter()
-        diag, _ = self.cache.get_or_build("fisher", key, build, f"{label} (predictive, {len(data)} samples)")
-        return diag, time.perf_counter() - start
+        estimate = {"mode": "per_sample", "kind": "predictive", "classes": classes}
+        return self._cached_fisher(data, estimate, build, f"{label} (predictive, {len(data)} samples)")
 
     def prototypes(self, system: System, modality: str) -> torch.Tensor:
         """Prior-prototypes of the original model over D = D_f u D_r (the training set), cached."""
