@@ -38,7 +38,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from scipy.special import expit
 
 from ppp.data.base import Subset, carries_any
 from ppp.errors import ConfigError
@@ -53,7 +52,7 @@ from ppp.evaluation.membership_scores import (
     rmia,
 )
 from ppp.evaluation.mia import attack_model
-from ppp.evaluation.references import Population, References, population, reference_models
+from ppp.evaluation.references import Population, population, reference_models
 from ppp.evaluation.retrieval import encode
 from ppp.methods.context import root_indices
 from ppp.schema import boolean, integer, number, one_of, schema, setting, subset_of
@@ -62,7 +61,6 @@ from ppp.train import collect
 ATTACKS = ("baseline", "lira_offline", "lira_online", "rmia", "shokri", "rank")
 USES_REFERENCES = frozenset({"lira_offline", "lira_online", "rmia", "shokri"})
 RETRIEVAL_ONLY = frozenset({"rank"})
-SETS = ("forget", "retain")
 TOP = 10  # Shokri features: the largest probabilities kept (Salem et al. 2019: the top 3 do as well as all)
 
 
@@ -126,7 +124,7 @@ class Observed:
     @property
     def probability(self) -> np.ndarray:
         """p = sigmoid(φ): the true class's probability (retrieval: the own caption's, against the gallery)."""
-        return expit(self.phi)
+        return np.exp(-np.logaddexp(0.0, -self.phi))
 
 
 def shokri_features(probs: torch.Tensor, labels: torch.Tensor, top: int = TOP) -> np.ndarray:
@@ -323,32 +321,38 @@ def membership_audit(system, ctx, settings: AuditSettings, batch_size: int = 256
     if not settings.attacks:
         return {}
     check_task(settings, ctx.bench.task)
+    out = {}
+    if "rank" in settings.attacks:
+        images, texts = encode(system, ctx.bench.database, ctx.device, batch_size, int(ctx.cfg.num_workers))
+        for name, (members, nonmembers) in rank_sets(ctx).items():
+            scores = rank_scores(images, texts, torch.as_tensor(np.r_[members, nonmembers]))
+            out.update(reported(f"audit/rank/{name}", scores[: len(members)], scores[len(members) :], settings))
+    on_population = [a for a in settings.attacks if a not in RETRIEVAL_ONLY]
+    if on_population:
+        out.update(population_attacks(system, ctx, settings, on_population, batch_size))
+    return {**out, **primary_aliases(out, settings.primary)}
+
+
+def population_attacks(system, ctx, settings: AuditSettings, attacks: list[str], batch_size: int) -> dict:
+    """The attacks that score examples of P, on both sets (and, with `pooled`, leave-one-out over the references)."""
     pop = population(ctx.bench)
     stats = Statistics(ctx, pop, settings, batch_size)
     target = stats.observe(stats.outputs(system, pop.data))
     classes = pop.data.labels if pop.data.labels.dim() == 1 else None
     refs, inside = [], np.zeros((0, len(pop.data)), dtype=bool)
-    if settings.pooled or USES_REFERENCES & set(settings.attacks):
-        found: References = reference_models(
-            ctx, pop, int(settings.references), int(settings.reference_seed), stats.outputs
-        )
+    if settings.pooled or USES_REFERENCES & set(attacks):
+        found = reference_models(ctx, pop, int(settings.references), int(settings.reference_seed), stats.outputs)
         refs, inside = [stats.observe(o) for o in found.outputs], found.inside
-    in_pool = np.arange(len(pop.data)) >= pop.n_train
+    sets, in_pool = audit_sets(ctx, pop), np.arange(len(pop.data)) >= pop.n_train
+    forget = carries_any(pop.data.labels, ctx.forget_idx).numpy()
     out = {}
-    for attack in settings.attacks:
-        if attack == "rank":
-            images, texts = encode(system, ctx.bench.database, ctx.device, batch_size, int(ctx.cfg.num_workers))
-            for name, (members, nonmembers) in rank_sets(ctx).items():
-                scores = rank_scores(images, texts, torch.as_tensor(np.r_[members, nonmembers]))
-                out.update(reported(f"audit/rank/{name}", scores[: len(members)], scores[len(members) :], settings))
-            continue
+    for attack in attacks:
         scores = attack_scores(attack, target, refs, inside, in_pool, settings, classes)
-        for name, (members, nonmembers) in audit_sets(ctx, pop).items():
+        for name, (members, nonmembers) in sets.items():
             out.update(reported(f"audit/{attack}/{name}", scores[members], scores[nonmembers], settings))
         if settings.pooled:
-            forget = carries_any(pop.data.labels, ctx.forget_idx).numpy()
             out.update(leave_one_out(attack, refs, inside, forget, settings, classes))
-    return {**out, **primary_aliases(out, settings.primary)}
+    return out
 
 
 def primary_aliases(metrics: dict, primary: str) -> dict:
