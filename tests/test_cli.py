@@ -77,6 +77,7 @@ def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
             "evaluator.audit.attacks=[shokri]",
             "evaluator.audit.primary=shokri",
             "evaluator.audit.references=2",
+            "hydra.sweep.subdir=${hydra.job.num}",  # the overrides would make a folder name over 255 characters
             *TINY,
         ]
     )
