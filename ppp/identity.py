@@ -47,6 +47,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "evaluator.residual": False,
     "evaluator.zeroshot": False,
     "evaluator.zeroshot_settings": load_block("prompts/digits.yaml", "zeroshot/default.yaml"),
+    "evaluator.audit": load_block("audit/membership.yaml"),
     "method.gamma": None,
     "method.sign_flip": True,
     "method.neighbours": "prototype",
@@ -64,8 +65,9 @@ NEVER_KEYED = frozenset(
 # ------------------------------------------------------------------ artefact versions
 
 # Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
-# their losses) for models and MIA shadows; the estimator or a per-sample loss (ppp/fisher.py, a system's
-# loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py for prototypes.
+# their losses) for models (the membership audit's reference models included); the estimator or a per-sample
+# loss (ppp/fisher.py, a system's loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py
+# for prototypes.
 TRAINING_VERSION = 1
 # 2: per-sample losses see one fixed context batch, not their chunk; 3: batch mode differentiates
 # `system.fisher_loss` (the hashing loss alone on a contrastive CLIP backbone; unchanged elsewhere), and the

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy.special import log_ndtr as scipy_log_ndtr
 
 from ppp.evaluation.attack_metrics import attack_report, pooled_report, roc_auc, supported, tpr_at_fpr
 from ppp.evaluation.membership_scores import (
@@ -130,6 +131,33 @@ def test_lira_ranks_a_planted_member_first():
     assert np.argmax(lira_offline(target, out, per_example_std_from=2)) == 0
     big = lira_offline(np.array([100.0]), np.zeros((1, 4)) + np.arange(4))
     assert np.isfinite(big).all() and big[0] > 100  # no saturation
+
+
+def test_missing_references_are_nan_and_leave_the_others_as_they_were():
+    target, ins, out = _gaussian_world(n=50, r=4)
+    padded_out = np.c_[out, np.full((50, 2), np.nan)]
+    padded_in = np.c_[np.full((50, 1), np.nan), ins]
+    assert np.allclose(lira_offline(target, padded_out), lira_offline(target, out))
+    assert np.allclose(lira_online(target, padded_in, padded_out), lira_online(target, ins, out))
+    ragged = out.copy()
+    ragged[0, 1:] = np.nan  # example 0 has one OUT reference: its mean is that one, the pooled std the rest's
+    mu0 = out[0, 0]
+    sigma = np.sqrt(((out[1:] - out[1:].mean(1, keepdims=True)) ** 2).sum() / (49 * 3))
+    expected = -scipy_log_ndtr(-(target[0] - mu0) / sigma)
+    assert lira_offline(target, ragged)[0] == pytest.approx(expected)
+    with pytest.raises(ValueError, match="at least one reference"):
+        lira_offline(target, np.c_[np.full((50, 1), np.nan)])
+
+
+def test_a_gallery_row_can_be_left_out_per_pair():
+    torch.manual_seed(0)
+    image, text, gallery = torch.randn(5, 8), torch.randn(5, 8), torch.randn(6, 8)
+    gallery[2] = text[3]  # pair 3's own caption sits in the gallery
+    exclude = torch.tensor([-1, -1, -1, 2, -1])
+    phi = pair_logit_similarity(image, text, gallery, exclude=exclude)
+    kept = gallery[[0, 1, 3, 4, 5]]
+    assert phi[3] == pytest.approx(pair_logit_similarity(image[3:4], text[3:4], kept)[0])
+    assert np.allclose(phi[[0, 1, 2, 4]], pair_logit_similarity(image, text, gallery)[[0, 1, 2, 4]])
 
 
 def test_rmia_on_a_synthetic_case():

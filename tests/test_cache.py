@@ -12,7 +12,6 @@ from tiny_contexts import CONF, TinyClassifier, make_context, make_hashing_conte
 
 from ppp import identity as identity_module
 from ppp.cache import Cache, config_identity, content_key
-from ppp.evaluation import mia
 from ppp.experiment import build_context
 from ppp.methods import context as context_module
 from ppp.methods import prototypes as prototypes_module
@@ -254,28 +253,6 @@ def test_prototype_key_has_a_version_and_its_modality(hashing_ctx, monkeypatch):
     monkeypatch.setattr(identity_module, "PROTOTYPE_VERSION", identity_module.PROTOTYPE_VERSION + 1)
     ctx.prototypes(system, "mean")
     assert len(built) == 3
-
-
-def test_shadow_key_holds_its_own_seed_data_and_effective_recipe(tmp_path, monkeypatch):
-    trained = []
-    monkeypatch.setattr(mia, "train", lambda system, data, recipe, *a, **k: trained.append(dict(recipe)))
-    ctx = make_context(tmp_path)
-    data = ctx.bench.test
-    identity = {"pool": "test", "in": [0, 1, 2], "seed": 100}
-
-    def shadow(context=ctx, ident=identity, overrides=None):
-        mia.trained_shadow(context, data, 0, ident, OmegaConf.create(overrides) if overrides else None)
-        return len(trained)
-
-    assert shadow() == 1
-    assert shadow() == 1
-    assert shadow(overrides={"epochs": ctx.cfg.backbone.train.epochs}) == 1  # the same effective recipe
-    other_seed = make_context(tmp_path)
-    other_seed.cfg.seed = 5  # the run's seed does not make the shadow: its own seed does
-    assert shadow(context=other_seed) == 1
-    assert shadow(ident={**identity, "seed": 101}) == 2
-    assert shadow(ident={**identity, "in": [0, 1, 3]}) == 3
-    assert shadow(overrides={"epochs": 1}) == 4 and trained[-1]["epochs"] == 1
 
 
 def test_cache_command_lists_and_prunes_by_kind(tmp_path, capsys):

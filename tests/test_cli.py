@@ -65,7 +65,8 @@ def test_config_errors_are_one_line(cli):
 
 @pytest.mark.slow
 def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
-    """`sample_seed` redraws D_f / D_n / D_r and the method's randomness; the models (shadows included) stay."""
+    """`sample_seed` redraws D_f / D_n / D_r and the method's randomness; the models (the membership audit's
+    reference models included) stay."""
     cli(
         [
             "-m",
@@ -73,13 +74,15 @@ def test_sample_seeds_on_one_seed_train_nothing_new(cli, tmp_path):
             "sample_seed=0,1,2,3,4",
             "method=ppp",
             "method.forget_samples=5",
-            "evaluator.mia=[shokri]",
-            "evaluator.mia_settings.n_shadow=2",
+            "evaluator.audit.attacks=[shokri]",
+            "evaluator.audit.primary=shokri",
+            "evaluator.audit.references=2",
+            "hydra.sweep.subdir=${hydra.job.num}",  # the overrides would make a folder name over 255 characters
             *TINY,
         ]
     )
     runs = [json.loads(p.read_text()) for p in (tmp_path / "multi").glob("*/metrics.json")]
     assert sorted(r["sample_seed"] for r in runs) == [0, 1, 2, 3, 4]
     models = list((tmp_path / "cache" / "models").glob("*.pt"))
-    assert len(models) == 4  # Original, Retrain and two shadows, trained once for all five draws
+    assert len(models) == 4  # Original, Retrain and two reference models, trained once for all five draws
     assert len({r["metrics"]["forget/i2t_map"] for r in runs}) > 1  # the draws did change the unlearning

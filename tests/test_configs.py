@@ -51,6 +51,7 @@ def test_every_config_file_is_covered():
         "backbone_weights/imagenet1k.yaml",
         "prompts/digits.yaml",
         "zeroshot/default.yaml",
+        "audit/membership.yaml",
     }
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py

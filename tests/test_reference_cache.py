@@ -64,6 +64,7 @@ CHANGES = [
     ("evaluator.ties=stable", True),
     ("evaluator.forget_relevance=any_label", True),
     ("evaluator.mia=[entropy_lr]", True),
+    ("evaluator.audit.attacks=[baseline]", True),
     ("evaluator.forget_queries=sampled", True),
     ("forget=[one]", True),
     ("bits=32", True),

@@ -1,9 +1,10 @@
 """The evaluator registry: `evaluator.name` -> `evaluate(system, ctx, cfg) -> dict[str, float]`.
 
 Each evaluator serves one benchmark task (retrieval or classification), scores the samples that
-`cfg.split` and `cfg.forget_queries` name (`ppp/evaluation/queries.py`) and adds the membership
-attacks named in `cfg.mia`; retrieval adds the per-tower residual metrics with `cfg.residual`
-(`ppp/evaluation/residual.py`) and zero-shot accuracy in CLIP's own space with `cfg.zeroshot`
+`cfg.split` and `cfg.forget_queries` name (`ppp/evaluation/queries.py`) and adds the legacy membership
+attack named in `cfg.mia` (`ppp/evaluation/mia.py`) and the membership audit's `cfg.audit.attacks`
+(`ppp/evaluation/audit_membership.py`, none by default); retrieval adds the per-tower residual metrics with
+`cfg.residual` (`ppp/evaluation/residual.py`) and zero-shot accuracy in CLIP's own space with `cfg.zeroshot`
 (`ppp/evaluation/zeroshot.py`), which `zeroshot` reports alone (on retrieval benchmarks: `cfg.task`).
 """
 
@@ -13,20 +14,21 @@ import torch
 from omegaconf import DictConfig
 
 from ppp.config import load_block
+from ppp.evaluation.audit_membership import AuditSettings, check_task, membership_audit
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.density import original_neighbours, prototype_distances
 from ppp.evaluation.map import TIES, check_map_settings
-from ppp.evaluation.mia import MiaSettings, membership_inference
+from ppp.evaluation.mia import MiaSettings, check_modes, membership_inference
 from ppp.evaluation.queries import SPLITS, Queries, evaluation_set
 from ppp.evaluation.retrieval import evaluate_retrieval
 from ppp.evaluation.zeroshot import ZeroshotSettings, evaluate_zeroshot
 from ppp.registry import Registry
-from ppp.schema import block, boolean, choice, integer, one_of, parse, read, schema, setting, subset_of
+from ppp.schema import block, boolean, choice, integer, one_of, parse, read, schema, setting
 
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
-MIA_MODES = ("entropy_lr", "shokri")
 # The zero-shot settings a retrieval section without them means (the shipped blocks, as identity.NEUTRAL_DEFAULTS).
 ZEROSHOT_DEFAULT = parse(ZeroshotSettings, load_block("prompts/digits.yaml", "zeroshot/default.yaml"), "zeroshot")
+AUDIT_DEFAULT = parse(AuditSettings, load_block("audit/membership.yaml"), "audit")  # likewise: no audit
 
 
 @schema
@@ -46,12 +48,17 @@ class EvaluatorSettings:
 class Scored(EvaluatorSettings, Queries):
     """An evaluator that scores a split's samples (`Queries`) and adds membership attacks and densities."""
 
-    mia: list[str] = setting(subset_of(*MIA_MODES), default=[])
+    mia: list[str] = setting(check_modes, default=[])
     mia_settings: MiaSettings = block(MiaSettings)
+    audit: AuditSettings = block(AuditSettings, default=AUDIT_DEFAULT)
     density: bool = setting(boolean(), default=False)
     # The per-tower residual metrics of retrieval; a classification section may hold it too (ignored), as
     # experiment=mechanism_variants sets it on every setting.
     residual: bool = setting(boolean(), default=False)
+
+    def check(self, path: str) -> None:
+        Queries.check(self, path)
+        check_task(self.audit, self.serves, f"{path}.audit")
 
 
 @schema
@@ -63,7 +70,7 @@ class RetrievalSettings(Scored):
     zeroshot_settings: ZeroshotSettings = block(ZeroshotSettings, default=ZEROSHOT_DEFAULT)
 
     def check(self, path: str) -> None:
-        Queries.check(self, path)
+        Scored.check(self, path)
         check_map_settings(self.ties, self.topk)
 
 
@@ -133,6 +140,12 @@ def density(system, ctx, cfg: DictConfig, data) -> dict:
 
 
 def membership(system, ctx, cfg: DictConfig) -> dict:
-    """The evaluator's membership-inference attacks (`cfg.mia`; none when absent or empty)."""
-    modes = list(read(Scored, cfg).mia or [])
-    return membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size) if modes else {}
+    """The evaluator's membership attacks: the legacy `cfg.mia` (its AUC interval from the audit's bootstrap
+    settings) and the audit's `cfg.audit.attacks` (none when absent or empty)."""
+    settings = read(Scored, cfg)
+    audit, modes = settings.audit, list(settings.mia or [])
+    legacy = {}
+    if modes:
+        boot = int(audit.n_boot), int(audit.bootstrap_seed)
+        legacy = membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size, *boot)
+    return {**legacy, **membership_audit(system, ctx, audit, cfg.batch_size)}

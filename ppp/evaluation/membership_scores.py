@@ -9,7 +9,8 @@ Statistics
 - retrieval, per (image, caption) pair: `pair_cosine` (the baseline: cos of the pair's real-valued codes) and
   `pair_logit_similarity`: s_ij = cos(image_i, text_j) / T over a gallery, φ_i = log softmax_i(own) −
   log(1 − softmax_i(own)) = s_ii − logsumexp_{j ≠ own} s_ij. T defaults to 1; the gallery is the batch's
-  own captions (the others of the batch) or a given set of caption codes (all of them "others").
+  own captions (the others of the batch) or a given set of caption codes (all of them "others", but the row
+  `exclude` names: the pair's own caption where the gallery holds it).
 
 Attacks on reference ("shadow") models, each trained with or without the example
 - `lira_offline` (Carlini et al. 2022, offline): per example a Gaussian N(μ_out, σ_out²) of the OUT
@@ -20,6 +21,9 @@ Attacks on reference ("shadow") models, each trained with or without the example
 - σ rule (both): per-example std (ddof 1) when each example has at least `per_example_std_from` references
   (default 64: Carlini et al. find per-example variances help only with many models), otherwise one global
   std, the pooled std of every example's references around their own mean; either way floored at `std_floor`.
+  A NaN in a reference matrix means "no such reference": examples may have different numbers of IN / OUT
+  references (a reference held out as the target), each mean is over the example's own references and the
+  pooled std over every example's deviations with Σ(n_i − 1) degrees of freedom.
 - `rmia` (Zarifzadeh et al. 2024): ratio r(x) = Pr(x | target) / mean over references of Pr(x | ref);
   score(x) = share of population samples z with r(x) / r(z) ≥ γ.
 """
@@ -73,10 +77,12 @@ def pair_logit_similarity(
     text_codes: torch.Tensor,
     gallery: torch.Tensor | None = None,
     temperature: float = 1.0,
+    exclude: torch.Tensor | None = None,
 ) -> np.ndarray:
     """φ_i = s_own − logsumexp_{others} s, s = cos / T. image_codes, text_codes (N, D): the pairs; gallery
     None -> the others are the batch's other captions (N ≥ 2); gallery (G, D) -> the others are the gallery's
-    G captions (it should not hold the pair's own caption) -> (N,)."""
+    G captions but row `exclude[i]` (N,) of pair i (−1: none), where the gallery holds the pair's own
+    caption -> (N,)."""
     if temperature <= 0:
         raise ValueError(f"temperature must be positive; got {temperature}")
     img, txt = _unit(image_codes), _unit(text_codes)
@@ -87,28 +93,43 @@ def pair_logit_similarity(
         sims = img @ txt.T / temperature
         others = _others_logsumexp(sims, torch.arange(len(img), device=sims.device))
     else:
-        others = torch.logsumexp(img @ _unit(gallery).to(img.device).T / temperature, dim=1)
+        sims = img @ _unit(gallery).to(img.device).T / temperature
+        if exclude is not None:
+            sims = sims.masked_fill(exclude_mask(exclude, sims.shape[1]).to(sims.device), float("-inf"))
+        others = torch.logsumexp(sims, dim=1)
     return _numpy(own - others)
 
 
+def exclude_mask(exclude: torch.Tensor, gallery_size: int) -> torch.Tensor:
+    """(N, G) bool, True at row i's entry `exclude[i]` (none where it is −1)."""
+    exclude = torch.as_tensor(exclude, dtype=torch.long)
+    return torch.arange(gallery_size)[None, :] == exclude[:, None]
+
+
 def _gaussian(phi: np.ndarray, per_example_std_from: int, std_floor: float) -> tuple[np.ndarray, np.ndarray]:
-    """(μ, σ) per example of reference statistics (N, R), by the module's σ rule."""
+    """(μ, σ) per example of reference statistics (N, R), NaN = no reference, by the module's σ rule."""
     if phi.ndim != 2 or phi.shape[1] < 1:
         raise ValueError(f"reference statistics must be (N, R) with R >= 1; got {phi.shape}")
-    mu = phi.mean(1)
-    n, r = phi.shape
-    if r >= max(per_example_std_from, 2):
-        sigma = phi.std(1, ddof=1)
-    elif r >= 2:
-        sigma = np.full(n, np.sqrt(((phi - mu[:, None]) ** 2).sum() / (n * (r - 1))))
+    present = ~np.isnan(phi)
+    counts = present.sum(1)
+    if counts.min(initial=1) < 1:
+        raise ValueError("every example needs at least one reference statistic (a row is all NaN)")
+    mu = np.where(present, phi, 0.0).sum(1) / np.maximum(counts, 1)
+    squares = np.where(present, (phi - mu[:, None]) ** 2, 0.0)
+    n = len(mu)
+    if counts.min(initial=0) >= max(per_example_std_from, 2):
+        sigma = np.sqrt(squares.sum(1) / (counts - 1))
+    elif counts.max(initial=0) >= 2:
+        sigma = np.full(n, np.sqrt(squares.sum() / (counts - 1).sum()))
     else:  # one reference per example: the spread of the statistic over examples is all there is
-        sigma = np.full(n, phi.std(ddof=1) if n > 1 else 0.0)
+        values = phi[present]
+        sigma = np.full(n, values.std(ddof=1) if values.size > 1 else 0.0)
     return mu, np.maximum(sigma, std_floor)
 
 
 def lira_offline(target_phi, reference_out_phi, per_example_std_from: int = 64, std_floor: float = 1e-3) -> np.ndarray:
     """target_phi (N,) the target model's φ; reference_out_phi (N, R) φ of R references not trained on each
-    example -> (N,) −log(1 − Φ((φ − μ_out)/σ_out))."""
+    example (NaN: none) -> (N,) −log(1 − Φ((φ − μ_out)/σ_out))."""
     from scipy.special import log_ndtr
 
     phi, out = _numpy(target_phi).reshape(-1), _numpy(reference_out_phi)
@@ -124,7 +145,7 @@ def _log_normal(x: np.ndarray, mu: np.ndarray, sigma: np.ndarray) -> np.ndarray:
 
 def lira_online(target_phi, in_phi, out_phi, per_example_std_from: int = 64, std_floor: float = 1e-3) -> np.ndarray:
     """target_phi (N,); in_phi (N, R_in), out_phi (N, R_out): φ of references trained with / without each
-    example -> (N,) log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²)."""
+    example (NaN: none) -> (N,) log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²)."""
     phi = _numpy(target_phi).reshape(-1)
     ins, outs = _numpy(in_phi), _numpy(out_phi)
     if ins.shape[0] != phi.size or outs.shape[0] != phi.size:

@@ -55,7 +55,14 @@ CHANGED_ROWS = {
     for g in CHANGED_GROUPS
     for stat, label in (("share", "share"), ("median_rel", "median rel. change"))
 }
-MIA_ROWS = {"forget/mia": "MIA", "forget/mia_shokri": "MIA (Shokri)"}
+# Rows of Table 1 when the runs hold them: the legacy rates (`forget/mia_shokri` of runs before issue 21) and the
+# membership audit's AUCs on the forget set (`ppp/evaluation/audit_membership.py`).
+MIA_ROWS = {
+    "forget/mia": "MIA",
+    "forget/mia_shokri": "MIA (Shokri)",
+    "audit/primary/forget/auc": "MIA AUC (primary)",
+    "audit/shokri/forget/auc": "MIA AUC (Shokri)",
+}
 BLOCK = ["dataset", "backbone", "forget"]
 
 
