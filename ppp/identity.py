@@ -77,7 +77,8 @@ PROTOTYPE_VERSION = 1
 # Bump when a reference row's metrics would change without a change to ppp.experiment.EVALUATION_SOURCES (a
 # library's behaviour, code elsewhere that the evaluators call).
 REFERENCE_METRICS_VERSION = 1
-DATASET_VERSION = 1  # bump when an embedded builder (ppp.data.EMBEDDED) changes what it builds
+# 2: digit data version 2 (issue 21: glyph pools disjoint per split, per-pair captions, digits' population split)
+DATASET_VERSION = 2  # bump when an embedded builder (ppp.data.EMBEDDED) changes what it builds
 ANNOTATIONS_VERSION = 1  # bump when a reader changes what it keeps of its annotation files (ppp/data/files.py)
 
 # ------------------------------------------------------------------ reference methods

@@ -1,5 +1,5 @@
 """CLIP text shorter than the model's context (DSPH's 32 tokens on ViT-B/32's 77 positions), shown on
-clip_tiny (24 positions) with 16 tokens; and the retrieval loss by its paper name, DSAP."""
+clip_tiny (40 positions) with 16 tokens; and the retrieval loss by its paper name, DSAP."""
 
 import pytest
 import torch
@@ -23,10 +23,10 @@ def short():
 
 
 def test_short_context_equals_the_full_context_padded(short):
-    """Causal attention: the first 16 positions compute the same with or without the 8 after them."""
+    """Causal attention: the first 16 positions compute the same with or without the 24 after them."""
     tokens = short.tokenizer(CAPTIONS)
-    assert tokens.shape == (2, 16) and short.net.clip.positional_embedding.shape[0] == 24
-    padded = torch.cat([tokens, torch.zeros(2, 8, dtype=tokens.dtype)], dim=1)
+    assert tokens.shape == (2, 16) and short.net.clip.positional_embedding.shape[0] == 40
+    padded = torch.cat([tokens, torch.zeros(2, 24, dtype=tokens.dtype)], dim=1)
     with torch.no_grad():
         assert torch.equal(encode_text(short.net.clip, tokens), short.net.clip.encode_text(padded))
 
@@ -36,7 +36,7 @@ def test_pretrained_weights_load_with_every_position(short, tmp_path):
     loaded = ClipHashingSystem(
         "clip_tiny", bits=16, num_classes=10, pretrained=str(tmp_path / "clip.pt"), context_length=16
     ).eval()
-    assert torch.equal(loaded.net.clip.positional_embedding, short.net.clip.positional_embedding)  # 24 rows
+    assert torch.equal(loaded.net.clip.positional_embedding, short.net.clip.positional_embedding)  # 40 rows
     tokens = short.tokenizer(CAPTIONS)
     with torch.no_grad():
         assert torch.equal(encode_text(loaded.net.clip, tokens), encode_text(short.net.clip, tokens))
@@ -44,7 +44,7 @@ def test_pretrained_weights_load_with_every_position(short, tmp_path):
 
 def test_full_context_is_open_clips_own_encoding():
     torch.manual_seed(0)
-    tiny = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=24).eval()
+    tiny = ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=40).eval()
     tokens = tiny.tokenizer(CAPTIONS)
     with torch.no_grad():
         assert torch.equal(tiny.net.encode_text(tokens), tiny.net.text_head(tiny.net.clip.encode_text(tokens)))
@@ -60,8 +60,8 @@ def test_per_sample_fisher_through_the_slice(short):
 
 
 def test_context_longer_than_the_model_is_a_config_error():
-    with pytest.raises(ConfigError, match="context_length=30: clip_tiny has 24 text positions"):
-        ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=30)
+    with pytest.raises(ConfigError, match="context_length=50: clip_tiny has 40 text positions"):
+        ClipHashingSystem("clip_tiny", bits=16, num_classes=10, context_length=50)
 
 
 def test_dsap_is_the_papers_name_for_dsph():

@@ -1,26 +1,105 @@
+import re
+
 import numpy as np
+import pytest
 import torch
 
 from ppp.data.digits import (
     DEFAULT_TOPICS,
     DIGIT_NAMES,
+    PALETTE,
+    POSITIONS,
     _load_glyphs,
     digit_scenes,
     digits,
+    glyph_pools,
+    one_digit_images,
+    position,
     sample_scene_classes,
     split_indices,
 )
+from ppp.errors import ConfigError
 
 
 def small(seed=0, **kw):
     return digit_scenes(n_total=700, n_query=100, n_train=300, n_val=100, seed=seed, **kw)
 
 
+@pytest.fixture(scope="module")
+def default_scenes():
+    return digit_scenes(seed=0)
+
+
+def same_data(a, b) -> bool:
+    """Two builds hold the same items, captions, labels, glyph records and splits."""
+    texts = getattr(a.train.base, "texts", None) == getattr(b.train.base, "texts", None)
+    splits = all(
+        (x is None and y is None) or torch.equal(x.indices, y.indices)
+        for x, y in (
+            (getattr(a, n), getattr(b, n)) for n in ("train", "query", "database", "test", "val", "population")
+        )
+    )
+    return (
+        torch.equal(a.train.base.images, b.train.base.images)
+        and torch.equal(a.train.base.labels, b.train.base.labels)
+        and texts
+        and a.info == b.info
+        and splits
+    )
+
+
 def test_deterministic_given_seed():
     a, b, c = small(0), small(0), small(1)
-    assert torch.equal(a.train.labels, b.train.labels)
-    assert torch.equal(a.query[5][0], b.query[5][0]) and a.query[5][1] == b.query[5][1]
+    assert same_data(a, b) and not same_data(a, c)
     assert not torch.equal(a.train.labels, c.train.labels)
+    assert same_data(digits(per_class=30, size=8, seed=0), digits(per_class=30, size=8, seed=0))
+    assert not same_data(digits(per_class=30, size=8, seed=0), digits(per_class=30, size=8, seed=1))
+
+
+def split_glyphs(bench) -> dict[str, set[int]]:
+    """The sklearn glyph ids each split's items were drawn from (`info["glyphs"]`), the database's items
+    outside the training set on their own."""
+    glyphs = bench.info["glyphs"]
+    splits = {
+        n: getattr(bench, n).indices for n in ("train", "query", "val", "test", "population") if getattr(bench, n)
+    }
+    if bench.database is not None:
+        db = bench.database.indices
+        splits["database-train"] = db[~torch.isin(db, bench.train.indices)]
+    return {name: {g for i in idx.tolist() for g in glyphs[i]} for name, idx in splits.items()}
+
+
+def assert_disjoint(used: dict[str, set[int]]):
+    names = list(used)
+    for i, a in enumerate(names):
+        assert used[a], a
+        for b in names[i + 1 :]:
+            assert not used[a] & used[b], (a, b, sorted(used[a] & used[b])[:5])
+
+
+def test_no_two_scene_splits_share_a_glyph():
+    """Training, validation, queries, the other database items and both zero-shot draws: six glyph pools."""
+    bench = small()
+    _, targets = _load_glyphs()
+    for i, label in enumerate(bench.train.base.labels):  # the record names one glyph of each labelled class
+        assert sorted(targets[bench.info["glyphs"][i]].tolist()) == torch.nonzero(label).flatten().tolist()
+    used = split_glyphs(bench)
+    for split in ("test", "val"):
+        used[f"zeroshot_{split}"] = set(one_digit_images(5, split=split, dataset_seed=0)[3].tolist())
+    assert_disjoint(used)
+    pools = glyph_pools(0)
+    for name, pool in (("query", "query"), ("val", "val"), ("train", "train"), ("database-train", "database")):
+        assert used[name] <= set(np.concatenate(pools[pool]).tolist()), name
+    sizes = {name: sum(map(len, p)) for name, p in pools.items()}
+    assert (
+        sum(sizes.values()) == 1797 and sizes["train"] > 880 and all(170 <= n <= 190 for n in sizes.values() if n < 880)
+    )
+
+
+def test_no_two_digits_splits_share_a_glyph():
+    bench = digits(per_class=40, population_per_class=16, size=8)
+    assert_disjoint(split_glyphs(bench))
+    assert [len(bench.train), len(bench.val), len(bench.test), len(bench.population)] == [240, 80, 80, 160]
 
 
 def test_captions_name_exactly_the_labelled_digits():
@@ -54,13 +133,64 @@ def test_split_protocol():
     assert np.array_equal(split_indices(600, 100, 300, seed=3, n_val=50)["val"], idx["val"])
 
 
-def test_default_splits_hold_enough_forget_queries():
+def test_default_splits_hold_enough_forget_queries(default_scenes):
     """1,000 test and 1,000 validation queries; the forget class `six` in about 18 % of each."""
-    bench = digit_scenes(seed=0)
+    bench = default_scenes
     assert (len(bench.query), len(bench.val), len(bench.train), len(bench.database)) == (1000, 1000, 2500, 4500)
     six = DIGIT_NAMES.index("six")
     counts = [int(split.labels[:, six].sum()) for split in (bench.query, bench.val)]
     assert all(150 <= c <= 220 for c in counts), counts
+
+
+def test_default_captions_are_mostly_unique(default_scenes):
+    texts = default_scenes.train.base.texts
+    train = [texts[i] for i in default_scenes.train.indices.tolist()]
+    assert len(set(train)) / len(train) > 0.95 and len(set(texts)) / len(texts) > 0.9
+
+
+MENTION = re.compile(
+    rf"\ba ({'|'.join(PALETTE)}) ({'|'.join(DIGIT_NAMES)}) ({'|'.join(sorted((p for r in POSITIONS for p in r), key=len, reverse=True))})\b"
+)
+
+
+def test_captions_say_each_digits_true_colour_and_place():
+    """Every glyph's mention names the palette colour nearest its brightest pixel and the third of the
+    canvas its cell lies in."""
+    bench = small()
+    palette = {name: np.asarray(rgb) / max(rgb) for name, rgb in PALETTE.items()}
+    for i in range(len(bench.train.base)):
+        image, text, label = bench.train.base[i]
+        seen = []
+        cells = image.float().amax(0).reshape(4, 8, 4, 8).amax(dim=(1, 3))
+        for cell in torch.nonzero(cells.flatten() > 100).flatten().tolist():
+            r, c = divmod(cell, 4)
+            patch = image[:, r * 8 : (r + 1) * 8, c * 8 : (c + 1) * 8].reshape(3, -1).float()
+            rgb = patch[:, patch.amax(0).argmax()].numpy()
+            colour = min(palette, key=lambda name: np.abs(rgb / rgb.max() - palette[name]).sum())
+            seen.append((colour, position(cell, 4)))
+        said = [(colour, place) for colour, _, place in MENTION.findall(text)]
+        assert sorted(said) == sorted(seen) and len(said) == int(label.sum()), text
+    assert [position(cell, 4) for cell in (0, 1, 5, 15)] == [
+        "at the top left",
+        "at the top",
+        "in the middle",
+        "at the bottom right",
+    ]
+
+
+def test_version_is_required_and_only_2_is_built():
+    from ppp.config import compose_config
+    from ppp.validation import check_config
+
+    for overrides in ([], ["dataset=digits"]):
+        assert compose_config(overrides).dataset.version == 2
+        with pytest.raises(
+            ConfigError, match=r"^dataset.version=1: only version 2 of the embedded digit data is built"
+        ) as err:
+            check_config(compose_config([*overrides, "dataset.version=1"]))
+        assert "\n" not in str(err.value)
+    with pytest.raises(ConfigError, match="dataset.version=1"):
+        digits(version=1)
 
 
 def test_topics_create_neighbour_structure():
@@ -78,9 +208,9 @@ def test_topics_create_neighbour_structure():
     assert cond[0, 6] < 0.5  # a neighbour, not a near-duplicate
 
 
-def test_label_prototype_distance_ratio_is_moderate():
+def test_label_prototype_distance_ratio_is_moderate(default_scenes):
     """Other-class / nearest-neighbour prototype distance ratio stays in the 'real data' range."""
-    bench = digit_scenes(seed=0)
+    bench = default_scenes
     labels = bench.database.labels
     protos = torch.stack([labels[labels[:, c] > 0].mean(0) for c in range(10)])
     dist = torch.cdist(protos, protos)
@@ -95,13 +225,12 @@ def test_label_prototype_distance_ratio_is_moderate():
 def test_digits_single_label():
     bench = digits(seed=0)
     assert bench.task == "classification"
-    for split, per_class in ((bench.train, 240), (bench.val, 80), (bench.test, 80)):
+    for split, per_class in ((bench.train, 240), (bench.val, 80), (bench.test, 80), (bench.population, 160)):
         assert torch.bincount(split.labels).tolist() == [per_class] * 10
+    assert len(bench.test) + len(bench.population) == len(bench.train)  # non-members enough for reference models
     image, label = bench.train[0]
     assert image.shape == (3, 32, 32) and image.dtype == torch.uint8 and 0 <= int(label) < 10
-    again, other = digits(per_class=30, seed=0), digits(per_class=30, seed=1)
-    assert torch.equal(again.test.base.images, digits(per_class=30, seed=0).test.base.images)
-    assert not torch.equal(again.test.base.images, other.test.base.images)
+    assert digits(per_class=30, population_per_class=0).population is None
 
 
 def test_digits_splits_share_no_glyph():
@@ -111,22 +240,25 @@ def test_digits_splits_share_no_glyph():
     bench = digits(per_class=60, size=8, shift=0, rotation=0, scale=0)
     used = [
         [glyph_of[bytes(split[i][0][0].numpy())] for i in range(len(split))]
-        for split in (bench.train, bench.val, bench.test)
+        for split in (bench.train, bench.val, bench.test, bench.population)
     ]
-    train, val, test = map(set, used)
-    assert not train & val and not train & test and not val & test
-    assert len(used[2]) == len(test) == 120  # 12 test images per class, each from its own glyph
+    assert_disjoint(dict(zip(("train", "val", "test", "population"), map(set, used))))
+    assert len(used[2]) == len(set(used[2])) == 120  # 12 test images per class, each from its own glyph
+    recorded = [
+        [g for i in split.indices.tolist() for g in bench.info["glyphs"][i]] for split in (bench.train, bench.test)
+    ]
+    assert recorded == used[::2]  # the record is true
 
 
-def test_default_data_is_the_data_of_every_earlier_result():
-    """The harder-caption keys off: the same bytes as before they existed (digest from that code)."""
+def test_version_2_data_is_pinned():
+    """The bytes of version 2 (digest from this code): a change to them needs a new `dataset.version`."""
     import hashlib
 
     pairs = digit_scenes(n_total=400, n_query=50, n_train=200, n_val=50).train.base
     digest = hashlib.sha256(
         pairs.images.numpy().tobytes() + "\n".join(pairs.texts).encode() + pairs.labels.numpy().tobytes()
     ).hexdigest()[:16]
-    assert digest == "d9fa624ec049df69"
+    assert digest == "222cc3f42a52008f"
 
 
 def named_classes(text: str) -> list[int]:
@@ -181,6 +313,7 @@ def test_harder_keys_enter_cache_keys_only_when_set():
     default = config_identity(dataset().dataset, "dataset")
     assert default == {
         "name": "digit_scenes",
+        "version": 2,
         "seed": 0,
         "n_total": 6500,
         "n_query": 1000,
@@ -188,7 +321,7 @@ def test_harder_keys_enter_cache_keys_only_when_set():
         "n_val": 1000,
         "grid": 4,
         "topic_prob": 0.5,
-    }  # the key of every cached model so far
+    }  # the key of every cached model of version 2
     harder = config_identity(dataset("dataset.surface_forms=true", "dataset.mention_prob=0.7").dataset, "dataset")
     assert harder == {**default, "surface_forms": True, "mention_prob": 0.7}
     for bad, message in (

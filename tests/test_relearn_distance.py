@@ -143,7 +143,7 @@ def test_a_hidden_class_relearns_in_few_steps_and_a_never_learned_one_does_not(t
         model, data, RECIPE, quality, target, MARGIN, BUDGET, 1, seed=0, device=ctx.device, reference=original
     )
     back, never = run(hidden), run(retrain)
-    assert back.steps is not None and back.steps <= 8  # 7 on this CPU
+    assert back.steps is not None and back.steps <= 10  # 9 on this CPU (7 on version 1 of the digit data)
     assert never.steps is None
     # the step is the first evaluated one that is back, counted exactly
     assert [s for s, _ in back.curve] == list(range(BUDGET + 1))

@@ -13,7 +13,7 @@ from omegaconf import OmegaConf
 from test_configs import compose_with, valid
 from tiny_contexts import make_hashing_context
 
-from ppp.data.digits import DIGIT_NAMES, digit_scenes, one_digit_images, render_domain
+from ppp.data.digits import DIGIT_NAMES, _load_glyphs, digit_scenes, one_digit_images, render_domain
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.zeroshot import zeroshot_accuracy
@@ -86,27 +86,33 @@ def test_zeroshot_accuracy_on_a_hand_made_model():
 
 
 def test_one_digit_images_hold_one_glyph_of_their_class():
-    images, classes, domain_idx = one_digit_images(3, grid=4, seed=0, domains=["ink", "negative"])
+    images, classes, domain_idx, glyphs = one_digit_images(
+        3, grid=4, seed=0, domains=["ink", "negative"], dataset_seed=0
+    )
     assert images.shape == (60, 3, 32, 32) and images.dtype == torch.uint8
     assert classes.tolist() == list(np.repeat(np.arange(10), 3)) * 2 and domain_idx.tolist() == [0] * 30 + [1] * 30
     cells = images[:30].float().amax(1).reshape(30, 4, 8, 4, 8).amax(dim=(2, 4))
     assert ((cells > 100).sum(dim=(1, 2)) == 1).all()  # ink: one bright cell
     assert images[30:].float().mean() > 200  # negative: a light canvas
-    again, _, _ = one_digit_images(3, grid=4, seed=0, domains=["ink", "negative"])
+    assert (_load_glyphs()[1][glyphs.numpy()] == classes.numpy()).all()  # a glyph of the image's class
+    again, _, _, _ = one_digit_images(3, grid=4, seed=0, domains=["ink", "negative"], dataset_seed=0)
     assert torch.equal(images, again)
 
 
 def test_val_and_test_draws_are_other_images_each_deterministic():
     domains = ["ink", "negative"]
-    test, classes, domain_idx = one_digit_images(3, grid=4, seed=0, domains=domains)
-    val, val_classes, val_domains = one_digit_images(3, grid=4, seed=0, domains=domains, split="val")
+    test, classes, domain_idx, test_glyphs = one_digit_images(3, grid=4, seed=0, domains=domains, dataset_seed=0)
+    val, val_classes, val_domains, val_glyphs = one_digit_images(
+        3, grid=4, seed=0, domains=domains, split="val", dataset_seed=0
+    )
     assert torch.equal(classes, val_classes) and torch.equal(domain_idx, val_domains)
     flat_test, flat_val = test.flatten(1), val.flatten(1)
     assert not (flat_val[:, None] == flat_test[None]).all(-1).any()  # no validation image is a test image
-    assert torch.equal(val, one_digit_images(3, grid=4, seed=0, domains=domains, split="val")[0])
-    assert torch.equal(test, one_digit_images(3, grid=4, seed=0, domains=domains, split="test")[0])
+    assert not set(val_glyphs.tolist()) & set(test_glyphs.tolist())  # nor drawn from a test glyph
+    assert torch.equal(val, one_digit_images(3, grid=4, seed=0, domains=domains, split="val", dataset_seed=0)[0])
+    assert torch.equal(test, one_digit_images(3, grid=4, seed=0, domains=domains, split="test", dataset_seed=0)[0])
     digest = hashlib.sha256(test.numpy().tobytes() + classes.numpy().tobytes() + domain_idx.numpy().tobytes())
-    assert digest.hexdigest()[:16] == "69c92423cbf4e3ec"  # the test draw before `val` existed
+    assert digest.hexdigest()[:16] == "d0cc7232bc14f032"  # version 2's test draw (ppp.data.digits.VERSION)
 
 
 class PixelSum(HandMade):
@@ -118,7 +124,7 @@ class PixelSum(HandMade):
 
 def test_the_evaluator_split_picks_the_zeroshot_draw():
     ctx = SimpleNamespace(
-        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": ["ink", "negative"]}}),
+        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": ["ink", "negative"], "seed": 1}}),
         bench=SimpleNamespace(class_names=DIGIT_NAMES),
         forget_idx=[SIX],
         device=torch.device("cpu"),
@@ -128,7 +134,7 @@ def test_the_evaluator_split_picks_the_zeroshot_draw():
     for split in ("test", "val"):
         cfg = OmegaConf.create({"zeroshot_settings": settings, "batch_size": 64, "split": split})
         metrics[split] = EVALUATORS.get("zeroshot")(PixelSum(), ctx, cfg)
-        images, classes, domain_idx = one_digit_images(4, 4, 0, ["ink", "negative"], split)
+        images, classes, domain_idx, _ = one_digit_images(4, 4, 0, ["ink", "negative"], split, dataset_seed=1)
         assert metrics[split] == zeroshot_accuracy(
             PixelSum(),
             images,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
@@ -121,6 +121,8 @@ class Benchmark:
     absent from the database.
     Classification (single-label): `train` and `test` (the test split is MIA's non-member pool); `val`
     holds validation images carved out of the training pool.
+    `population`, where a dataset has one, holds further non-members drawn like the test split (never
+    trained on, never scored), so that membership attacks have a non-member pool as large as the training set.
     Hyperparameters are chosen on `val`; results are reported on the test split.
     """
 
@@ -132,6 +134,7 @@ class Benchmark:
     database: LabelledDataset | None = None
     test: LabelledDataset | None = None
     val: LabelledDataset | None = None
+    population: LabelledDataset | None = None
     info: dict = field(default_factory=dict)
 
     @property
@@ -199,7 +202,21 @@ def stratified_split(labels: np.ndarray, fraction: float, seed: int | Sequence[i
     return np.setdiff1d(np.arange(len(labels)), picked), picked
 
 
-SPLITS = ("train", "query", "database", "test", "val")
+def stratified_partition(
+    labels: np.ndarray, shares: Mapping[str, float], seed: Sequence[int], rest: str
+) -> dict[str, np.ndarray]:
+    """Disjoint index sets: every named part takes its `share` of each class (rounded; part k drawn by
+    `stratified_split` seeded [*seed, k]), and `rest` keeps what is left."""
+    if sum(shares.values()) >= 1:
+        raise ConfigError(f"split shares {dict(shares)} leave nothing for {rest}")
+    left, parts, remaining = np.arange(len(labels)), {}, 1.0
+    for k, (name, share) in enumerate(shares.items()):
+        keep, picked = stratified_split(labels[left], share / remaining, [*seed, k])
+        parts[name], left, remaining = left[picked], left[keep], remaining - share
+    return {**parts, rest: left}
+
+
+SPLITS = ("train", "query", "database", "test", "val", "population")
 
 
 def benchmark_payload(bench: Benchmark) -> dict:

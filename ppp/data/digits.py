@@ -1,9 +1,13 @@
-"""Embedded datasets built from scikit-learn's bundled handwritten digits: nothing to download.
+"""Embedded datasets built from scikit-learn's bundled handwritten digits: nothing to download (version 2).
 
 `digit_scenes` mimics multi-label image-text retrieval data (COCO-like): each image is a canvas
-holding 1-3 digit glyphs, its caption names the digits in words, its label is multi-hot.
-Scenes draw from fixed *topics* of co-occurring classes, so that some classes are semantic
-neighbours of each other (as dog/frisbee/person in COCO) and others are distant.
+holding 1-3 digit glyphs, each in a named colour (PALETTE); its caption names every digit with its colour and
+position ("a red six at the top left and a green two at the bottom"), so that most captions are unique, as
+real captions are; its label is multi-hot. Scenes draw from fixed *topics* of co-occurring classes, so that
+some classes are semantic neighbours of each other (as dog/frisbee/person in COCO) and others are distant.
+Every split draws its glyphs from a pool of its own (`glyph_pools`): training, validation, the queries, the
+database items outside training and the two zero-shot draws share no glyph, so that no held-out image is a
+recoloured twin of a training one (membership attacks need non-members the model never saw).
 A harder caption variant (off by default) is closer to real captions, where a class is not one word
 and not every annotated object is named: `surface_forms` names a digit by one of several forms (the
 word, the numeral, synonyms) and `mention_prob` names each present digit only with that probability
@@ -13,26 +17,43 @@ are those of the default data and only the captions change.
 `negative` inverted, `outline` the glyphs' edges) and names the style in its caption ("a negative image
 of ..."); the styles, too, come from a stream of their own, so the scenes and labels stay the default's.
 `one_digit_images` draws single-glyph scenes with the same generator: zero-shot images, where chance is
-one in ten; its `test` and `val` draws come from two streams of their own (ONE_DIGIT_STREAMS).
+one in ten; its `test` and `val` draws come from streams and glyph pools of their own.
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
-jitter so that every class has enough test and validation images.
+jitter so that every class has enough test and validation images; its glyphs, too, are split first.
+Every benchmark records in `info["glyphs"]` the sklearn glyph ids of each item (indexed like its in-memory
+dataset), so that tests can check that no two splits share a glyph.
 """
 
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+from typing import ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ppp.data.base import Benchmark, DatasetSettings, InMemoryImages, InMemoryPairs, split_indices, stratified_split
+from ppp.data.base import (
+    Benchmark,
+    DatasetSettings,
+    InMemoryImages,
+    InMemoryPairs,
+    split_indices,
+    stratified_partition,
+)
+from ppp.errors import ConfigError
 from ppp.schema import boolean, distinct_subset_of, integer, number, schema, setting
+
+VERSION = 2  # what the builders build; `dataset.version` must name it (version 1 shared glyphs across splits)
 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
-# The random streams ([seed, stream]) of one_digit_images' draws; 1 and 2 are digit_scenes' caption and domain streams.
-ONE_DIGIT_STREAMS = {"test": 3, "val": 4}
+# The random streams ([seed, stream]) of draws that must not move when another key changes.
+STREAMS = {"captions": 1, "domains": 2, "zeroshot_test": 3, "zeroshot_val": 4, "glyphs": 5}
+
+# digit_scenes' glyph pools: each held-out split's share of every class's glyphs; training keeps the rest (0.5).
+# `database` holds the glyphs of the database items outside the training set.
+SCENE_GLYPH_SHARES = {"query": 0.1, "val": 0.1, "database": 0.1, "zeroshot_test": 0.1, "zeroshot_val": 0.1}
 
 # Fixed co-occurrence topics (indices into DIGIT_NAMES). Overlapping on purpose: 'eight' sits in two.
 DEFAULT_TOPICS = [[0, 6, 8], [1, 4, 7], [2, 3, 5], [8, 9, 3]]
@@ -63,36 +84,91 @@ SURFACE_FORMS = {
 }
 UNNAMED = "some digits"  # the caption's object when no present digit is named
 
+# A glyph's colour: one of these RGB tints, each channel moved by up to COLOUR_JITTER, so the word stays true.
+PALETTE = {
+    "red": (1.0, 0.2, 0.2),
+    "green": (0.2, 1.0, 0.2),
+    "blue": (0.3, 0.45, 1.0),
+    "yellow": (1.0, 1.0, 0.2),
+    "cyan": (0.2, 1.0, 1.0),
+    "magenta": (1.0, 0.25, 1.0),
+    "white": (1.0, 1.0, 1.0),
+}
+COLOUR_JITTER = 0.05
+
+# Where a cell lies, in thirds of the canvas (row: top / middle / bottom, column: left / centre / right).
+POSITIONS = [
+    ["at the top left", "at the top", "at the top right"],
+    ["on the left", "in the middle", "on the right"],
+    ["at the bottom left", "at the bottom", "at the bottom right"],
+]
+
 CELL = 8  # sklearn glyphs are 8x8
 
 DOMAINS = ("ink", "negative", "outline")  # the renderings `dataset.domains` may name
 DOMAIN_CAPTION = "a {domain} image of {caption}"
 
 
+class Placed(NamedTuple):
+    """One glyph of a scene: its class, sklearn glyph id, colour word and grid cell."""
+
+    cls: int
+    glyph: int
+    colour: str
+    cell: int
+
+
+def check_version(path: str, value) -> None:
+    if value != VERSION:
+        raise ConfigError(
+            f"{path}={value}: only version {VERSION} of the embedded digit data is built (see docs/datasets.md)"
+        )
+
+
+@functools.cache
 def _load_glyphs() -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    return (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    glyphs, targets = (digits.images / 16.0).astype(np.float32), digits.target.astype(np.int64)
+    glyphs.flags.writeable = targets.flags.writeable = False  # cached: shared by every caller
+    return glyphs, targets
 
 
-def _word_list(names: list[str], rng: np.random.Generator) -> str:
-    """Names in random order, joined in one of a few natural styles."""
-    names = [names[i] for i in rng.permutation(len(names))]
-    style = rng.integers(3)
-    if style == 0 and len(names) > 1:
-        return ", ".join(names[:-1]) + " and " + names[-1]
-    if style == 1:
-        return " and ".join(f"a {n}" for n in names)
-    return " ".join(names)
+def glyph_pools(seed: int) -> dict[str, list[np.ndarray]]:
+    """digit_scenes' disjoint glyph pools (SCENE_GLYPH_SHARES, training the rest), seeded by the dataset's seed:
+    per pool, the sklearn glyph ids of each class."""
+    _, targets = _load_glyphs()
+    pools = stratified_partition(targets, SCENE_GLYPH_SHARES, [seed, STREAMS["glyphs"]], rest="train")
+    return {name: [pool[targets[pool] == c] for c in range(10)] for name, pool in pools.items()}
 
 
-def scene_mentions(classes: list[int], surface_forms: bool, mention_prob: float, rng: np.random.Generator) -> list[str]:
-    """What a caption says about a scene's classes: each named with probability `mention_prob`, by its
-    word or (with `surface_forms`) by one of its SURFACE_FORMS; [UNNAMED] when none is named."""
-    named = [c for c in classes if mention_prob >= 1.0 or rng.random() < mention_prob]
-    forms = [SURFACE_FORMS[DIGIT_NAMES[c]] if surface_forms else [DIGIT_NAMES[c]] for c in named]
-    return [f[rng.integers(len(f))] if len(f) > 1 else f[0] for f in forms] or [UNNAMED]
+def position(cell: int, grid: int) -> str:
+    """The words for where `cell` of a `grid` x `grid` canvas lies (its centre's third of each axis)."""
+    r, c = divmod(cell, grid)
+    return POSITIONS[min(2, int(3 * (r + 0.5) / grid))][min(2, int(3 * (c + 0.5) / grid))]
+
+
+def _word_list(mentions: list[str], rng: np.random.Generator) -> str:
+    """Mentions in random order, joined in one of two natural styles ("A, B and C" or "A and B and C")."""
+    mentions = [mentions[i] for i in rng.permutation(len(mentions))]
+    if rng.integers(2) == 0 and len(mentions) > 1:
+        return ", ".join(mentions[:-1]) + " and " + mentions[-1]
+    return " and ".join(mentions)
+
+
+def scene_mentions(
+    placed: list[Placed], grid: int, surface_forms: bool, mention_prob: float, rng: np.random.Generator
+) -> list[str]:
+    """What a caption says about a scene's glyphs: each named with probability `mention_prob`, with its colour
+    and position, by its word or (with `surface_forms`) by one of its SURFACE_FORMS; [UNNAMED] when none is."""
+    named = [p for p in placed if mention_prob >= 1.0 or rng.random() < mention_prob]
+    mentions = []
+    for p in named:
+        forms = SURFACE_FORMS[DIGIT_NAMES[p.cls]] if surface_forms else [DIGIT_NAMES[p.cls]]
+        form = forms[rng.integers(len(forms))] if len(forms) > 1 else forms[0]
+        mentions.append(f"a {p.colour} {form} {position(p.cell, grid)}")
+    return mentions or [UNNAMED]
 
 
 def sample_scene_classes(
@@ -113,20 +189,24 @@ def sample_scene_classes(
 
 
 def render_scene(
-    classes: list[int], glyphs_by_class: list[np.ndarray], rng: np.random.Generator, grid: int
-) -> np.ndarray:
-    """A (3, grid*8, grid*8) uint8 canvas with one coloured glyph per class at distinct random cells."""
+    classes: list[int], pools: list[np.ndarray], rng: np.random.Generator, grid: int
+) -> tuple[np.ndarray, list[Placed]]:
+    """A (3, grid*8, grid*8) uint8 canvas with one glyph per class at distinct random cells, each drawn from
+    its class's pool (sklearn glyph ids) and tinted by a jittered PALETTE colour; and what was placed where."""
+    glyphs, _ = _load_glyphs()
     size = grid * CELL
     canvas = rng.normal(0.04, 0.02, size=(3, size, size)).clip(0, 1).astype(np.float32)
     cells = rng.choice(grid * grid, size=len(classes), replace=False)
+    placed = []
     for cls, cell in zip(classes, cells):
-        pool = glyphs_by_class[cls]
-        glyph = pool[rng.integers(len(pool))]
-        colour = rng.uniform(0.5, 1.0, size=3).astype(np.float32)
+        glyph = int(pools[cls][rng.integers(len(pools[cls]))])
+        colour = list(PALETTE)[rng.integers(len(PALETTE))]
+        tint = (np.asarray(PALETTE[colour]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3)).clip(0, 1)
         r, c = divmod(int(cell), grid)
         patch = canvas[:, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL]
-        np.maximum(patch, colour[:, None, None] * glyph[None], out=patch)
-    return (canvas * 255).round().astype(np.uint8)
+        np.maximum(patch, tint.astype(np.float32)[:, None, None] * glyphs[glyph][None], out=patch)
+        placed.append(Placed(int(cls), glyph, colour, int(cell)))
+    return (canvas * 255).round().astype(np.uint8), placed
 
 
 def render_domain(image: np.ndarray, domain: str) -> np.ndarray:
@@ -144,31 +224,39 @@ def render_domain(image: np.ndarray, domain: str) -> np.ndarray:
 
 
 def one_digit_images(
-    per_class: int, grid: int = 4, seed: int = 0, domains: list[str] | None = None, split: str = "test"
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    per_class: int,
+    grid: int = 4,
+    seed: int = 0,
+    domains: list[str] | None = None,
+    split: str = "test",
+    *,
+    dataset_seed: int,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """`per_class` one-glyph scenes of every class in every domain (`ink` alone without domains), drawn as
-    `digit_scenes` draws its scenes: images (N, 3, H, W) uint8, classes (N,) and domain indices (N,)
-    into `domains`, ordered domain, class, draw. `split` picks the stream: `val` images, on which
-    hyperparameters are chosen, are other scenes than the reported `test` ones (the glyph pool is shared,
-    as it is by every split of `digit_scenes`)."""
-    rng = np.random.default_rng([seed, ONE_DIGIT_STREAMS[split]])
-    glyphs, targets = _load_glyphs()
-    glyphs_by_class = [glyphs[targets == c] for c in range(10)]
-    images, classes, domain_idx = [], [], []
+    `digit_scenes` draws its scenes: images (N, 3, H, W) uint8, classes (N,), domain indices (N,) into
+    `domains` and sklearn glyph ids (N,), ordered domain, class, draw. `split` picks the stream and the glyph
+    pool of `digit_scenes(seed=dataset_seed)` (`glyph_pools`): `val` images, on which hyperparameters are
+    chosen, are other scenes than the reported `test` ones, and neither shares a glyph with any split."""
+    rng = np.random.default_rng([seed, STREAMS[f"zeroshot_{split}"]])
+    pools = glyph_pools(dataset_seed)[f"zeroshot_{split}"]
+    images, classes, domain_idx, glyphs = [], [], [], []
     for d, domain in enumerate(domains or ["ink"]):
         for c in range(10):
             for _ in range(per_class):
-                images.append(render_domain(render_scene([c], glyphs_by_class, rng, grid), domain))
+                image, placed = render_scene([c], pools, rng, grid)
+                images.append(render_domain(image, domain))
                 classes.append(c)
                 domain_idx.append(d)
-    return torch.from_numpy(np.stack(images)), torch.tensor(classes), torch.tensor(domain_idx)
+                glyphs.append(placed[0].glyph)
+    return torch.from_numpy(np.stack(images)), torch.tensor(classes), torch.tensor(domain_idx), torch.tensor(glyphs)
 
 
 @schema
 class DigitScenesSettings(DatasetSettings):
-    """`dataset=digit_scenes`; the harder-caption and domain keys (added later) default to the data of before."""
+    """`dataset=digit_scenes`; the harder-caption and domain keys (added later) default to off."""
 
     task: ClassVar[str] = "retrieval"
+    version: int = setting(check_version)
     seed: int = setting(integer(0))
     n_total: int = setting(integer(1))
     n_query: int = setting(integer(0))
@@ -193,28 +281,32 @@ def digit_scenes(
     surface_forms: bool = False,
     mention_prob: float = 1.0,
     domains: list[str] | None = None,
+    version: int = VERSION,
 ) -> Benchmark:
+    """`n_total` scenes split by the DSPH protocol (`split_indices`); each scene's glyphs come from its split's
+    pool (`glyph_pools`: queries, validation queries, training pairs and the other database items)."""
+    check_version("dataset.version", version)
     rng = np.random.default_rng(seed)
     topics = DEFAULT_TOPICS if topics is None else [list(t) for t in topics]
-    glyphs, targets = _load_glyphs()
-    glyphs_by_class = [glyphs[targets == c] for c in range(10)]
+    pools = glyph_pools(seed)
+    idx = split_indices(n_total, n_query, n_train, seed, n_val)
+    pool_of = np.empty(n_total, dtype=object)
+    for name in ("database", "train", "query", "val"):  # the database's training items draw from training's pool
+        pool_of[idx[name]] = name
     scenes = sample_scene_classes(n_total, topics, topic_prob, rng)
-    images = np.stack([render_scene(s, glyphs_by_class, rng, grid) for s in scenes])
-    if surface_forms or mention_prob < 1.0:  # the harder captions draw from a stream of their own
-        caption_rng = np.random.default_rng([seed, 1])
-        mentions = [scene_mentions(s, surface_forms, mention_prob, caption_rng) for s in scenes]
-    else:
-        mentions = [[DIGIT_NAMES[c] for c in s] for s in scenes]
+    rendered = [render_scene(s, pools[pool_of[i]], rng, grid) for i, s in enumerate(scenes)]
+    images = np.stack([image for image, _ in rendered])
+    caption_rng = np.random.default_rng([seed, STREAMS["captions"]])  # the harder captions' draws
+    mentions = [scene_mentions(placed, grid, surface_forms, mention_prob, caption_rng) for _, placed in rendered]
     texts = [TEMPLATES[rng.integers(len(TEMPLATES))].format(_word_list(m, rng)) for m in mentions]
     if domains:  # each scene's rendering, from a stream of its own
-        drawn = np.random.default_rng([seed, 2]).integers(len(domains), size=n_total)
+        drawn = np.random.default_rng([seed, STREAMS["domains"]]).integers(len(domains), size=n_total)
         images = np.stack([render_domain(image, domains[d]) for image, d in zip(images, drawn)])
         texts = [DOMAIN_CAPTION.format(domain=domains[d], caption=t) for t, d in zip(texts, drawn)]
     labels = np.zeros((n_total, 10), dtype=np.float32)
     for i, s in enumerate(scenes):
         labels[i, s] = 1.0
     pairs = InMemoryPairs(torch.from_numpy(images), texts, torch.from_numpy(labels))
-    idx = split_indices(n_total, n_query, n_train, seed, n_val)
     return Benchmark(
         name="digit_scenes",
         class_names=list(DIGIT_NAMES),
@@ -228,6 +320,7 @@ def digit_scenes(
             "surface_forms": surface_forms,
             "mention_prob": mention_prob,
             "domains": list(domains or []),
+            "glyphs": [[p.glyph for p in placed] for _, placed in rendered],
         },
     )
 
@@ -255,10 +348,13 @@ class DigitsSettings(DatasetSettings):
     """`dataset=digits`."""
 
     task: ClassVar[str] = "classification"
+    version: int = setting(check_version)
     seed: int = setting(integer(0))
     per_class: int = setting(integer(1))
     test_fraction: float = setting(number(0, 1))
     val_fraction: float = setting(number(0, 1))
+    population_fraction: float = setting(number(0, 1))
+    population_per_class: int = setting(integer(0))
     size: int = setting(integer(1))
     shift: float = setting(number(0))
     rotation: float = setting(number(0))
@@ -269,39 +365,52 @@ def digits(
     per_class: int = 400,
     test_fraction: float = 0.2,
     val_fraction: float = 0.25,
+    population_fraction: float = 0.2,
+    population_per_class: int = 160,
     size: int = 32,
     shift: float = 0.1,
     rotation: float = 10.0,
     scale: float = 0.1,
     seed: int = 0,
+    version: int = VERSION,
 ) -> Benchmark:
-    """`per_class` single-label images of each digit, `size` px, by seeded affine jitter of sklearn's glyphs.
+    """`per_class` single-label images of each digit (train, validation and test), `size` px, by seeded affine
+    jitter of sklearn's glyphs, plus `population_per_class` further non-members (`Benchmark.population`).
 
-    The 1,797 glyphs are split first, per class: `test_fraction` to test, `val_fraction` of the rest to
-    validation, the remainder to training. Each split is then filled with its share of `per_class`
-    images from its own glyphs only (each glyph used about equally often), so that no test or
-    validation image is a jittered twin of a training glyph.
+    The 1,797 glyphs are split first, per class: `test_fraction` to test, `population_fraction` to the
+    population, `val_fraction` of the rest to validation, the remainder to training. Each split is then
+    filled with its images from its own glyphs only (each glyph used about equally often), so that no
+    held-out image is a jittered twin of a training glyph.
     """
+    check_version("dataset.version", version)
     glyphs, targets = _load_glyphs()
-    rest, test = stratified_split(targets, test_fraction, seed)
-    train, val = (rest[part] for part in stratified_split(targets[rest], val_fraction, [seed, 1]))
+    val_share = val_fraction * (1 - test_fraction - population_fraction)
+    shares = {"test": test_fraction, "population": population_fraction, "val": val_share}
+    pools = stratified_partition(targets, shares, [seed, STREAMS["glyphs"]], rest="train")
     n_test = int(round(test_fraction * per_class))
     n_val = int(round(val_fraction * (per_class - n_test)))
+    counts = {"train": per_class - n_test - n_val, "val": n_val, "test": n_test, "population": population_per_class}
     rng, gen = np.random.default_rng(seed), torch.Generator().manual_seed(seed)
-    parts = [
-        np.concatenate([np.resize(rng.permutation(pool[targets[pool] == c]), count) for c in range(10)])
-        for pool, count in ((train, per_class - n_test - n_val), (val, n_val), (test, n_test))
-    ]
-    chosen = np.concatenate(parts)
+    parts = {}
+    for name, count in counts.items():
+        by_class = [pools[name][targets[pools[name]] == c] for c in range(10)]
+        if count and not all(len(p) for p in by_class):
+            raise ConfigError(
+                f"dataset: the {name} split needs {count} images per class but has no glyph of some class"
+            )
+        parts[name] = np.concatenate([np.resize(rng.permutation(p), count) for p in by_class])
+    chosen = np.concatenate(list(parts.values()))
     images = jitter(torch.from_numpy(glyphs[chosen]), size, shift, rotation, scale, gen)
     data = InMemoryImages(images, torch.from_numpy(targets[chosen]))
-    bounds = np.cumsum([0, *map(len, parts)])
-    train_set, val_set, test_set = (data.subset(np.arange(a, b)) for a, b in zip(bounds[:-1], bounds[1:]))
+    bounds = np.cumsum([0, *map(len, parts.values())])
+    splits = {name: data.subset(np.arange(a, b)) for name, a, b in zip(parts, bounds[:-1], bounds[1:])}
     return Benchmark(
         name="digits",
         class_names=list(DIGIT_NAMES),
         task="classification",
-        train=train_set,
-        test=test_set,
-        val=val_set,
+        train=splits["train"],
+        test=splits["test"],
+        val=splits["val"],
+        population=splits["population"] if population_per_class else None,
+        info={"glyphs": [[int(g)] for g in chosen]},
     )

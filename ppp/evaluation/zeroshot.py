@@ -1,8 +1,8 @@
 """Zero-shot classification in CLIP's own embedding space (`evaluator.zeroshot`, or `evaluator=zeroshot`).
 
 Each image holds one digit (`ppp.data.digits.one_digit_images`, drawn with the dataset's grid and
-domains and the evaluator's own seed; `evaluator.split=val` draws other images, from a stream of their
-own, on which hyperparameters are chosen), so chance is 10 % and a forgotten class can fall to it; on
+domains and the evaluator's own seed, from glyphs no split of the dataset uses; `evaluator.split=val` draws
+other images, from a stream and glyphs of their own, on which hyperparameters are chosen), so chance is 10 % and a forgotten class can fall to it; on
 multi-label scenes a co-occurring digit would count as a hit. An image is assigned the class whose
 prompt-averaged text embedding is the most cosine-similar (`ppp/models/clip_space.py`); with domains,
 the prompts of every domain are averaged ("a negative image of six", ...), as the training captions
@@ -62,8 +62,13 @@ def evaluate_zeroshot(
     """Zero-shot metrics of `system` on `settings.per_class` one-digit images per class and domain of
     the `split` draw."""
     domains = list(read(DigitScenesSettings, ctx.cfg.dataset).domains or [])
-    images, classes, domain_idx = one_digit_images(
-        int(settings.per_class), int(ctx.cfg.dataset.grid), int(settings.seed), domains or None, split
+    images, classes, domain_idx, _ = one_digit_images(
+        int(settings.per_class),
+        int(ctx.cfg.dataset.grid),
+        int(settings.seed),
+        domains or None,
+        split,
+        dataset_seed=int(ctx.cfg.dataset.seed),
     )
     return zeroshot_accuracy(
         system,
