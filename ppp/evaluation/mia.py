@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppp.data.base import Benchmark, LabelledDataset, Subset
+from ppp.data.base import Benchmark, Concatenated, LabelledDataset, Subset
 from ppp.errors import ConfigError
 from ppp.evaluation.attack_metrics import attack_report
 from ppp.evaluation.classification import predict_proba
@@ -55,20 +55,30 @@ Attack = Callable[[torch.Tensor, torch.Tensor], np.ndarray]
 
 
 def nonmember_pool(bench: Benchmark) -> tuple[LabelledDataset, str]:
-    """Samples disjoint from the training split, and the pool's name (part of shadow-model cache keys).
+    """Samples disjoint from the training split, and the pool's name (part of reference-model cache keys).
 
-    Classification: the test split (as in SSD). Retrieval: the queries plus the database items outside the training split (DSPH's database contains
-    the training set), when the splits index one common dataset; else the queries alone.
-    Validation samples (`bench.val`) are never in it: they come out of the training pool
-    (classification) or out of the database (retrieval), so tuning on them leaves the pool untouched.
+    Classification: the test split (as in SSD). Retrieval: the queries plus the database items outside the
+    training split (DSPH's database contains the training set), when the splits index one common dataset;
+    else the queries alone. Either way followed by `bench.population` (further non-members, never scored)
+    where the dataset has one, so that the pool can match the training set's size. Validation samples
+    (`bench.val`) are never in it: they come out of the training pool (classification) or out of the
+    database (retrieval), so tuning on them leaves the pool untouched.
     """
     if bench.task == "classification":
-        return bench.test, "test"
-    q, db, tr = bench.query, bench.database, bench.train
-    if all(isinstance(s, Subset) for s in (q, db, tr)) and q.base is db.base is tr.base:
-        outside = db.indices[~torch.isin(db.indices, tr.indices)]
-        return q.base.subset(torch.cat([q.indices, outside])), "query+database-train"
-    return q, "query"
+        pool, name = bench.test, "test"
+    else:
+        q, db, tr = bench.query, bench.database, bench.train
+        if all(isinstance(s, Subset) for s in (q, db, tr)) and q.base is db.base is tr.base:
+            outside = db.indices[~torch.isin(db.indices, tr.indices)]
+            pool, name = q.base.subset(torch.cat([q.indices, outside])), "query+database-train"
+        else:
+            pool, name = q, "query"
+    extra = bench.population
+    if extra is None:
+        return pool, name
+    if isinstance(pool, Subset) and isinstance(extra, Subset) and pool.base is extra.base:
+        return pool.base.subset(torch.cat([pool.indices, extra.indices])), f"{name}+population"
+    return Concatenated(pool, extra), f"{name}+population"
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:

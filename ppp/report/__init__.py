@@ -2,7 +2,7 @@
 results.csv, the paper's tables (Markdown and LaTeX), a paired bootstrap of two methods, and figures.
 
 Modules: `load` (runs -> tidy frame, each run once), `stats` (mean / std / CI, bootstrap), `tables`,
-`figures`.
+`figures`, `audit` (issue 21's audit table and ROC curves).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ppp.errors import ConfigError
 from ppp.evaluation.delta import DEFINITIONS
+from ppp.report.audit import audit_table, roc_figures
 from ppp.report.figures import figure1, figure3, figure4
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate
@@ -20,6 +21,8 @@ from ppp.report.tables import Table, bootstrap_table, residual_table, table1, ta
 from ppp.utils import cli_logging
 
 DEFAULT_PAIR = ("ppp", "ssd")
+ROC_ATTACKS = ("baseline", "lira_online", "rank")  # the audit's ROC figures: the cosine / confidence baseline,
+# the primary attack and the service-only attacker
 
 
 def write_tables(tables: list[Table], out: Path, name: str, heading: str) -> list[Path]:
@@ -71,6 +74,7 @@ def write_report(
         residual_table(stats), out, "residual", "Residual knowledge per tower and parameter changes (%)"
     )
     written += write_tables(table1(stats, frame, delta), out, "table1", "Table 1: classification accuracy and MIA (%)")
+    written += write_tables(audit_table(stats), out, "audit", "Audit: membership, relearning, distance to Retrain")
     if pair:
         written += write_tables(
             bootstrap_table(runs, stats, pair, resamples, seed),
@@ -80,6 +84,7 @@ def write_report(
         )
     if figures:
         written += figure1(runs, out) + figure3(frame, out) + figure4(frame, out)
+        written += [p for attack in ROC_ATTACKS for p in roc_figures(runs, stats, attack, out)]
     return written
 
 
