@@ -202,7 +202,7 @@ def build_context(
     if checks:
         check_against_benchmark(cfg, bench.num_classes, forget_idx)
         check_query_settings(cfg.evaluator, bench, forget_idx)
-        check_relearning(cfg.evaluator, bench, forget_idx)
+        check_relearning(cfg, bench, forget_idx)
     return UnlearnContext(
         cfg=cfg,
         bench=bench,

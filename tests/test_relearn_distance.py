@@ -30,7 +30,7 @@ from ppp.evaluation.distance import (
     similarity_distributions,
     topk_overlap,
 )
-from ppp.evaluation.relearn import check_relearning, k_shot, reached, relearn, weight_distance
+from ppp.evaluation.relearn import check_relearning, k_shot, mixed_batches, reached, relearn, weight_distance
 from ppp.experiment import reference_metrics
 from ppp.models.base import System
 
@@ -342,12 +342,36 @@ def test_bad_relearn_and_distance_values_are_one_line_errors(override, message):
         valid(compose_with(["dataset=digits", override]))
 
 
-def test_k_beyond_the_forget_set_is_an_error_before_training():
+def test_k_beyond_the_forget_set_or_the_batch_is_an_error_before_training():
     bench = SimpleNamespace(train=SimpleNamespace(labels=torch.tensor([6, 6, 6, 1, 2])))
-    evaluator = OmegaConf.create({"relearn": True, "relearn_settings": {"k": [1, 5]}})
+
+    def run(k, mix=False, relearn=True):
+        settings = {"k": k, "mix_retained": mix}
+        return OmegaConf.create(
+            {"evaluator": {"relearn": relearn, "relearn_settings": settings}, "backbone": {"train": {"batch_size": 2}}}
+        )
+
     with pytest.raises(ConfigError, match=re.escape("draws up to 5 forget examples, D_f has 3")):
-        check_relearning(evaluator, bench, [6])
-    check_relearning(OmegaConf.create({"relearn": False}), bench, [6])  # off: nothing to check
+        check_relearning(run([1, 5]), bench, [6])
+    with pytest.raises(ConfigError, match=re.escape("k=3 must be below backbone.train.batch_size=2")):
+        check_relearning(run([1, 3], mix=True), bench, [6])
+    check_relearning(run([1, 3]), bench, [6])  # alone, the batch is capped at k
+    check_relearning(run([9], relearn=False), bench, [6])  # off: nothing to check
+
+
+def testmixed_batches_hold_every_forget_example_beside_retained_ones(tiny):
+    ctx, _, _, hidden, _ = tiny
+    shots, retained = k_shot(ctx.forget_train, 3, seed=0), ctx.retain_train.sample(20, seed=0)
+    batches = mixed_batches(shots, retained, hidden, batch_size=8, seed=0)
+    first = [next(batches) for _ in range(4)]  # 20 retained / 5 per batch: one epoch
+    assert all(b["label"].shape == (8,) and b["label"][:3].tolist() == [FORGET] * 3 for b in first)
+    assert all(bool((b["label"][3:] != FORGET).all()) for b in first)
+    seen = torch.cat([b["image"][3:].flatten(1) for b in first])
+    assert len(torch.unique(seen, dim=0)) == 20  # each retained sample once per epoch
+    again = mixed_batches(shots, retained, hidden, batch_size=8, seed=0)
+    assert all(torch.equal(b["image"], next(again)["image"]) for b in first)
+    with pytest.raises(ValueError):
+        next(mixed_batches(shots, retained, hidden, batch_size=3, seed=0))
 
 
 def test_relearning_and_distance_on_the_tiny_clip(tmp_path):

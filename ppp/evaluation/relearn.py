@@ -23,7 +23,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
-from ppp.data.base import Benchmark, LabelledDataset, carries_any
+from ppp.data.base import Benchmark, Concatenated, LabelledDataset, Transformed, carries_any
 from ppp.errors import ConfigError
 from ppp.models.base import System, TrainRecipe, batch_to
 from ppp.schema import boolean, distinct_integers, integer, number, read, schema, setting
@@ -40,6 +40,7 @@ class RelearnSettings:
     steps: int = setting(integer(1))
     eval_every: int = setting(integer(1))
     margin: float = setting(number(0, 1))
+    mix_retained: bool = setting(boolean())
     max_queries: int | None = setting(integer(1, optional=True))
     max_database: int | None = setting(integer(1, optional=True))
     subsample_seed: int = setting(integer(0))
@@ -89,6 +90,21 @@ def _batches(data, system: System, batch_size: int, seed: int) -> Iterator[dict]
         yield from loader
 
 
+def mixed_batches(data, alongside, system: System, batch_size: int, seed: int) -> Iterator[dict]:
+    """Every item of `data` in every batch, the rest of the batch from `alongside`, shuffled with `seed`,
+    epoch after epoch (an incomplete remainder is dropped)."""
+    fill = batch_size - len(data)
+    if fill < 1:
+        raise ValueError(f"mixed batches need fewer than batch_size={batch_size} items to repeat; got {len(data)}")
+    both = Transformed(Concatenated(data, alongside), system.transform)
+    own = list(range(len(data)))
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(len(alongside), generator=generator) + len(data)
+        for start in range(0, len(order) - fill + 1, fill):
+            yield system.collate([both[i] for i in own + order[start : start + fill].tolist()])
+
+
 def relearn(
     system: System,
     data: LabelledDataset,
@@ -102,6 +118,7 @@ def relearn(
     device: torch.device,
     reference: nn.Module | None = None,
     stop_when_reached: bool = False,
+    alongside: LabelledDataset | None = None,
 ) -> RelearnResult:
     """Fine-tune a copy of `system` on `data` for at most `steps` optimiser steps and report when its
     forget `quality` comes back within `margin` of `target` (the Original's forget quality).
@@ -114,7 +131,9 @@ def relearn(
     `stop_when_reached` ends the run at the first evaluation that is back (the curve stops there).
     BatchNorm layers keep their running statistics (eval mode) while the rest trains: a batch of one
     forget example cannot be normalised in train mode, and a few examples' statistics would move the
-    model's scores by themselves, not through what it relearns.
+    model's scores by themselves, not through what it relearns. `alongside`: every batch holds all of
+    `data` (fewer items than the batch size) and is filled up from `alongside` (e.g. k forget examples among
+    retained samples, so that predicting the forget class everywhere does not fit the batch).
     """
     if steps < 0 or eval_every < 1:
         raise ValueError(f"steps must be >= 0 and eval_every >= 1; got {steps}, {eval_every}")
@@ -133,7 +152,11 @@ def relearn(
     start = score()
     curve = [(0, start)]
     found = 0 if reached(start, start, target, margin) else None
-    batches = _batches(data, model, int(recipe.batch_size), seed)
+    batches = (
+        _batches(data, model, int(recipe.batch_size), seed)
+        if alongside is None
+        else mixed_batches(data, alongside, model, int(recipe.batch_size), seed)
+    )
     for step in range(1, steps + 1):
         if found is not None and stop_when_reached:
             break
@@ -166,16 +189,23 @@ def conditions(settings: RelearnSettings) -> list[str]:
     return (["retain"] if settings.retain else []) + [f"k{k}" for k in settings.k]
 
 
-def check_relearning(evaluator: DictConfig, bench: Benchmark, forget_idx: list[int]) -> None:
-    """Before any training: each k of k-shot relearning within D_f's size."""
-    if not evaluator.get("relearn"):
+def check_relearning(cfg: DictConfig, bench: Benchmark, forget_idx: list[int]) -> None:
+    """Before any training: each k of k-shot relearning within D_f's size and, with `mix_retained`, below
+    the backbone's batch size (every batch holds the k examples and retained samples)."""
+    if not cfg.evaluator.get("relearn"):
         return
-    settings = read(RelearnSettings, evaluator.relearn_settings)
+    settings = read(RelearnSettings, cfg.evaluator.relearn_settings)
     available = int(carries_any(bench.train.labels, forget_idx).sum())
     if max(settings.k) > available:
         raise ConfigError(
             f"evaluator.relearn_settings.k={list(settings.k)}: k-shot relearning draws up to {max(settings.k)} "
             f"forget examples, D_f has {available}"
+        )
+    batch_size = int(cfg.backbone.train.batch_size)
+    if settings.mix_retained and max(settings.k) >= batch_size:
+        raise ConfigError(
+            f"evaluator.relearn_settings.mix_retained=true puts the k forget examples in every batch beside retained "
+            f"samples: k={max(settings.k)} must be below backbone.train.batch_size={batch_size}"
         )
 
 
@@ -218,7 +248,8 @@ def relearning(system: System, ctx, evaluator: DictConfig, data: LabelledDataset
     not back within the budget), `/back` (0/1), `/final_quality` and `/curve` ((step, quality) rows, to
     arrays.npz); `relearn/start_quality`, `relearn/target_quality` (the Original's) and
     `relearn/weight_distance` (L2 to the Original's weights). Every condition fine-tunes with the backbone's
-    recipe (batch size capped at the data's size) and the run's sample seed (k-shot draw, data order)."""
+    recipe (batch size capped at the data's size) and the run's sample seed (k-shot draw, data order); with
+    `mix_retained` each k-shot batch holds the k examples and retained samples up to the recipe's batch size."""
     start = time.perf_counter()
     original = ctx.trained()[0]
     quality = forget_quality(ctx, evaluator, data, settings)
@@ -229,11 +260,12 @@ def relearning(system: System, ctx, evaluator: DictConfig, data: LabelledDataset
     seed = ctx.sample_seed
     for name in conditions(settings):
         train_data = ctx.retain_train if name == "retain" else k_shot(ctx.forget_train, int(name[1:]), seed)
+        mixed = settings.mix_retained and name != "retain"
         capped = {**recipe, "batch_size": min(int(recipe["batch_size"]), len(train_data))}
         result = relearn(
             system,
             train_data,
-            capped,
+            recipe if mixed else capped,
             quality,
             target,
             settings.margin,
@@ -241,6 +273,7 @@ def relearning(system: System, ctx, evaluator: DictConfig, data: LabelledDataset
             settings.eval_every,
             seed,
             ctx.device,
+            alongside=ctx.retain_train if mixed else None,
         )
         out["relearn/start_quality"] = result.curve[0][1]
         out[f"relearn/{name}/steps"] = math.nan if result.steps is None else float(result.steps)
