@@ -26,6 +26,7 @@ from ppp.evaluation import EVALUATORS
 from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import Queries, check_query_settings
+from ppp.evaluation.relearn import check_relearning
 from ppp.memory import PeakMemory
 from ppp.methods import METHODS, UnlearnContext
 from ppp.models import System
@@ -47,8 +48,9 @@ EVALUATION_SOURCES = tuple(
         "methods/prototypes.py",
         "data/base.py",
         "data/digits.py",
+        "train.py",
     )
-)  # zero-shot draws its images at evaluation
+)  # zero-shot draws its images at evaluation; relearning fine-tunes with the training loop's optimisers
 
 
 def check_fits(cfg: DictConfig, bench) -> None:
@@ -73,7 +75,8 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
     the order given, the whole evaluator config (split, ties, MIA settings, ...) and, when the evaluator
     draws forget queries, the sample seed that draws them. The validation split's `forget_samples` draw,
     disjoint from the test draw since issue 20, is named in the key, so that no row cached with the earlier
-    draw (the test draw's samples) is reused; every other key is as before."""
+    draw (the test draw's samples) is reused; relearning (issue 21) draws its k forget examples and data order
+    with the sample seed, so it is keyed when `evaluator.relearn` is on; every other key is as before."""
     evaluator = ctx.cfg.evaluator
     queries = read(Queries, evaluator)
     disjoint = (
@@ -89,6 +92,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "evaluator": config_identity(evaluator, "evaluator"),
             "query_draw": ctx.sample_seed if queries.forget_queries != "all" else None,
             **disjoint,
+            **({"relearn_draw": ctx.sample_seed} if evaluator.get("relearn") else {}),
         }
     )
 
@@ -198,6 +202,7 @@ def build_context(
     if checks:
         check_against_benchmark(cfg, bench.num_classes, forget_idx)
         check_query_settings(cfg.evaluator, bench, forget_idx)
+        check_relearning(cfg, bench, forget_idx)
     return UnlearnContext(
         cfg=cfg,
         bench=bench,

@@ -48,6 +48,15 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "evaluator.zeroshot": False,
     "evaluator.zeroshot_settings": load_block("prompts/digits.yaml", "zeroshot/default.yaml"),
     "evaluator.audit": load_block("audit/membership.yaml"),
+    # the held-out prompts and the methods' (issue 21): a changed default block keeps every run hash
+    "evaluator.zeroshot_settings": {
+        **load_block("prompts/digits_eval.yaml", "zeroshot/default.yaml"),
+        "method_prompts": load_block("prompts/digits.yaml"),
+    },
+    "evaluator.relearn": False,
+    "evaluator.relearn_settings": load_block("audit/relearn.yaml"),
+    "evaluator.distance": False,
+    "evaluator.distance_settings": load_block("audit/distance.yaml"),
     "method.gamma": None,
     "method.sign_flip": True,
     "method.neighbours": "prototype",

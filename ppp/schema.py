@@ -125,6 +125,22 @@ def distinct_subset_of(*choices: str, optional: bool = False) -> Check:
     return check
 
 
+def distinct_integers(low: int) -> Check:
+    """A non-empty list of distinct integers, each >= `low` (e.g. the k of k-shot relearning)."""
+
+    def check(path, value):
+        if (
+            not isinstance(value, list)
+            or not value
+            or any(isinstance(v, bool) or not isinstance(v, int) or v < low for v in value)
+        ):
+            raise ConfigError(f"{path} must be a non-empty list of integers >= {low}; got '{value}'")
+        if len(set(value)) != len(value):
+            raise ConfigError(f"{path} names a value twice: {value}")
+
+    return check
+
+
 def prompt_template(*slots: str) -> Check:
     """A prompt template (or a list of them) that holds exactly one `{}` slot besides the named `slots`."""
 
@@ -258,6 +274,7 @@ __all__ = [
     "boolean",
     "choice",
     "default",
+    "distinct_integers",
     "distinct_subset_of",
     "fields",
     "has_default",

@@ -50,8 +50,11 @@ def test_every_config_file_is_covered():
         "experiment/setting/clip_side.yaml",
         "backbone_weights/imagenet1k.yaml",
         "prompts/digits.yaml",
+        "prompts/digits_eval.yaml",
         "zeroshot/default.yaml",
         "audit/membership.yaml",
+        "audit/relearn.yaml",
+        "audit/distance.yaml",
     }
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py

@@ -3,13 +3,22 @@ relearning on the tiny MLP: a class hidden by zeroing its head row comes back in
 examples; the Retrain, which never learned it, does not within the same budget."""
 
 import copy
+import dataclasses
 import math
+import re
+from types import SimpleNamespace
 
 import pytest
 import torch
-from tiny_contexts import make_context
+from omegaconf import OmegaConf
+from test_configs import compose_with, valid
+from tiny_contexts import make_context, make_hashing_context
 from torch import nn
 
+from ppp.cache import content_key
+from ppp.config import compose_config
+from ppp.errors import ConfigError
+from ppp.evaluation import EVALUATORS
 from ppp.evaluation.classification import predict_proba
 from ppp.evaluation.distance import (
     beside_floor,
@@ -21,7 +30,8 @@ from ppp.evaluation.distance import (
     similarity_distributions,
     topk_overlap,
 )
-from ppp.evaluation.relearn import k_shot, reached, relearn, weight_distance
+from ppp.evaluation.relearn import check_relearning, k_shot, mixed_batches, reached, relearn, weight_distance
+from ppp.experiment import reference_metrics
 from ppp.models.base import System
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -233,3 +243,159 @@ def test_relearning_on_retained_data_only(tiny):
         hidden, retained, {**RECIPE, "batch_size": 16}, quality, quality(original), MARGIN, 4, 2, 0, ctx.device
     )
     assert [s for s, _ in result.curve] == [0, 2, 4] and result.steps is None
+
+
+# ---------------------------------------------------------------- wired into the evaluators (issue 21)
+
+TIME_KEYS = ("time/relearn_s", "time/distance_s")
+
+
+def scalars(metrics: dict) -> dict:
+    """The metrics without tensors (curves) and timings, NaN as a string (so that equal runs compare equal)."""
+    return {
+        k: "nan" if isinstance(v, float) and math.isnan(v) else v
+        for k, v in metrics.items()
+        if not torch.is_tensor(v) and k not in TIME_KEYS
+    }
+
+
+@pytest.fixture(scope="module")
+def audited(tiny):
+    """The tiny context with the shipped classification evaluator, relearning (budget 4 steps, scored at
+    every step; retained data and 5 forget examples) and the distance to Retrain on; the hidden model's
+    metrics twice, and the reference rows the runner adds (Original, Retrain), through `reference_metrics`."""
+    ctx, original, _, hidden, _ = tiny
+    overrides = ["evaluator.relearn_settings.steps=4", "evaluator.relearn_settings.eval_every=1"]
+    evaluator = compose_config(
+        ["dataset=digits", "evaluator.mia=[]", "evaluator.relearn=true", "evaluator.distance=true", *overrides]
+    ).evaluator
+    evaluator.relearn_settings.k = [5]
+    ctx = dataclasses.replace(ctx, cfg=OmegaConf.merge(ctx.cfg, {"evaluator": evaluator}))
+    score = EVALUATORS.get("classification")
+    first, second = score(hidden, ctx, ctx.cfg.evaluator), score(hidden, ctx, ctx.cfg.evaluator)
+    references = reference_metrics(ctx, score, ["original", "retrain"], original)
+    return ctx, first, second, references
+
+
+def test_relearning_through_the_evaluator_gives_its_keys_reproducibly(audited):
+    ctx, hidden, again, references = audited
+    per_condition = {"steps", "back", "final_quality", "curve"}
+    expected = {f"relearn/{c}/{k}" for c in ("retain", "k5") for k in per_condition}
+    expected |= {"relearn/start_quality", "relearn/target_quality", "relearn/weight_distance", "time/relearn_s"}
+    assert {k for k in hidden if k.startswith(("relearn/", "time/relearn"))} == expected
+    assert scalars(hidden) == scalars(again)  # seeded: the k-shot draw and the data order (sample_seed)
+    assert torch.equal(hidden["relearn/k5/curve"], again["relearn/k5/curve"])
+    curve = hidden["relearn/k5/curve"]
+    assert curve.shape == (5, 2) and curve[:, 0].tolist() == [0, 1, 2, 3, 4]
+    assert hidden["relearn/k5/final_quality"] == float(curve[-1, 1])
+    assert hidden["relearn/start_quality"] == hidden["forget/acc"]  # the evaluation split's forget samples
+    target = hidden["relearn/target_quality"]
+    assert target == references["original"]["forget/acc"]
+    # the head row alone hides the class: 5 forget examples bring it back within the budget ...
+    assert hidden["relearn/k5/back"] == 1 and hidden["relearn/k5/steps"] <= 4  # 3 on this CPU
+    assert hidden["relearn/k5/steps"] == next(s for s, q in curve.tolist() if q >= target - 0.05)
+    # ... retained data alone does not
+    assert hidden["relearn/retain/back"] == 0 and math.isnan(hidden["relearn/retain/steps"])
+    # the Retrain, which never learned it, does not come back within the same budget
+    retrain, original = references["retrain"], references["original"]
+    assert retrain["relearn/k5/back"] == 0 and math.isnan(retrain["relearn/k5/steps"])
+    # the Original is back at step 0 and sits at distance 0 from itself; the hidden model at its head row's norm
+    assert original["relearn/k5/steps"] == original["relearn/retain/steps"] == 0.0
+    assert original["relearn/weight_distance"] == 0.0
+    assert 0 < hidden["relearn/weight_distance"] < retrain["relearn/weight_distance"]
+
+
+def test_distance_to_retrain_through_the_evaluator_beside_the_floor(audited):
+    ctx, hidden, again, references = audited
+    keys = {f"{kind}/{g}/js" for kind in ("dist", "dist_floor") for g in ("forget", "neighbour", "other")}
+    assert {k for k in hidden if k.startswith("dist")} == keys
+    assert scalars(hidden) == scalars(again)
+    retrain, original = references["retrain"], references["original"]
+    floor = {k: v for k, v in hidden.items() if k.startswith("dist_floor/")}
+    # the floor (Retrain seed 0 vs seed 1) is the same on every row, and above 0; Retrain is at 0 exactly
+    assert floor == {k: v for k, v in retrain.items() if k.startswith("dist_floor/")}
+    assert all(v > 0 for v in floor.values())
+    assert all(retrain[f"dist/{g}/js"] == 0.0 for g in ("forget", "neighbour", "other"))
+    # the Original is far from Retrain on the forget class; hiding the class moves the hidden model closer
+    assert original["dist/forget/js"] > hidden["dist/forget/js"] > hidden["dist_floor/forget/js"]
+    # the floor's Retrain is the next seed's, cached under that seed's model key
+    assert ctx.cache.root.joinpath("models").exists()
+    second = content_key(ctx.model_key(exclude_forget=True, seed=1))
+    assert (ctx.cache.root / "models" / f"{second}.pt").exists()
+    assert second != content_key(ctx.model_key(exclude_forget=True))
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("evaluator.relearn_settings.k=[0,5]", "must be a non-empty list of integers >= 1"),
+        ("evaluator.relearn_settings.k=[5,5]", "names a value twice"),
+        ("evaluator.relearn_settings.margin=2", "evaluator.relearn_settings.margin must lie in [0, 1]"),
+        ("evaluator.relearn_settings.steps=0", "evaluator.relearn_settings.steps must be >= 1"),
+        ("evaluator.distance_settings.temperature=0", "evaluator.distance_settings.temperature must lie in (0"),
+        ("evaluator.distance_settings.floor_seed_offset=0", "floor_seed_offset must be >= 1"),
+        ("+evaluator.distance_settings.top=5", "unknown key(s) top"),
+    ],
+)
+def test_bad_relearn_and_distance_values_are_one_line_errors(override, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        valid(compose_with(["dataset=digits", override]))
+
+
+def test_k_beyond_the_forget_set_or_the_batch_is_an_error_before_training():
+    bench = SimpleNamespace(train=SimpleNamespace(labels=torch.tensor([6, 6, 6, 1, 2])))
+
+    def run(k, mix=False, relearn=True):
+        settings = {"k": k, "mix_retained": mix}
+        return OmegaConf.create(
+            {"evaluator": {"relearn": relearn, "relearn_settings": settings}, "backbone": {"train": {"batch_size": 2}}}
+        )
+
+    with pytest.raises(ConfigError, match=re.escape("draws up to 5 forget examples, D_f has 3")):
+        check_relearning(run([1, 5]), bench, [6])
+    with pytest.raises(ConfigError, match=re.escape("k=3 must be below backbone.train.batch_size=2")):
+        check_relearning(run([1, 3], mix=True), bench, [6])
+    check_relearning(run([1, 3]), bench, [6])  # alone, the batch is capped at k
+    check_relearning(run([9], relearn=False), bench, [6])  # off: nothing to check
+
+
+def testmixed_batches_hold_every_forget_example_beside_retained_ones(tiny):
+    ctx, _, _, hidden, _ = tiny
+    shots, retained = k_shot(ctx.forget_train, 3, seed=0), ctx.retain_train.sample(20, seed=0)
+    batches = mixed_batches(shots, retained, hidden, batch_size=8, seed=0)
+    first = [next(batches) for _ in range(4)]  # 20 retained / 5 per batch: one epoch
+    assert all(b["label"].shape == (8,) and b["label"][:3].tolist() == [FORGET] * 3 for b in first)
+    assert all(bool((b["label"][3:] != FORGET).all()) for b in first)
+    seen = torch.cat([b["image"][3:].flatten(1) for b in first])
+    assert len(torch.unique(seen, dim=0)) == 20  # each retained sample once per epoch
+    again = mixed_batches(shots, retained, hidden, batch_size=8, seed=0)
+    assert all(torch.equal(b["image"], next(again)["image"]) for b in first)
+    with pytest.raises(ValueError):
+        next(mixed_batches(shots, retained, hidden, batch_size=3, seed=0))
+
+
+def test_relearning_and_distance_on_the_tiny_clip(tmp_path):
+    """Retrieval: forget quality is the forget queries' mean i2t / t2i mAP (here on a seeded subsample of
+    queries and database), the distances run in both directions; Retrain is at distance 0 (JS) and overlap 1."""
+    settings = ["steps=2", "eval_every=1", "k=[1]", "retain=false", "max_queries=8", "max_database=60"]
+    ctx = make_hashing_context(
+        tmp_path,
+        [
+            "evaluator.relearn=true",
+            "evaluator.distance=true",
+            "evaluator.distance_settings.topk=5",
+            *(f"evaluator.relearn_settings.{s}" for s in settings),
+        ],
+    )
+    retrain = ctx.trained(exclude_forget=True)[0]
+    out = EVALUATORS.get("retrieval")(retrain, ctx, ctx.cfg.evaluator)
+    metrics = ("i2t_js", "t2i_js", "i2t_topk", "t2i_topk")
+    groups = ("forget", "neighbour", "other")
+    assert {k for k in out if k.startswith("dist")} == {
+        f"{kind}/{g}/{m}" for kind in ("dist", "dist_floor") for g in groups for m in metrics
+    }
+    assert all(out[f"dist/{g}/{m}"] == (1.0 if m.endswith("topk") else 0.0) for g in groups for m in metrics)
+    assert all(0.0 <= out[f"dist_floor/{g}/{m}"] <= 1.0 for g in groups for m in metrics)
+    assert out["relearn/k1/curve"][:, 0].tolist() == [0, 1, 2]
+    assert 0.0 <= out["relearn/start_quality"] <= 1.0 and out["relearn/k1/back"] in (0, 1)
+    assert out["relearn/weight_distance"] > 0  # Retrain's weights are not the Original's

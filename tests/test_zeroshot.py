@@ -13,11 +13,13 @@ from omegaconf import OmegaConf
 from test_configs import compose_with, valid
 from tiny_contexts import make_hashing_context
 
+from ppp.config import compose_config, configs_initialised, group_options
 from ppp.data.digits import DIGIT_NAMES, _load_glyphs, digit_scenes, one_digit_images, render_domain
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.zeroshot import zeroshot_accuracy
 from ppp.models.base import System
+from ppp.models.clip_space import prompts
 
 SIX, THREE = DIGIT_NAMES.index("six"), DIGIT_NAMES.index("three")
 
@@ -152,6 +154,65 @@ def test_the_evaluator_split_picks_the_zeroshot_draw():
     assert EVALUATORS.get("zeroshot")(PixelSum(), ctx, no_split) == metrics["test"]
 
 
+def all_prompts(block, domains) -> set[str]:
+    return {p for w in DIGIT_NAMES for p in prompts(w, list(block.templates), domains, block.domain_template)}
+
+
+def test_the_evaluators_prompts_are_held_out_from_every_methods_prompts():
+    """Issue 21: the zero-shot evaluator's templates (prompts/digits_eval.yaml) share no template, and no
+    composed prompt, with any method's prompt block; the methods' block is the one mounted as method_prompts."""
+    with configs_initialised():
+        held_out = compose_config(["evaluator=zeroshot"]).evaluator.zeroshot_settings
+        methods = {m: compose_config([f"method={m}"]).method for m in group_options("method")}
+        beside_map = compose_config(["evaluator.zeroshot=true"]).evaluator.zeroshot_settings
+    with_prompts = {m: block for m, block in methods.items() if "templates" in block}
+    assert {"ccup", "ccup_ridge", "clip_nullspace"} <= set(with_prompts)
+    for name, block in with_prompts.items():
+        assert not set(held_out.templates) & set(block.templates), name
+        assert block.templates == held_out.method_prompts.templates, name
+        for domains in (None, ["ink", "negative", "outline"]):
+            assert not all_prompts(held_out, domains) & all_prompts(block, domains), name
+    assert beside_map == held_out
+
+
+class Recording(PixelSum):
+    """PixelSum that records every batch of texts it embeds."""
+
+    def __init__(self):
+        super().__init__()
+        self.texts = []
+
+    def embed_texts(self, texts):
+        self.texts.append(list(texts))
+        return super().embed_texts(texts)
+
+
+def test_the_evaluator_scores_the_held_out_prompts_and_the_methods_apart():
+    domains = ["ink", "negative"]
+    ctx = SimpleNamespace(
+        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": domains}}),
+        bench=SimpleNamespace(class_names=DIGIT_NAMES),
+        forget_idx=[SIX],
+        device=torch.device("cpu"),
+    )
+    cfg = compose_config(["evaluator=zeroshot", "evaluator.zeroshot_settings.per_class=2"]).evaluator
+    system = Recording()
+    out = EVALUATORS.get("zeroshot")(system, ctx, cfg)
+    settings = cfg.zeroshot_settings
+    assert [set(t) for t in system.texts] == [
+        all_prompts(settings, domains),
+        all_prompts(settings.method_prompts, domains),
+    ]
+    # the texts embed as their digit word whatever the template: the same answers under both prompt sets
+    main = {k: v for k, v in out.items() if "method_prompts" not in k}
+    assert {k.replace("zs_acc_method_prompts", "zs_acc"): v for k, v in out.items() if k not in main} == main
+    images, classes, domain_idx = one_digit_images(2, 4, 0, domains, "test")
+    expected = zeroshot_accuracy(
+        PixelSum(), images, classes, domain_idx, DIGIT_NAMES, domains, [SIX], ["{}"], "a {domain} image of {}", "cpu"
+    )
+    assert main == expected and len(main) == 2 + 20
+
+
 def test_domain_renderings():
     image = np.zeros((3, 8, 8), dtype=np.uint8)
     image[:, 2:6, 2:6] = 200  # a filled square
@@ -190,7 +251,8 @@ def test_zeroshot_beside_retrieval_on_the_tiny_clip(tmp_path, single_thread):
     alone = EVALUATORS.get("zeroshot")(system, ctx, ctx.cfg.evaluator)
     assert alone == {k: v for k, v in both.items() if "zs_acc" in k}
     assert "forget/i2t_map" in both and set(alone) >= {"forget/zs_acc", "retain/zs_acc", "zs_acc/six/negative"}
-    assert len(alone) == 2 + 20 and all(0.0 <= v <= 1.0 for v in alone.values())
+    assert {"forget/zs_acc_method_prompts", "zs_acc_method_prompts/six/negative"} <= set(alone)
+    assert len(alone) == 2 * (2 + 20) and all(0.0 <= v <= 1.0 for v in alone.values())  # both prompt sets
 
 
 @pytest.mark.parametrize(

@@ -4,20 +4,34 @@ a floor, the same distance between two Retrains that differ only in their seed.
 
 Classification: the Jensen-Shannon divergence of the two softmax outputs. Retrieval, per query: the JS
 divergence of its similarity distributions over the database (softmax of cosine / T over the database
-items) and the overlap of the two top-k lists, |top-k(A) ∩ top-k(B)| / k.
+items) and the overlap of the two top-k lists, |top-k(A) ∩ top-k(B)| / k. `distance_to_retrain` is the
+evaluators' hook (`evaluator.distance`, settings `evaluator.distance_settings` from `ppp/conf/audit/distance.yaml`).
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Hashable, Sequence
 
 import torch
 import torch.nn.functional as F
 
-from ppp.data.base import carries_any
+from ppp.data.base import LabelledDataset, carries_any
+from ppp.schema import boolean, integer, number, schema, setting
 
 GROUPS = ("forget", "neighbour", "other")
+
+
+@schema
+class DistanceSettings:
+    """`evaluator.distance_settings` (`audit/distance.yaml`)."""
+
+    temperature: float = setting(number(0, low_open=True))  # T of retrieval's similarity distributions
+    topk: int = setting(integer(1))  # k of retrieval's top-k overlap (database items)
+    binary: bool = setting(boolean())  # retrieval: sign codes (what retrieval ranks on) or the real-valued outputs
+    floor_seed_offset: int = setting(integer(1))  # the floor's second Retrain: seed + this
+    neighbours: int = setting(integer(1))  # neighbour classes per forget class (the Original's prototypes)
 
 
 def js_divergence(p: torch.Tensor, q: torch.Tensor, dim: int = -1) -> torch.Tensor:
@@ -127,4 +141,48 @@ def retrieval_distances(
         sims = [cosines(codes[n][0][q], codes[n][1][d]) for n in ("a", "b")]
         out[f"{direction}/js"] = js_divergence(*(torch.softmax(s / T, dim=1) for s in sims))
         out[f"{direction}/topk"] = topk_overlap(*sims, k)
+    return out
+
+
+def distance_to_retrain(system, ctx, data: LabelledDataset, settings: DistanceSettings, batch_size: int = 256) -> dict:
+    """The evaluators' hook: per group of `data` (the evaluation set; groups from the Original's
+    `settings.neighbours` nearest classes, `ppp.evaluation.density.original_neighbours`) the mean distance of
+    `system`'s outputs to Retrain's (seed s, the run's), `dist/<group>/<metric>`, and the floor, Retrain
+    seed s + `floor_seed_offset` against Retrain seed s on the same examples, `dist_floor/<group>/<metric>`
+    (NaN for a group without examples). Metrics: classification `js`; retrieval `i2t_js`, `t2i_js`,
+    `i2t_topk`, `t2i_topk`. The second Retrain is trained once and cached like any model."""
+    from ppp.evaluation.density import original_neighbours
+
+    start = time.perf_counter()
+    retrain = ctx.trained(exclude_forget=True)[0]
+    other = ctx.trained(exclude_forget=True, seed=int(ctx.cfg.seed) + settings.floor_seed_offset)[0]
+    neighbours = original_neighbours(ctx.trained()[0], ctx, settings.neighbours)
+    groups = example_groups(data.labels, ctx.forget_idx, neighbours)
+    workers = int(ctx.cfg.num_workers)
+
+    def per_example(a) -> dict[str, torch.Tensor]:
+        if ctx.bench.task == "classification":
+            return {"js": classification_distances(a, retrain, data, ctx.device, batch_size, workers)}
+        found = retrieval_distances(
+            a,
+            retrain,
+            data,
+            ctx.bench.database,
+            ctx.device,
+            settings.temperature,
+            settings.topk,
+            settings.binary,
+            batch_size,
+            workers,
+        )
+        return {k.replace("/", "_"): v for k, v in found.items()}
+
+    distance, floor = per_example(system), per_example(other)
+    out = {}
+    for metric in distance:
+        report = beside_floor(distance[metric], floor[metric], groups)
+        for group in GROUPS:
+            out[f"dist/{group}/{metric}"] = report[group]["distance"] if group in report else math.nan
+            out[f"dist_floor/{group}/{metric}"] = report[group]["floor"] if group in report else math.nan
+    out["time/distance_s"] = time.perf_counter() - start
     return out

@@ -6,6 +6,8 @@ attack named in `cfg.mia` (`ppp/evaluation/mia.py`) and the membership audit's `
 (`ppp/evaluation/audit_membership.py`, none by default); retrieval adds the per-tower residual metrics with
 `cfg.residual` (`ppp/evaluation/residual.py`) and zero-shot accuracy in CLIP's own space with `cfg.zeroshot`
 (`ppp/evaluation/zeroshot.py`), which `zeroshot` reports alone (on retrieval benchmarks: `cfg.task`).
+Both scoring evaluators add relearning (`cfg.relearn`, `ppp/evaluation/relearn.py`) and the distance to
+Retrain (`cfg.distance`, `ppp/evaluation/distance.py`), issue 21's "beyond membership".
 """
 
 from __future__ import annotations
@@ -13,22 +15,26 @@ from __future__ import annotations
 import torch
 from omegaconf import DictConfig
 
-from ppp.config import load_block
+from ppp import identity
 from ppp.evaluation.audit_membership import AuditSettings, check_task, membership_audit
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.density import original_neighbours, prototype_distances
+from ppp.evaluation.distance import DistanceSettings, distance_to_retrain
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.evaluation.mia import MiaSettings, check_modes, membership_inference
 from ppp.evaluation.queries import SPLITS, Queries, evaluation_set
+from ppp.evaluation.relearn import RelearnSettings, relearning
 from ppp.evaluation.retrieval import evaluate_retrieval
 from ppp.evaluation.zeroshot import ZeroshotSettings, evaluate_zeroshot
 from ppp.registry import Registry
 from ppp.schema import block, boolean, choice, integer, one_of, parse, read, schema, setting
 
 EVALUATORS: Registry = Registry("evaluator")  # registered under the benchmark task they evaluate
-# The zero-shot settings a retrieval section without them means (the shipped blocks, as identity.NEUTRAL_DEFAULTS).
-ZEROSHOT_DEFAULT = parse(ZeroshotSettings, load_block("prompts/digits.yaml", "zeroshot/default.yaml"), "zeroshot")
-AUDIT_DEFAULT = parse(AuditSettings, load_block("audit/membership.yaml"), "audit")  # likewise: no audit
+# The blocks a section without them means: the shipped ones, as identity.NEUTRAL_DEFAULTS holds them.
+ZEROSHOT_DEFAULT = parse(ZeroshotSettings, identity.NEUTRAL_DEFAULTS["evaluator.zeroshot_settings"], "zeroshot")
+RELEARN_DEFAULT = parse(RelearnSettings, identity.NEUTRAL_DEFAULTS["evaluator.relearn_settings"], "relearn")
+DISTANCE_DEFAULT = parse(DistanceSettings, identity.NEUTRAL_DEFAULTS["evaluator.distance_settings"], "distance")
+AUDIT_DEFAULT = parse(AuditSettings, identity.NEUTRAL_DEFAULTS["evaluator.audit"], "audit")
 
 
 @schema
@@ -55,6 +61,11 @@ class Scored(EvaluatorSettings, Queries):
     # The per-tower residual metrics of retrieval; a classification section may hold it too (ignored), as
     # experiment=mechanism_variants sets it on every setting.
     residual: bool = setting(boolean(), default=False)
+    # issue 21: relearning and the distance to Retrain (ppp/conf/audit/relearn.yaml, distance.yaml)
+    relearn: bool = setting(boolean(), default=False)
+    relearn_settings: RelearnSettings = block(RelearnSettings, default=RELEARN_DEFAULT)
+    distance: bool = setting(boolean(), default=False)
+    distance_settings: DistanceSettings = block(DistanceSettings, default=DISTANCE_DEFAULT)
 
     def check(self, path: str) -> None:
         Queries.check(self, path)
@@ -109,6 +120,7 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
         **membership(system, ctx, cfg),
         **density(system, ctx, cfg, data),
         **(zeroshot(system, ctx, cfg) if settings.zeroshot else {}),
+        **beyond_membership(system, ctx, cfg, data),
     }
 
 
@@ -124,7 +136,12 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_classification(
         system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size, int(ctx.cfg.num_workers), data
     )
-    return {**metrics, **membership(system, ctx, cfg), **density(system, ctx, cfg, data)}
+    return {
+        **metrics,
+        **membership(system, ctx, cfg),
+        **density(system, ctx, cfg, data),
+        **beyond_membership(system, ctx, cfg, data),
+    }
 
 
 def density(system, ctx, cfg: DictConfig, data) -> dict:
@@ -149,3 +166,15 @@ def membership(system, ctx, cfg: DictConfig) -> dict:
         boot = int(audit.n_boot), int(audit.bootstrap_seed)
         legacy = membership_inference(system, ctx, modes, cfg.mia_settings, cfg.batch_size, *boot)
     return {**legacy, **membership_audit(system, ctx, audit, cfg.batch_size)}
+
+
+def beyond_membership(system, ctx, cfg: DictConfig, data) -> dict:
+    """Issue 21's relearning (`cfg.relearn`) and distance to Retrain (`cfg.distance`) on the evaluation set
+    `data`; none when both are off."""
+    settings = read(Scored, cfg)
+    out = {}
+    if settings.distance:
+        out.update(distance_to_retrain(system, ctx, data, settings.distance_settings, int(cfg.batch_size)))
+    if settings.relearn:
+        out.update(relearning(system, ctx, cfg, data, settings.relearn_settings))
+    return out

@@ -80,11 +80,12 @@ class UnlearnContext:
             "bits": int(self.cfg.bits) if self.bench.task == "retrieval" else None,
         }
 
-    def model_key(self, exclude_forget: bool) -> dict:
-        """Everything that determines a trained model (forget classes only for retrain)."""
+    def model_key(self, exclude_forget: bool, seed: int | None = None) -> dict:
+        """Everything that determines a trained model (forget classes only for retrain); `seed` (default the
+        run's) names another seed's model, e.g. the second Retrain of the distance floor."""
         return {
             **self.training_identity(),
-            "seed": int(self.cfg.seed),
+            "seed": int(self.cfg.seed if seed is None else seed),
             "excluded": sorted(self.cfg.forget) if exclude_forget else None,
         }
 
@@ -195,8 +196,9 @@ class UnlearnContext:
         )
         return payload["prototypes"]
 
-    def trained(self, exclude_forget: bool = False) -> tuple[System, float]:
-        """The original model (or, with exclude_forget, the retrained one), from cache or trained now.
+    def trained(self, exclude_forget: bool = False, seed: int | None = None) -> tuple[System, float]:
+        """The original model (or, with exclude_forget, the retrained one), from cache or trained now;
+        `seed` (default the run's `seed`) trains and keys that seed's model instead (init and data order).
 
         Returns the system and the seconds its training took (when it was first built).
         """
@@ -204,19 +206,21 @@ class UnlearnContext:
             if exclude_forget:
                 raise ConfigError("a retrained model needs a training recipe; this context was given its model")
             return copy.deepcopy(self.original).eval(), 0.0
-        key = content_key(self.model_key(exclude_forget))
+        seed = int(self.cfg.seed if seed is None else seed)
+        key = content_key(self.model_key(exclude_forget, seed))
         label = "retrain model" if exclude_forget else "original model"
+        label += f" (seed {seed})" if seed != int(self.cfg.seed) else ""
         data = self.retain_train if exclude_forget else self.bench.train
 
         def build():
-            system = self.fresh_system()
+            system = self.fresh_system(seed)
             start = time.perf_counter()
             train(
                 system,
                 data,
                 self.cfg.backbone.train,
                 self.device,
-                int(self.cfg.seed),
+                seed,
                 desc=label,
                 num_workers=int(self.cfg.num_workers),
                 checkpoint=self.cache.root / "checkpoints" / f"{key}.pt",
@@ -227,6 +231,6 @@ class UnlearnContext:
             }
 
         payload, _ = self.cache.get_or_build("models", key, build, label)
-        system = self.fresh_system()
+        system = self.fresh_system(seed)
         system.load_state_dict(payload["state_dict"])
         return system.eval(), float(payload["train_s"])
