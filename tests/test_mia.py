@@ -4,7 +4,7 @@ from omegaconf import OmegaConf
 from tiny_contexts import TinyClassifier, make_context, make_hashing_context
 
 from ppp.data.base import Subset
-from ppp.data.digits import digit_scenes
+from ppp.data.digits import digit_scenes, digits
 from ppp.errors import ConfigError
 from ppp.evaluation.mia import (
     MembershipSplit,
@@ -79,6 +79,11 @@ def test_nonmember_pools_are_disjoint_from_training_data():
     train, val = set(scenes.train.root_indices().tolist()), set(scenes.val.root_indices().tolist())
     assert name == "query+database-train" and isinstance(pool, Subset) and len(val) == 30
     assert set(pool.root_indices().tolist()) == set(range(300)) - train - val  # validation queries are never in it
+
+    extra = digits(size=8, per_class=40, population_per_class=16)  # further non-members: the pool's second part
+    pool, name = nonmember_pool(extra)
+    assert name == "test+population" and len(pool) == len(extra.test) + len(extra.population) == 10 * (8 + 16)
+    assert not set(pool.root_indices().tolist()) & set(extra.train.root_indices().tolist())
 
 
 class Memoriser(TinyClassifier):

@@ -25,7 +25,6 @@ from ppp.data.base import Benchmark, Concatenated, LabelledDataset
 from ppp.errors import ConfigError
 from ppp.evaluation.mia import nonmember_pool
 from ppp.methods.context import root_indices
-from ppp.train import train
 
 Outputs = Callable[[object, LabelledDataset], dict[str, torch.Tensor]]
 
@@ -120,21 +119,4 @@ def reference_models(ctx, pop: Population, k: int, seed: int, outputs: Outputs) 
 
 def trained_reference(ctx, data: LabelledDataset, key: dict, label: str, train_seed: int):
     """One reference model trained on `data` with the run's recipe and its own seed, cached under `key`."""
-
-    def build():
-        system = ctx.fresh_system(seed=train_seed)
-        train(
-            system,
-            data,
-            ctx.cfg.backbone.train,
-            ctx.device,
-            train_seed,
-            desc=label,
-            num_workers=int(ctx.cfg.num_workers),
-        )
-        return {"state_dict": {k: v.cpu() for k, v in system.state_dict().items()}}
-
-    payload, _ = ctx.cache.get_or_build("models", content_key(key), build, label)
-    system = ctx.fresh_system(seed=train_seed)
-    system.load_state_dict(payload["state_dict"])
-    return system.eval()
+    return ctx.trained_on(data, train_seed, content_key(key), label)[0]

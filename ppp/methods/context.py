@@ -212,6 +212,13 @@ class UnlearnContext:
         label += f" (seed {seed})" if seed != int(self.cfg.seed) else ""
         data = self.retain_train if exclude_forget else self.bench.train
 
+        return self.trained_on(data, seed, key, label)
+
+    def trained_on(self, data: LabelledDataset, seed: int, key: str, label: str) -> tuple[System, float]:
+        """A model of the run's backbone and training recipe trained on `data` with `seed` (init and data
+        order), cached under the content key `key` and resumable from a per-epoch checkpoint; and the seconds
+        its training took when first built. Original, Retrain and the membership audit's references."""
+
         def build():
             system = self.fresh_system(seed)
             start = time.perf_counter()
@@ -233,4 +240,4 @@ class UnlearnContext:
         payload, _ = self.cache.get_or_build("models", key, build, label)
         system = self.fresh_system(seed)
         system.load_state_dict(payload["state_dict"])
-        return system.eval(), float(payload["train_s"])
+        return system.eval(), float(payload.get("train_s", 0.0))  # references cached before it had no time
