@@ -119,6 +119,7 @@ class Placed(NamedTuple):
 
 
 def check_version(path: str, value) -> None:
+    """`dataset.version` names the data a run was made on; only the current one can be built (no old code)."""
     if value != VERSION:
         raise ConfigError(
             f"{path}={value}: only version {VERSION} of the embedded digit data is built (see docs/datasets.md)"
