@@ -46,7 +46,6 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "backbone.loss.contrastive_weight": 0.0,
     "evaluator.residual": False,
     "evaluator.zeroshot": False,
-    "evaluator.zeroshot_settings": load_block("prompts/digits.yaml", "zeroshot/default.yaml"),
     "evaluator.audit": load_block("audit/membership.yaml"),
     # the held-out prompts and the methods' (issue 21): a changed default block keeps every run hash
     "evaluator.zeroshot_settings": {

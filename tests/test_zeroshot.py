@@ -190,7 +190,7 @@ class Recording(PixelSum):
 def test_the_evaluator_scores_the_held_out_prompts_and_the_methods_apart():
     domains = ["ink", "negative"]
     ctx = SimpleNamespace(
-        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": domains}}),
+        cfg=OmegaConf.create({"dataset": {"grid": 4, "domains": domains, "seed": 0}}),
         bench=SimpleNamespace(class_names=DIGIT_NAMES),
         forget_idx=[SIX],
         device=torch.device("cpu"),
@@ -206,7 +206,7 @@ def test_the_evaluator_scores_the_held_out_prompts_and_the_methods_apart():
     # the texts embed as their digit word whatever the template: the same answers under both prompt sets
     main = {k: v for k, v in out.items() if "method_prompts" not in k}
     assert {k.replace("zs_acc_method_prompts", "zs_acc"): v for k, v in out.items() if k not in main} == main
-    images, classes, domain_idx = one_digit_images(2, 4, 0, domains, "test")
+    images, classes, domain_idx, _ = one_digit_images(2, 4, 0, domains, "test", dataset_seed=0)
     expected = zeroshot_accuracy(
         PixelSum(), images, classes, domain_idx, DIGIT_NAMES, domains, [SIX], ["{}"], "a {domain} image of {}", "cpu"
     )
