@@ -48,6 +48,7 @@ def test_every_config_file_is_covered():
         "method/train_recipe/adam.yaml",
         "hparams_search/base/tune.yaml",
         "experiment/setting/clip_side.yaml",
+        "experiment/setting/audit.yaml",  # through experiment=audit_digits and audit_digit_scenes
         "backbone_weights/imagenet1k.yaml",
         "prompts/digits.yaml",
         "prompts/digits_eval.yaml",

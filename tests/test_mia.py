@@ -71,7 +71,7 @@ def test_nonmember_pools_are_disjoint_from_training_data():
     ctx = make_context("unused")
     pool, name = nonmember_pool(ctx.bench)
     pool_items = set(pool.root_indices().tolist())
-    assert name == "test" and not pool_items & set(ctx.bench.train.root_indices().tolist())
+    assert name == "test+population" and not pool_items & set(ctx.bench.train.root_indices().tolist())
     assert not pool_items & set(ctx.bench.val.root_indices().tolist()) and len(ctx.bench.val) > 0
 
     scenes = digit_scenes(n_total=300, n_query=40, n_train=120, n_val=30)

@@ -68,7 +68,7 @@ def make_context(cache_dir, **recipe) -> UnlearnContext:
     )
     return build_context(
         cfg,
-        benchmarks=lambda dataset, cache_dir: digits(size=8, per_class=180, population_per_class=0),
+        benchmarks=lambda dataset, cache_dir: digits(size=8, per_class=180),
         cache=Cache(cache_dir),
         system_factory=tiny_mlp,
         device=torch.device("cpu"),
