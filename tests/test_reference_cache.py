@@ -97,6 +97,9 @@ def test_reference_key_changes_with_each_input(tmp_path, single_thread):
         )
     drawn = row("evaluator.forget_queries=sampled", "sample_seed=5")  # now the draw depends on it
     assert len(calls) == 1 + sum(keyed for _, keyed in CHANGES) + 1 and drawn != base
+    relearn = row("evaluator.relearn=true")  # relearning draws its k forget examples with the sample seed
+    assert row("evaluator.relearn=true", "sample_seed=5") not in (relearn, base)
+    assert len(calls) == 1 + sum(keyed for _, keyed in CHANGES) + 3
 
 
 def test_reference_rows_change_with_the_models(tmp_path, single_thread):
