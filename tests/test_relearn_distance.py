@@ -262,10 +262,13 @@ def scalars(metrics: dict) -> dict:
 @pytest.fixture(scope="module")
 def audited(tiny):
     """The tiny context with the shipped classification evaluator, relearning (budget 4 steps, scored at
-    every step; retained data and 5 forget examples) and the distance to Retrain on; the hidden model's
+    every step; retained data and 5 forget examples alone) and the distance to Retrain on; the hidden model's
     metrics twice, and the reference rows the runner adds (Original, Retrain), through `reference_metrics`."""
     ctx, original, _, hidden, _ = tiny
+    # forget-only k-shot batches: in 4 steps the tiny hidden model comes back from 5 examples alone, not from
+    # 5 among 59 retained ones (the default, mix_retained=true; tested by testmixed_batches_... and the audit runs)
     overrides = ["evaluator.relearn_settings.steps=4", "evaluator.relearn_settings.eval_every=1"]
+    overrides.append("evaluator.relearn_settings.mix_retained=false")
     evaluator = compose_config(
         ["dataset=digits", "evaluator.mia=[]", "evaluator.relearn=true", "evaluator.distance=true", *overrides]
     ).evaluator
