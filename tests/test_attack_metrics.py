@@ -69,6 +69,35 @@ def test_seed_fixes_the_intervals_and_fit_threshold():
     assert fitted.threshold_from == "fit" and fitted.balanced_accuracy < a.balanced_accuracy
 
 
+def test_the_cluster_bootstrap_counts_sources_not_copies():
+    """Three copies of every example: resampling the copies as if independent narrows the interval; resampling
+    sources gives exactly the interval of the examples without copies (the same draws, each tripled)."""
+    rng = np.random.default_rng(4)
+    m, n = rng.normal(0.3, 1, 80), rng.normal(0, 1, 60)
+    single = attack_report(m, n, n_boot=300, seed=1)
+    m3, n3 = np.repeat(m, 3), np.repeat(n, 3)
+    copies = attack_report(m3, n3, n_boot=300, seed=1)
+    sources = attack_report(
+        m3,
+        n3,
+        n_boot=300,
+        seed=1,
+        member_groups=np.repeat(np.arange(80), 3),
+        nonmember_groups=np.repeat(np.arange(60), 3),
+    )
+    assert copies.auc == sources.auc == pytest.approx(single.auc)
+    assert sources.auc_ci == pytest.approx(single.auc_ci)
+    width = lambda r: r.auc_ci[1] - r.auc_ci[0]  # noqa: E731
+    assert width(copies) < 0.7 * width(sources)
+    with pytest.raises(ValueError, match="one group id per example"):
+        attack_report(m, n, n_boot=10, member_groups=np.arange(3))
+    # pooled over targets: a source keeps its examples of every target together
+    pooled = pooled_report(
+        [(m3, n3)] * 2, n_boot=300, seed=1, groups=[(np.repeat(np.arange(80), 3), np.repeat(np.arange(60), 3))] * 2
+    )
+    assert pooled.auc_ci == pytest.approx(single.auc_ci)
+
+
 def test_pooled_report_reaches_lower_fprs():
     rng = np.random.default_rng(2)
     pairs = [(rng.normal(1, 1, 50), rng.normal(0, 1, 50)) for _ in range(4)]

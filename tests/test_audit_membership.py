@@ -22,9 +22,11 @@ from ppp.evaluation.audit_membership import (
     attack_scores,
     membership_audit,
     rank_scores,
+    source_ids,
 )
-from ppp.evaluation.references import inclusion_matrix
+from ppp.evaluation.references import inclusion_matrix, population
 from ppp.experiment import validate
+from ppp.methods.context import root_indices
 from ppp.runs import run_hash
 from ppp.schema import parse
 
@@ -151,6 +153,22 @@ def test_references_are_shared_by_every_method_of_a_seed_and_keyed_on_it(tmp_pat
         target, ctx, settings(attacks=["lira_offline"], references=2, primary="lira_offline", reference_seed=1)
     )
     assert saved_references(ppp_log) == 6
+
+
+def test_the_bootstrap_unit_is_the_glyph_where_each_item_shows_one(tmp_path):
+    """digits: each image's one glyph, shared by its jittered copies, never across member and non-member;
+    digit_scenes (1-3 glyphs a scene): no source ids, items are resampled."""
+    ctx = make_context(tmp_path, epochs=1)
+    pop = population(ctx.bench)
+    ids = source_ids(ctx.bench, pop.data)
+    glyphs = ctx.bench.info["glyphs"]
+    assert ids.shape == (len(pop.data),)
+    assert ids[0] == glyphs[int(root_indices(pop.train)[0])][0]
+    assert ids[-1] == glyphs[int(root_indices(ctx.bench.population)[-1])][0]
+    assert not set(ids[: pop.n_train]) & set(ids[pop.n_train :])
+    assert len(np.unique(ids[: pop.n_train])) < pop.n_train  # jittered copies share their source
+    scenes = make_hashing_context(tmp_path / "scenes")
+    assert source_ids(scenes.bench, population(scenes.bench).data) is None
 
 
 def test_a_retrieval_audit_reports_every_attack_on_both_sets(tmp_path):

@@ -12,7 +12,10 @@ Input: one membership score per example, higher = more likely a member. Pure num
   largest non-member score and a member counts when its score is strictly above it (so at most k non-members
   pass, fewer with ties). f < 1/n (k = 0) is *unsupported*: reported as such, with n, never interpolated.
 - Bootstrap: `n_boot` resamples, members and non-members resampled separately with replacement (seeded);
-  the 2.5 and 97.5 percentiles of AUC and of each supported TPR.
+  the 2.5 and 97.5 percentiles of AUC and of each supported TPR. Examples that share a source (the same
+  glyph, jittered several times) are not independent: given `member_groups` / `nonmember_groups` (a group id
+  per example), the bootstrap resamples whole groups (a cluster bootstrap), so the interval counts sources,
+  not copies.
 - `informative`: the AUC interval lies above 0.5. An attack whose interval contains 0.5 cannot tell members
   from non-members; its rates say nothing about privacy.
 """
@@ -81,6 +84,19 @@ def best_threshold(member_scores, nonmember_scores) -> tuple[float, float]:
     return float(candidates[i]), float(bal[i])
 
 
+def group_resampler(groups, size: int):
+    """rng -> indices of one bootstrap resample of `size` examples: examples drawn with replacement when
+    `groups` is None, else whole groups (as many draws as there are groups) with every example of each."""
+    if groups is None:
+        return lambda rng: rng.integers(0, size, size)
+    groups = np.asarray(groups).reshape(-1)
+    if groups.size != size:
+        raise ValueError(f"need one group id per example: {groups.size} ids for {size} scores")
+    _, inverse = np.unique(groups, return_inverse=True)
+    members = [np.flatnonzero(inverse == g) for g in range(inverse.max() + 1)]
+    return lambda rng: np.concatenate([members[g] for g in rng.integers(0, len(members), len(members))])
+
+
 def balanced_accuracy(member_scores, nonmember_scores, threshold: float) -> float:
     m, n = _scores(member_scores), _scores(nonmember_scores)
     return float(0.5 * ((m >= threshold).mean() + (n < threshold).mean()))
@@ -134,9 +150,12 @@ def attack_report(
     fit: tuple | None = None,
     level: float = 0.95,
     n_targets: int = 1,
+    member_groups=None,
+    nonmember_groups=None,
 ) -> AttackReport:
     """The report of one attack on (member, non-member) scores; `fit=(member_fit, nonmember_fit)` picks the
-    balanced-accuracy threshold on a separate split instead of on the scored examples."""
+    balanced-accuracy threshold on a separate split instead of on the scored examples; `member_groups`,
+    `nonmember_groups` (a source id per example) make the bootstrap resample sources."""
     m, n = _scores(member_scores), _scores(nonmember_scores)
     fprs = tuple(float(f) for f in fprs)
     ok = [f for f in fprs if supported(f, n.size)]
@@ -157,11 +176,12 @@ def attack_report(
     tpr = {f: (tpr_at_fpr(m, n, f) if f in ok else None) for f in fprs}
 
     rng = np.random.default_rng(seed)
+    draw_members, draw_nonmembers = group_resampler(member_groups, m.size), group_resampler(nonmember_groups, n.size)
     boot_auc = np.empty(n_boot)
     boot_tpr = np.empty((n_boot, len(ok)))
     for b in range(n_boot):
-        mb = m[rng.integers(0, m.size, m.size)]
-        nb = n[rng.integers(0, n.size, n.size)]
+        mb = m[draw_members(rng)]
+        nb = n[draw_nonmembers(rng)]
         boot_auc[b] = roc_auc(mb, nb)
         for j, f in enumerate(ok):
             boot_tpr[b, j] = tpr_at_fpr(mb, nb, f)
@@ -193,14 +213,31 @@ def attack_report(
     )
 
 
-def pooled_report(pairs, fprs=DEFAULT_FPRS, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> AttackReport:
+def pooled_report(
+    pairs, fprs=DEFAULT_FPRS, n_boot: int = 1000, seed: int = 0, level: float = 0.95, groups=None
+) -> AttackReport:
     """One report over several target models' (member_scores, nonmember_scores), pooling the per-example
     scores (as LiRA's leave-one-out over its models does) so that low FPRs have enough non-members. The
     scores must be comparable across targets (e.g. LiRA's calibrated scores, not raw losses of models of
-    different quality); the bootstrap resamples the pooled examples."""
+    different quality); the bootstrap resamples the pooled examples, or with `groups` (per pair, the
+    (member, non-member) source ids) the sources, each with all its examples of every target."""
     pairs = list(pairs)
     if not pairs:
         raise ValueError("pooled_report needs at least one (member_scores, nonmember_scores) pair")
     m = np.concatenate([_scores(a) for a, _ in pairs])
     n = np.concatenate([_scores(b) for _, b in pairs])
-    return attack_report(m, n, fprs=fprs, n_boot=n_boot, seed=seed, level=level, n_targets=len(pairs))
+    member_groups = nonmember_groups = None
+    if groups is not None:
+        member_groups = np.concatenate([np.asarray(a) for a, _ in groups])
+        nonmember_groups = np.concatenate([np.asarray(b) for _, b in groups])
+    return attack_report(
+        m,
+        n,
+        fprs=fprs,
+        n_boot=n_boot,
+        seed=seed,
+        level=level,
+        n_targets=len(pairs),
+        member_groups=member_groups,
+        nonmember_groups=nonmember_groups,
+    )

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppp.data.base import Subset, carries_any
+from ppp.data.base import Concatenated, Subset, carries_any
 from ppp.errors import ConfigError
 from ppp.evaluation.attack_metrics import attack_report, pooled_report
 from ppp.evaluation.membership_scores import (
@@ -87,6 +87,7 @@ class AuditSettings:
     rmia_gamma: float = setting(number(0, low_open=True))
     shokri_model: str = setting(one_of("mlp", "lr"))
     shokri_per_class: bool = setting(boolean())
+    bootstrap_by_source: bool = setting(boolean())
 
     def check(self, path: str) -> None:
         if self.references % 2:
@@ -289,10 +290,38 @@ def rank_sets(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     return {name: _nonempty(name, *(np.flatnonzero(m) for m in masks)) for name, masks in sets.items()}
 
 
-def reported(prefix: str, members: np.ndarray, nonmembers: np.ndarray, settings: AuditSettings) -> dict:
-    """`attack_report`'s flat keys under `prefix`, and the per-example scores as tensors (arrays.npz)."""
+def source_ids(bench, data) -> np.ndarray | None:
+    """Per item of `data`, the one sklearn glyph it shows (`bench.info["glyphs"]`; digits jitters each training
+    glyph about three times), or None where items are not one glyph each (digit_scenes' 1-3, real data)."""
+    glyphs = bench.info.get("glyphs")
+    if glyphs is None:
+        return None
+    per_item = [glyphs[int(i)] for i in _roots(data)]
+    if any(len(g) != 1 for g in per_item):
+        return None
+    return np.array([g[0] for g in per_item])
+
+
+def _roots(data) -> torch.Tensor:
+    """`root_indices`, through concatenations of subsets of one dataset."""
+    if isinstance(data, Concatenated):
+        return torch.cat([_roots(part) for part in data.parts])
+    return root_indices(data)
+
+
+def reported(
+    prefix: str, members: np.ndarray, nonmembers: np.ndarray, settings: AuditSettings, groups=(None, None)
+) -> dict:
+    """`attack_report`'s flat keys under `prefix`, and the per-example scores as tensors (arrays.npz);
+    `groups` the members' and non-members' source ids (a cluster bootstrap) or None each."""
     report = attack_report(
-        members, nonmembers, fprs=settings.fprs, n_boot=int(settings.n_boot), seed=int(settings.bootstrap_seed)
+        members,
+        nonmembers,
+        fprs=settings.fprs,
+        n_boot=int(settings.n_boot),
+        seed=int(settings.bootstrap_seed),
+        member_groups=groups[0],
+        nonmember_groups=groups[1],
     )
     return {
         **report.metrics(prefix),
@@ -302,17 +331,27 @@ def reported(prefix: str, members: np.ndarray, nonmembers: np.ndarray, settings:
 
 
 def leave_one_out(
-    attack: str, refs: list[Observed], refs_inside: np.ndarray, forget: np.ndarray, settings, classes
+    attack: str, refs: list[Observed], refs_inside: np.ndarray, forget: np.ndarray, settings, classes, sources
 ) -> dict:
     """Each reference in turn as the target against the other K − 1, on the forget set's examples (its own IN
-    ones are its members), pooled: the attack's power on the training recipe itself."""
-    pairs = []
+    ones are its members), pooled: the attack's power on the training recipe itself. `sources` (or None): the
+    cluster bootstrap's unit per example of P."""
+    pairs, groups = [], []
     for j in range(len(refs)):
         others = [r for i, r in enumerate(refs) if i != j]
         inside = np.delete(refs_inside, j, axis=0)
         scores = attack_scores(attack, refs[j], others, inside, ~refs_inside[j], settings, classes)
-        pairs.append((scores[forget & refs_inside[j]], scores[forget & ~refs_inside[j]]))
-    report = pooled_report(pairs, fprs=settings.fprs, n_boot=int(settings.n_boot), seed=int(settings.bootstrap_seed))
+        masks = forget & refs_inside[j], forget & ~refs_inside[j]
+        pairs.append(tuple(scores[mask] for mask in masks))
+        if sources is not None:
+            groups.append(tuple(sources[mask] for mask in masks))
+    report = pooled_report(
+        pairs,
+        fprs=settings.fprs,
+        n_boot=int(settings.n_boot),
+        seed=int(settings.bootstrap_seed),
+        groups=groups or None,
+    )
     return report.metrics(f"audit/{attack}/loo_forget")
 
 
@@ -345,13 +384,15 @@ def population_attacks(system, ctx, settings: AuditSettings, attacks: list[str],
         refs, inside = [stats.observe(o) for o in found.outputs], found.inside
     sets, in_pool = audit_sets(ctx, pop), np.arange(len(pop.data)) >= pop.n_train
     forget = carries_any(pop.data.labels, ctx.forget_idx).numpy()
+    sources = source_ids(ctx.bench, pop.data) if settings.bootstrap_by_source else None
     out = {}
     for attack in attacks:
         scores = attack_scores(attack, target, refs, inside, in_pool, settings, classes)
         for name, (members, nonmembers) in sets.items():
-            out.update(reported(f"audit/{attack}/{name}", scores[members], scores[nonmembers], settings))
+            groups = (None, None) if sources is None else (sources[members], sources[nonmembers])
+            out.update(reported(f"audit/{attack}/{name}", scores[members], scores[nonmembers], settings, groups))
         if settings.pooled:
-            out.update(leave_one_out(attack, refs, inside, forget, settings, classes))
+            out.update(leave_one_out(attack, refs, inside, forget, settings, classes, sources))
     return out
 
 
