@@ -49,6 +49,7 @@ def test_audit_table_marks_attacks_that_cannot_tell_the_originals_members(tmp_pa
     )
     written = write_report([tmp_path], tmp_path / "out")
     markdown = (tmp_path / "out" / "audit.md").read_text()
+    assert "### digits (forget six), clip_tiny, audit" in markdown  # a classifier's table names no code length
     assert cell(markdown, "LiRA online AUC, D_f", "Original") == "0.800 [0.74, 0.86]"
     assert cell(markdown, "LiRA online AUC, D_f", "PPP") == "0.550 [0.47, 0.63]"
     # the baseline's interval on the Original covers 0.5: uninformative on every model

@@ -93,6 +93,11 @@ def steps_cell(cells: dict, variant: str, bits: int, condition: str) -> str:
     return f"{steps:.0f} ({100 * back:.0f} % back)" if back < 1 else f"{steps:.0f}"
 
 
+def code_length(task: str, bits: int) -> str:
+    """ ", 16 bits" for a hashing model; nothing for a classifier (its runs carry the config's unused bits)."""
+    return f", {bits} bits" if task == "retrieval" else ""
+
+
 def audit_table(stats: pd.DataFrame) -> list[Table]:
     """One table per setting and bits that has audit keys; see the module docstring."""
     tables = []
@@ -158,7 +163,7 @@ def audit_table(stats: pd.DataFrame) -> list[Table]:
         )
         tables.append(
             Table(
-                title(dataset, forget, backbone, f", {bits} bits, audit"),
+                title(dataset, forget, backbone, f"{code_length(task, bits)}, audit"),
                 "",
                 [display(v) for v in variants],
                 rows,
@@ -201,7 +206,8 @@ def roc_figures(runs: list[Run], stats: pd.DataFrame, attack: str, out: Path) ->
             )
         ax.plot([floor, 1], [floor, 1], color="grey", ls=":", lw=1, label="chance")
         ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate")
-        ax.set_title(f"{ATTACK_NAMES[attack]} on D_f: {title(dataset, forget, backbone, f', {bits} bits')}", fontsize=9)
+        extra = code_length(str(block["task"].iloc[0]), bits)
+        ax.set_title(f"{ATTACK_NAMES[attack]} on D_f: {title(dataset, forget, backbone, extra)}", fontsize=9)
         ax.legend(fontsize=7, loc="lower right")
         paths += save(fig, out, f"roc_{attack}_{dataset}_{backbone}_{forget}_{bits}")
     return paths
