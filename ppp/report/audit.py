@@ -31,6 +31,7 @@ ATTACK_NAMES = {
 SETS = {"forget": "D_f", "retain": "D_r"}
 RELEARN = {"retain": "on D_r", "k1": "1-shot", "k5": "5-shot", "k25": "25-shot"}
 UNINFORMATIVE = "†"
+NO_DELETION_SIGNAL = "‡"
 
 
 def attacks_in(metrics: set[str]) -> list[str]:
@@ -82,6 +83,24 @@ def informative(cells: dict, bits: int, attack: str, split: str) -> bool:
     return bool(lo > 0.5)
 
 
+def tells_deletion(cells: dict, bits: int, attack: str) -> bool:
+    """The attack tells a kept class from a deleted one: on D_f, the Original's interval lies above Retrain's.
+    Retrain's D_f AUC need not be 0.5: a forget pair can share sources with retained training pairs."""
+    original_lo = cells.get(("original", bits, f"audit/{attack}/forget/auc_lo"), (np.nan,))[0]
+    retrain_hi = cells.get(("retrain", bits, f"audit/{attack}/forget/auc_hi"), (np.nan,))[0]
+    return bool(pd.isna(retrain_hi) or original_lo > retrain_hi)
+
+
+def flag(cells: dict, bits: int, attack: str, split: str) -> str:
+    """† where the attack cannot tell the Original's members of `split`, ‡ where on D_f it cannot tell the
+    Original from Retrain; nothing where it can."""
+    if not informative(cells, bits, attack, split):
+        return UNINFORMATIVE
+    if split == "forget" and not tells_deletion(cells, bits, attack):
+        return NO_DELETION_SIGNAL
+    return ""
+
+
 def steps_cell(cells: dict, variant: str, bits: int, condition: str) -> str:
     """Mean relearn steps over the repeats that came back, and how many did."""
     steps = cells.get((variant, bits, f"relearn/{condition}/steps"), (np.nan, np.nan))[0]
@@ -114,12 +133,19 @@ def audit_table(stats: pd.DataFrame) -> list[Table]:
         ]
         for attack in attacks:
             for split in SETS:
-                flag = "" if informative(cells, bits, attack, split) else UNINFORMATIVE
-                key = f"audit/{attack}/{split}/auc"
+                key, mark = f"audit/{attack}/{split}/auc", flag(cells, bits, attack, split)
                 rows.append(
                     (
                         f"{ATTACK_NAMES[attack]} AUC, {SETS[split]}",
-                        [interval(cells, v, bits, key, flag) for v in variants],
+                        [interval(cells, v, bits, key, mark) for v in variants],
+                    )
+                )
+            loo = f"audit/{attack}/loo_forget/auc"
+            if loo in present:  # the references' own power: one value per seed, shown once
+                rows.append(
+                    (
+                        f"{ATTACK_NAMES[attack]} AUC, D_f, leave-one-out over the references",
+                        [interval(cells, v, bits, loo) if v == "original" else "" for v in variants],
                     )
                 )
             fpr = lowest_fpr(cells, bits, attack, "forget")
@@ -157,7 +183,10 @@ def audit_table(stats: pd.DataFrame) -> list[Table]:
             f"ROC AUC, in brackets the means of its 95 % bootstrap interval's ends; members are training samples "
             f"of the set, non-members held-out samples of the same classes (non-members: {n}). TPR in % at the "
             f"lowest FPR the non-member count supports. {UNINFORMATIVE}: the attack's interval on the Original's "
-            f"members of that set covers 0.5, so it cannot tell members there and its cells are no evidence of privacy. "
+            f"members of that set covers 0.5, so it cannot tell members there and its cells are no evidence of privacy; "
+            f"{NO_DELETION_SIGNAL}: on D_f the Original's interval overlaps Retrain's, so it cannot tell a deleted "
+            f"class from a kept one. Leave-one-out: each reference model in turn as the target against the others, "
+            f"pooled (the attack's power on the recipe itself; the same for every model of a seed). "
             f"Relearn: optimiser steps until forget quality is back within the margin of the Original's (not back: not within the budget). To Retrain: per-example distance of the outputs to Retrain's on the forget queries; the "
             f"floor is Retrain against Retrain of the next seed."
         )
