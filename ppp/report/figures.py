@@ -35,8 +35,10 @@ def save(fig, out: Path, name: str) -> list[Path]:
 
 
 def palette(variants) -> dict[str, tuple]:
-    """One colour per method, the same in every figure of a report."""
-    return {v: plt.cm.tab10(i % 10) for i, v in enumerate(ordered(variants))}
+    """One colour per method, the same in every figure of a report (tab20 beyond ten methods, so none repeat)."""
+    names = ordered(variants)
+    colours = plt.cm.tab10 if len(names) <= 10 else plt.cm.tab20
+    return {v: colours(i % colours.N) for i, v in enumerate(names)}
 
 
 def quality_label(task: str) -> str:
