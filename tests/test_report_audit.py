@@ -5,7 +5,6 @@ from test_report import cell, write_run
 
 from ppp.report import write_report
 
-
 LEAVE_ONE_OUT = {"audit/lira_online/loo_forget/auc": 0.61, "audit/lira_online/loo_forget/auc_lo": 0.58}
 LEAVE_ONE_OUT["audit/lira_online/loo_forget/auc_hi"] = 0.64
 
