@@ -1,12 +1,13 @@
 """Do the shipped configs still give the committed runs their run hashes?
 
-    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv'] [-v]
+    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv*'] [-v]
 
-Every run of the committed results (`docs/results/*/results.csv`: its `run_hash` and `run_dir`) is composed
-again from its sweep folder's name (`<job number>_<override>,<override>,...`, Hydra's `override_dirname`, which
-leaves out the keys of `ppp.identity.SWEEP_FOLDER_NEUTRAL`), with the default device and with `device=cpu` (the
-folder name does not say which), and its run hash compared with the recorded one. A config refactor that
-changes no result must reproduce every hash: a changed hash means a finished run would run again.
+Every run of the committed results (`docs/results/*/results.csv`, or `.csv.gz` where the file is large: its
+`run_hash` and `run_dir`) is composed again from its sweep folder's name (`<job number>_<override>,...`,
+Hydra's `override_dirname`, which leaves out the keys of `ppp.identity.SWEEP_FOLDER_NEUTRAL`), with the
+default device and with `device=cpu` (the folder name does not say which), and its run hash compared with
+the recorded one. A config refactor that changes no result must reproduce every hash: a changed hash means a
+finished run would run again.
 
 Runs recorded with the run hash from before commit 6a32b9d count as reproduced when that hash matches: until
 then keys at their neutral default (`ppp.identity.NEUTRAL_DEFAULTS`) were hashed like any other key, so the
@@ -23,6 +24,7 @@ import argparse
 import contextlib
 import csv
 import glob
+import gzip
 import os
 import re
 import sys
@@ -90,7 +92,7 @@ def recorded_runs(pattern: str) -> dict[tuple[str, str], str]:
     """(run_hash, run_dir) -> the results.csv that lists it, over every file matching `pattern`."""
     rows = {}
     for path in sorted(glob.glob(pattern)):
-        with open(path, newline="") as fh:
+        with (gzip.open if path.endswith(".gz") else open)(path, "rt", newline="") as fh:
             for row in csv.DictReader(fh):
                 rows[(row["run_hash"], row["run_dir"])] = path
     return rows
@@ -99,7 +101,7 @@ def recorded_runs(pattern: str) -> dict[tuple[str, str], str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("conf", nargs="?", type=Path, help="config folder (default: the package's, ppp/conf)")
-    parser.add_argument("--results", default="docs/results/*/results.csv", help="results files (glob)")
+    parser.add_argument("--results", default="docs/results/*/results.csv*", help="results files (glob)")
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run, not only mismatches")
     args = parser.parse_args(argv)
 

@@ -1,6 +1,6 @@
 """Which mAP tie rule (`evaluator.ties`) did the committed runs use?
 
-    python scripts/ties_of_runs.py [--results 'docs/results/*/results.csv'] [--per-file N]
+    python scripts/ties_of_runs.py [--results 'docs/results/*/results.csv*'] [--per-file N]
     python scripts/ties_of_runs.py --key evaluator.forget_queries --values all,forget_samples   # any other key
 
 The results CSVs carry no `evaluator.ties` column, but the run hash covers the evaluator config. For the
@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import csv
 import glob
+import gzip
 import sys
 
 from check_run_hashes import recomposed  # a sibling script: `python scripts/X.py` puts scripts/ on sys.path
@@ -28,7 +29,7 @@ RULES = ("stable", "average")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--results", default="docs/results/*/results.csv")
+    parser.add_argument("--results", default="docs/results/*/results.csv*")
     parser.add_argument("--per-file", type=int, default=5)
     parser.add_argument("--key", default="evaluator.ties")
     parser.add_argument("--values", default=",".join(RULES))
@@ -37,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     with configs_initialised():
         for path in sorted(glob.glob(args.results)):
             runs: dict[str, str] = {}
-            with open(path, newline="") as fh:
+            with (gzip.open if path.endswith(".gz") else open)(path, "rt", newline="") as fh:
                 for row in csv.DictReader(fh):
                     if row["task"] == "retrieval" and row["run_hash"] and row["run_dir"]:
                         runs.setdefault(row["run_hash"], row["run_dir"])
