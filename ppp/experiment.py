@@ -27,6 +27,7 @@ from ppp.evaluation.changes import parameter_changes
 from ppp.evaluation.delta import deltas
 from ppp.evaluation.queries import Queries, check_query_settings
 from ppp.evaluation.relearn import check_relearning
+from ppp.forget_set import forget_set
 from ppp.memory import PeakMemory
 from ppp.methods import METHODS, UnlearnContext
 from ppp.models import System
@@ -88,11 +89,12 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "code": source_digest(*EVALUATION_SOURCES),
             "reference": name,
             "models": ctx.model_key(exclude_forget=False),
-            "forget": list(ctx.cfg.forget),
+            "forget": list(ctx.cfg.forget) if ctx.forget_set.by_class else ctx.forget_set.excluded([]),
             "evaluator": config_identity(evaluator, "evaluator"),
             "query_draw": ctx.sample_seed if queries.forget_queries != "all" else None,
             **disjoint,
             **({"relearn_draw": ctx.sample_seed} if evaluator.get("relearn") else {}),
+            **({} if ctx.forget_set.by_class else {"held_out_draw": ctx.sample_seed}),
         }
     )
 
@@ -134,10 +136,11 @@ def output_dir(cfg: DictConfig) -> Path:
 
 
 def format_table(rows: dict[str, dict[str, float]]) -> str:
-    """A small text table: one row per model; mAP, accuracy, MIA rates and AUCs in percent."""
-    groups = ("forget/", "retain/", "mia/", "probe/")
+    """A small text table: one row per model; mAP, accuracy, recall, MIA rates and AUCs in percent (an item
+    forget set's expected ranks are in metrics.json)."""
+    groups = ("forget/", "retain/", "heldout/", "mia/", "probe/")
     cols = sorted(
-        {k for r in rows.values() for k in r if k.startswith(groups)},
+        {k for r in rows.values() for k in r if k.startswith(groups) and not k.endswith("_rank")},
         key=lambda k: (groups.index(k[: k.index("/") + 1]), "/mia" in k, k),
     )  # MIA after mAP / accuracy
     width = max([16] + [len(c) + 2 for c in cols])
@@ -198,15 +201,15 @@ def build_context(
     bench = (benchmarks or build_benchmark)(cfg.dataset, cfg.get("cache_dir"))
     if checks:
         check_fits(cfg, bench)
-    forget_idx = bench.class_indices(list(cfg.forget))
+    forgotten = forget_set(cfg, bench)
     if checks:
-        check_against_benchmark(cfg, bench.num_classes, forget_idx)
-        check_query_settings(cfg.evaluator, bench, forget_idx)
-        check_relearning(cfg, bench, forget_idx)
+        check_against_benchmark(cfg, bench.num_classes, forgotten.classes)
+        check_query_settings(cfg.evaluator, bench, forgotten.classes if forgotten.by_class else None)
+        check_relearning(cfg, bench, forgotten.classes)
     return UnlearnContext(
         cfg=cfg,
         bench=bench,
-        forget_idx=forget_idx,
+        forget_set=forgotten,
         device=device,
         cache=Cache(cfg.cache_dir) if cache is None else cache,
         system_factory=system_factory,
@@ -319,7 +322,7 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
     for name, values in reference_metrics(ctx, score, names, pristine).items():
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
-    metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta))
+    metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta, items=not ctx.forget_set.by_class))
     return Evaluated(model, metrics, arrays, references)
 
 
@@ -346,6 +349,8 @@ def record(prepared: Prepared, evaluated: Evaluated) -> dict:
         "metrics": metrics,
         "provenance": {**provenance(ctx.device), "cache": ctx.cache.used},
     }
+    if not ctx.forget_set.by_class:  # which items were deleted: the request's own record
+        result["forget_set"] = {"kind": ctx.forget_set.kind, "positions": ctx.forget_set.positions.tolist()}
     if references:
         result["references"] = references
     if cfg.save_model:

@@ -68,18 +68,17 @@ def batch_order(settings) -> str:
     return "official" if name == "ssd" and settings["fisher_mode"] == "batch" else "dataset"
 
 
-def official_order(labels: torch.Tensor, forget_idx) -> torch.Tensor:
-    """The permutation into SSD's loader order: samples without a forget class first, then those with
-    one (D = D_r then D_f), each block in class order. Class order = by first label (the lowest class
+def official_order(labels: torch.Tensor, is_forget: torch.Tensor) -> torch.Tensor:
+    """The permutation into SSD's loader order: samples outside the forget set first, then those in it
+    (`is_forget`; D = D_r then D_f), each block in class order. Class order = by first label (the lowest class
     index a sample carries; single-label data: its label), ties kept in dataset order."""
     if labels.dim() == 1:
-        first, carries_forget = labels.long(), torch.isin(labels.long(), torch.as_tensor(list(forget_idx)))
+        first = labels.long()
     else:
         carried = labels > 0  # argmax of a row picks its first maximum: the first label; unlabelled rows go last
         first = torch.where(carried.any(1), carried.int().argmax(1), labels.shape[1])
-        carries_forget = carried[:, list(forget_idx)].any(1)
     block = int(first.max()) + 1 if len(first) else 1
-    return torch.sort(carries_forget.long() * block + first, stable=True).indices
+    return torch.sort(is_forget.long() * block + first, stable=True).indices
 
 
 def uses_context(system) -> bool:

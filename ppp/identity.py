@@ -40,6 +40,7 @@ SWEEP_FOLDER_NEUTRAL = (*NOT_IN_RUN_HASH, *sorted(RUN_HASH_NEVER_KEYED), "device
 # finished runs look new; any other value is keyed. When you add a config key, add it here with its neutral
 # default.
 NEUTRAL_DEFAULTS: dict[str, Any] = {
+    "forget_set": load_block("forget_set/classes.yaml"),
     "dataset.surface_forms": False,
     "dataset.mention_prob": 1.0,
     "dataset.domains": None,
@@ -55,9 +56,12 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "evaluator.relearn": False,
     "evaluator.relearn_settings": load_block("audit/relearn.yaml"),
     "evaluator.distance": False,
+    "evaluator.index": False,
+    "evaluator.index_topk": 10,
     "evaluator.distance_settings": load_block("audit/distance.yaml"),
     "method.gamma": None,
     "method.sign_flip": True,
+    "method.item_prototype": "forget_mean",
     "method.neighbours": "prototype",
     "method.fisher_memory_mb": None,
 }

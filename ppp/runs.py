@@ -34,10 +34,11 @@ def run_hash(cfg: DictConfig) -> str:
     """The resolved config without what never changes the numbers (paths, worker counts) and without
     new keys at their neutral default (`NEUTRAL_DEFAULTS`), so that adding a key keeps finished runs finished;
     what is left out is declared in ppp/identity.py."""
+    neutral = identity.NEUTRAL_DEFAULTS
     config = {
         k: config_identity(v, k, never_keyed=identity.RUN_HASH_NEVER_KEYED)
         for k, v in resolved(cfg).items()
-        if k not in identity.NOT_IN_RUN_HASH
+        if k not in identity.NOT_IN_RUN_HASH and not (k in neutral and v == neutral[k])
     }
     return content_key(config)
 

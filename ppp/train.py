@@ -27,8 +27,9 @@ def make_loader(
     seed: int = 0,
     num_workers: int = 0,
     drop_last: bool = False,
+    collate: Callable | None = None,
 ) -> DataLoader:
-    """A loader that applies the system's image transform per item and its collate per batch."""
+    """A loader that applies the system's image transform per item and its collate (or `collate`) per batch."""
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return DataLoader(
         Transformed(data, system.transform),
@@ -36,10 +37,19 @@ def make_loader(
         shuffle=shuffle,
         generator=generator,
         num_workers=num_workers,
-        collate_fn=system.collate,
+        collate_fn=collate or system.collate,
         drop_last=drop_last,
         persistent_workers=False,
     )
+
+
+def tagged_collate(system: System) -> Callable:
+    """The system's collate for items with a last forget tag (`ForgetTagged`): the tags as `batch["forget"]`."""
+
+    def collate(items):
+        return {**system.collate([item[:-1] for item in items]), "forget": torch.tensor([item[-1] for item in items])}
+
+    return collate
 
 
 @torch.no_grad()
@@ -100,13 +110,15 @@ def train(
     desc: str = "train",
     num_workers: int = 0,
     checkpoint: Path | None = None,
+    collate: Callable | None = None,
 ) -> System:
     """Train `system` in place on `data` for `settings.epochs` epochs; deterministic given `seed`.
 
     `objective(system, batch)` replaces the system's own loss (amnesiac, bad teacher, ...). With a
     `checkpoint` path, the full training state (weights, optimisers, schedules, data order and RNG) is
     saved after every epoch and a run killed part-way resumes from it to the very model an
-    uninterrupted run gives; the file is removed once training ends.
+    uninterrupted run gives; the file is removed once training ends. `collate` replaces the system's own
+    (`tagged_collate`: items that carry a forget tag).
     """
     torch.manual_seed(seed)
     loader = make_loader(
@@ -117,6 +129,7 @@ def train(
         seed=seed,
         num_workers=num_workers,
         drop_last=drops_last(len(data), settings.batch_size),
+        collate=collate,
     )
     objective = objective or (lambda s, b: s.loss(b))
     optimizers = _optimizers(system.param_groups(settings))

@@ -14,15 +14,18 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from ppp import identity
 from ppp.data import DATASETS
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
+from ppp.forget_set import ForgetSetSettings
 from ppp.methods import METHODS
 from ppp.methods.fisher_forgetting import NEEDS_CLASS_HEAD
-from ppp.methods.registry import CLASS_HEAD, CLIP_SPACE
+from ppp.methods.registry import CLASS_HEAD, CLIP_SPACE, FORGET_CLASSES
 from ppp.models import BACKBONES
 from ppp.schema import (  # noqa: F401  (the check builders, importable from here as before)
     Check,
+    block,
     boolean,
     distinct_subset_of,
     integer,
@@ -36,6 +39,7 @@ from ppp.schema import (  # noqa: F401  (the check builders, importable from her
     subset_of,
 )
 
+CLASS_FORGET_SET = parse(ForgetSetSettings, identity.NEUTRAL_DEFAULTS["forget_set"], "forget_set")
 SECTIONS = {"dataset": DATASETS, "backbone": BACKBONES, "method": METHODS, "evaluator": EVALUATORS}
 NOT_RUN_KEYS = ("hydra", "tune")  # Hydra's own node (return_hydra_config); a search's block (ppp.tune.TuneSettings)
 
@@ -65,6 +69,7 @@ class RunSettings:
     sample_seed: int = setting(integer(0))
     device: str = setting()
     forget: list[str] = setting(class_names())
+    forget_set: ForgetSetSettings = block(ForgetSetSettings, default=CLASS_FORGET_SET)  # what a request deletes
     data_root: str = setting()
     cache_dir: str = setting()
     num_workers: int = setting(integer(0))
@@ -120,8 +125,32 @@ def check_combinations(cfg: DictConfig) -> None:
         raise ConfigError(NEEDS_CLASS_HEAD)
     if OmegaConf.select(cfg, "method.name") is not None:
         METHODS.schema(cfg.method.name).check_run(cfg)
+    check_item_forget_set(cfg, needs)
     if OmegaConf.select(cfg, "evaluator.zeroshot") or OmegaConf.select(cfg, "evaluator.name") == "zeroshot":
         check_clip_space(cfg, "zero-shot evaluation")
+
+
+# Evaluator keys whose measure is defined by the forget classes (prototypes, class probes, class prompts, k-shot
+# examples of a class, class groups): an item forget set (issue 22) has none.
+CLASS_ONLY_EVALUATION = ("audit.attacks", "density", "residual", "zeroshot", "relearn", "distance")
+
+
+def check_item_forget_set(cfg: DictConfig, needs: frozenset[str]) -> None:
+    """An item forget set (forget_set.kind other than classes) needs a method and measures that do not
+    forget or measure by class."""
+    kind = OmegaConf.select(cfg, "forget_set.kind", default="classes")
+    if kind == "classes":
+        return
+    if FORGET_CLASSES in needs:
+        usable = ", ".join(n for n in METHODS.names() if FORGET_CLASSES not in METHODS.schema(n).needs)
+        raise ConfigError(
+            f"method={cfg.method.name} forgets whole classes; forget_set={kind} deletes items: use one of {usable}"
+        )
+    for key in CLASS_ONLY_EVALUATION:
+        if OmegaConf.select(cfg, f"evaluator.{key}"):
+            raise ConfigError(
+                f"evaluator.{key} measures by the forget classes; forget_set={kind} deletes items: turn it off"
+            )
 
 
 def require_clip_backbone(cfg: DictConfig, what: str) -> None:

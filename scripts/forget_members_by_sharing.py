@@ -20,9 +20,9 @@ import numpy as np
 from omegaconf import OmegaConf
 
 from ppp.data import build_benchmark, carries_any
+from ppp.data.base import root_indices
 from ppp.evaluation.attack_metrics import attack_report
 from ppp.evaluation.mia import nonmember_pool
-from ppp.methods.context import root_indices
 
 
 def forget_only(labels, forget_idx: list[int]) -> np.ndarray:

@@ -12,7 +12,7 @@ from tiny_contexts import make_context, make_hashing_context
 
 from ppp import identity
 from ppp.config import compose_config, load_block
-from ppp.data.base import InMemoryImages
+from ppp.data.base import InMemoryImages, root_indices
 from ppp.data.digits import digits
 from ppp.errors import ConfigError
 from ppp.evaluation.audit_membership import (
@@ -26,7 +26,6 @@ from ppp.evaluation.audit_membership import (
 )
 from ppp.evaluation.references import inclusion_matrix, population
 from ppp.experiment import validate
-from ppp.methods.context import root_indices
 from ppp.runs import run_hash
 from ppp.schema import parse
 

@@ -12,7 +12,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from ppp.config import CONF_DIR as CONF
 from ppp.experiment import validate
 
-GROUPS = ("dataset", "backbone", "method", "evaluator")
+GROUPS = ("dataset", "backbone", "method", "evaluator", "forget_set")
+NAMED_BY = {"forget_set": "kind"}  # the key that names a group's option (default `name`)
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
 
 
@@ -34,7 +35,7 @@ SETTING_FOR = {("method", "fisher"): ["dataset=digits"]}  # Golatkar's Fisher fo
 @pytest.mark.parametrize("group, name", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_group_option_composes_and_validates(group, name):
     cfg = valid(compose_with([f"{group}={name}", *SETTING_FOR.get((group, name), [])]))
-    assert cfg[group].name == name
+    assert cfg[group][NAMED_BY.get(group, "name")] == name
 
 
 def test_every_config_file_is_covered():

@@ -11,6 +11,7 @@ from ppp.data.digits import digit_scenes, digits
 from ppp.errors import ConfigError
 from ppp.evaluation import EVALUATORS
 from ppp.evaluation.queries import check_query_settings, evaluation_set
+from ppp.forget_set import ForgetSet
 from ppp.methods import UnlearnContext
 from ppp.models.base import System
 
@@ -21,7 +22,7 @@ def context(bench, sample_seed=0) -> UnlearnContext:
     return UnlearnContext(
         cfg=OmegaConf.create({"sample_seed": sample_seed, "num_workers": 0}),
         bench=bench,
-        forget_idx=[SIX],
+        forget_set=ForgetSet("classes", [SIX], None, None),
         device=torch.device("cpu"),
         cache=None,
     )

@@ -63,6 +63,11 @@ class Subset(LabelledDataset):
         return self.base.root_indices()[self.indices] if isinstance(self.base, Subset) else self.indices
 
 
+def root_indices(data: LabelledDataset) -> torch.Tensor:
+    """The samples of `data` as indices into its underlying dataset, in order: their identity in keys."""
+    return data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
+
+
 class Concatenated(LabelledDataset):
     """The items of several datasets (of one label format), one after another."""
 
@@ -96,6 +101,22 @@ class InMemoryImages(LabelledDataset):
 
     def __getitem__(self, i):
         return self.images[i], self.labels[i]
+
+
+class ForgetTagged(LabelledDataset):
+    """D_f's items then D_r's, each with a last element saying whether it is a forget item: what a method that
+    treats the two differently within one batch reads (Bad Teacher's tag), for classes and items alike."""
+
+    def __init__(self, forget: LabelledDataset, retain: LabelledDataset):
+        self.items = Concatenated(forget, retain)
+        self.labels = self.items.labels
+        self.is_forget = torch.arange(len(self.items)) < len(forget)
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return (*self.items[i], bool(self.is_forget[i]))
 
 
 class Transformed(Dataset):

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppp.data.base import Concatenated, Subset, carries_any
+from ppp.data.base import Concatenated, Subset, carries_any, root_indices
 from ppp.errors import ConfigError
 from ppp.evaluation.attack_metrics import attack_report, pooled_report
 from ppp.evaluation.membership_scores import (
@@ -54,7 +54,6 @@ from ppp.evaluation.membership_scores import (
 from ppp.evaluation.mia import attack_model
 from ppp.evaluation.references import Population, population, reference_models
 from ppp.evaluation.retrieval import encode
-from ppp.methods.context import root_indices
 from ppp.schema import boolean, integer, number, one_of, schema, setting, subset_of
 from ppp.train import collect
 

@@ -31,17 +31,19 @@ def evaluate_classification(
     num_workers: int = 0,
     images: LabelledDataset | None = None,
 ) -> dict[str, float]:
-    """Accuracy on `images` (default: the test split), split into forget and retain samples, and
+    """Accuracy on `images` (default: the test split), split into forget and retain samples (all retain without
+    forget classes), and
     `forget/chance_acc` = 1 / classes (the chance level `objective/oracle_free` aims at)."""
     images = bench.test if images is None else images
     predicted = predict_proba(system, images, device, batch_size, num_workers).argmax(dim=1)
     labels = images.labels
     correct = (predicted == labels).float()
     is_forget = carries_any(labels, forget_idx)
-    return {
-        "forget/acc": float(correct[is_forget].mean()),
+    out = {
         "retain/acc": float(correct[~is_forget].mean()),
         "forget/chance_acc": 1.0 / bench.num_classes,
-        "count/forget_images": int(is_forget.sum()),
         "count/retain_images": int((~is_forget).sum()),
     }
+    if forget_idx:  # none for an item forget set: every image is a retain image
+        out.update({"forget/acc": float(correct[is_forget].mean()), "count/forget_images": int(is_forget.sum())})
+    return out

@@ -22,9 +22,13 @@ from collections.abc import Sequence
 from ppp.errors import choose
 
 QUALITY = {"retrieval": ("i2t_map", "t2i_map"), "classification": ("acc",)}
+# An item forget set's forget side (issue 22, `ppp/evaluation/items.py`): its pairs' partner R@10, or the
+# accuracy on its images; the retain side stays as above.
+ITEM_QUALITY = {"retrieval": ("i2t_r10", "t2i_r10"), "classification": ("acc",)}
 DEFINITIONS = ("abs_mean", "mean_abs")
 SIDES = (("forget", "retrain"), ("retain", "original"))  # (metric split, the reference it is compared with)
 CHANCE = {"retrieval": "forget/chance_map", "classification": "forget/chance_acc"}  # the forget side's chance level
+ITEM_CHANCE = {"retrieval": "forget/chance_r10", "classification": "forget/chance_acc"}
 
 
 def gap(values: Sequence[float], references: Sequence[float], definition: str) -> float:
@@ -36,26 +40,30 @@ def gap(values: Sequence[float], references: Sequence[float], definition: str) -
     return sum(abs(d) for d in diffs) / len(diffs)
 
 
-def quality_keys(task: str, split: str) -> list[str]:
-    """The metric keys |Δ| reads on one split, e.g. ['forget/i2t_map', 'forget/t2i_map']."""
-    return [f"{split}/{name}" for name in QUALITY[task]]
+def quality_keys(task: str, split: str, items: bool = False) -> list[str]:
+    """The metric keys |Δ| reads on one split, e.g. ['forget/i2t_map', 'forget/t2i_map'] (`items`: of an item
+    forget set)."""
+    names = ITEM_QUALITY[task] if items and split == "forget" else QUALITY[task]
+    return [f"{split}/{name}" for name in names]
 
 
-def deltas(metrics: dict, references: dict[str, dict], task: str, definition: str) -> dict[str, float]:
+def deltas(
+    metrics: dict, references: dict[str, dict], task: str, definition: str, items: bool = False
+) -> dict[str, float]:
     """`delta/forget` (vs Retrain), `delta/retain` (vs Original) and their sum `objective/gap`, for
     whichever references are present (none for an evaluator without the quality metrics, e.g. zero-shot alone);
     `delta/forget_chance` (vs the chance level the evaluator reports) and `objective/oracle_free` =
-    `delta/forget_chance` + `delta/retain`, which need no Retrain."""
+    `delta/forget_chance` + `delta/retain`, which need no Retrain. `items`: an item forget set's keys."""
     out = {}
     for split, reference in SIDES:
-        keys = quality_keys(task, split)
+        keys = quality_keys(task, split, items)
         if reference in references and all(k in metrics for k in keys):
             out[f"delta/{split}"] = gap(
                 [metrics[k] for k in keys], [references[reference][k] for k in keys], definition
             )
     if "delta/forget" in out and "delta/retain" in out:
         out["objective/gap"] = out["delta/forget"] + out["delta/retain"]
-    forget, chance = quality_keys(task, "forget"), CHANCE.get(task)
+    forget, chance = quality_keys(task, "forget", items), (ITEM_CHANCE if items else CHANCE).get(task)
     if chance in metrics and all(k in metrics for k in forget):
         out["delta/forget_chance"] = gap([metrics[k] for k in forget], [metrics[chance]] * len(forget), definition)
         if "delta/retain" in out:

@@ -20,12 +20,14 @@ from ppp.evaluation.audit_membership import AuditSettings, check_task, membershi
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.density import original_neighbours, prototype_distances
 from ppp.evaluation.distance import DistanceSettings, distance_to_retrain
+from ppp.evaluation.items import classification_items, retrieval_items
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.evaluation.mia import MiaSettings, check_modes, membership_inference
 from ppp.evaluation.queries import SPLITS, Queries, evaluation_set
 from ppp.evaluation.relearn import RelearnSettings, relearning
 from ppp.evaluation.retrieval import evaluate_retrieval
 from ppp.evaluation.zeroshot import ZeroshotSettings, evaluate_zeroshot
+from ppp.index import index_report
 from ppp.registry import Registry
 from ppp.schema import block, boolean, choice, integer, one_of, parse, read, schema, setting
 
@@ -79,6 +81,9 @@ class RetrievalSettings(Scored):
     ties: str = setting(one_of(*TIES))
     zeroshot: bool = setting(boolean(), default=False)
     zeroshot_settings: ZeroshotSettings = block(ZeroshotSettings, default=ZEROSHOT_DEFAULT)
+    # issue 22: the served index after the deletion (ppp/index.py)
+    index: bool = setting(boolean(), default=False)
+    index_topk: int = setting(integer(1), default=10)
 
     def check(self, path: str) -> None:
         Scored.check(self, path)
@@ -115,6 +120,10 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
         cfg.ties,
         bool(settings.residual),
     )
+    if not ctx.forget_set.by_class:
+        metrics.update(retrieval_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
+    if settings.index:
+        metrics.update(index_report(system, ctx, data, settings.index_topk, cfg.batch_size))
     return {
         **metrics,
         **membership(system, ctx, cfg),
@@ -136,6 +145,9 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_classification(
         system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size, int(ctx.cfg.num_workers), data
     )
+    if not ctx.forget_set.by_class:
+        split = read(Scored, cfg).split
+        metrics.update(classification_items(system, ctx, split, cfg.batch_size, int(ctx.cfg.num_workers)))
     return {
         **metrics,
         **membership(system, ctx, cfg),

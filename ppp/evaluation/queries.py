@@ -98,11 +98,12 @@ def forget_sample_queries(forget: LabelledDataset, count: int, seed: int, split:
 def evaluation_set(ctx, cfg: DictConfig) -> LabelledDataset:
     """The samples the evaluator scores: the retain samples of the split, and the forget samples the
     mode names (the runner checks the keys before training; checked again here for direct callers)."""
-    check_query_settings(cfg, ctx.bench, ctx.forget_idx)
+    by_class = ctx.forget_set.by_class
+    check_query_settings(cfg, ctx.bench, ctx.forget_idx if by_class else None)
     settings = query_settings(cfg)
     data = ctx.bench.evaluation_split(settings.split)
     mode = settings.forget_queries
-    if mode == "all":
+    if mode == "all" or not by_class:  # an item forget set: the whole split, its items measured apart (items.py)
         return data
     is_forget = carries_any(data.labels, ctx.forget_idx)
     count = int(settings.forget_query_samples)

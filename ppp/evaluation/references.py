@@ -21,10 +21,9 @@ import numpy as np
 import torch
 
 from ppp.cache import content_key, index_digest
-from ppp.data.base import Benchmark, Concatenated, LabelledDataset
+from ppp.data.base import Benchmark, Concatenated, LabelledDataset, root_indices
 from ppp.errors import ConfigError
 from ppp.evaluation.mia import nonmember_pool
-from ppp.methods.context import root_indices
 
 Outputs = Callable[[object, LabelledDataset], dict[str, torch.Tensor]]
 

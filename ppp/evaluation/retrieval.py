@@ -59,7 +59,8 @@ def evaluate_retrieval(
     q_lab, d_lab = queries.labels, bench.database.labels
     is_forget = carries_any(q_lab, forget_idx)
     out = {}
-    for split, mask in (("forget", is_forget), ("retain", ~is_forget)):
+    splits = (("forget", is_forget), ("retain", ~is_forget)) if forget_idx else (("retain", ~is_forget),)
+    for split, mask in splits:  # no forget classes (an item forget set): every query is a retain query
         if split == "forget":
             ql, dl = forget_split_labels(q_lab[mask], d_lab, forget_idx, forget_relevance)
             out["forget/chance_map"] = float(chance_aps(ql, dl).mean())
@@ -71,6 +72,7 @@ def evaluate_retrieval(
             out[f"per_query/{split}/{direction}_map"] = ap
     if residual:
         out.update(probe_aucs(q_codes, d_codes, is_forget, carries_any(d_lab, forget_idx)))
-    out["count/forget_queries"] = int(is_forget.sum())
+    if forget_idx:
+        out["count/forget_queries"] = int(is_forget.sum())
     out["count/retain_queries"] = int((~is_forget).sum())
     return out

@@ -32,13 +32,13 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 
-from ppp.data.base import Concatenated, LabelledDataset, carries_any
+from ppp.data.base import Concatenated, ForgetTagged, LabelledDataset
 from ppp.errors import ConfigError
 from ppp.methods.registry import METHODS, OWN_MODEL, MethodSettings
 from ppp.models import System
 from ppp.models.scores import class_scores
 from ppp.schema import boolean, integer, mapping, number, one_of, read, schema, setting
-from ppp.train import batches_per_epoch, train
+from ppp.train import batches_per_epoch, tagged_collate, train
 
 MODALITIES = ("image", "text")  # what the bad teacher distils for hashing systems (classifiers have one output)
 
@@ -73,7 +73,7 @@ def _train(
     system: System, data: LabelledDataset, ctx, cfg: DictConfig, objective=None, settings: DictConfig | None = None
 ) -> tuple[System, dict]:
     """Train on `data` in `settings` (default: the method's recipe); the data order follows the sample seed.
-    No diagnostics."""
+    `ForgetTagged` data reach the objective with their tags (`batch["forget"]`). No diagnostics."""
     return train(
         system,
         data,
@@ -83,6 +83,7 @@ def _train(
         objective=objective,
         desc=cfg.name,
         num_workers=int(ctx.cfg.num_workers),
+        collate=tagged_collate(system) if isinstance(data, ForgetTagged) else None,
     ), {}
 
 
@@ -98,18 +99,22 @@ class Relabelled(LabelledDataset):
         return (*rest, self.labels[i])
 
 
-def random_wrong_labels(labels: torch.Tensor, forget_idx: list[int], num_classes: int, seed: int) -> torch.Tensor:
-    """Each sample's forget classes swapped for one random retained class it does not carry (seeded)."""
+def random_wrong_labels(labels: torch.Tensor, swapped: list[int] | None, num_classes: int, seed: int) -> torch.Tensor:
+    """Each sample's `swapped` classes (None: every class it carries, an item deletion) replaced by one random
+    class it does not carry and that is not swapped (seeded)."""
     gen = torch.Generator().manual_seed(seed)
     hot = labels.float() if labels.dim() == 2 else F.one_hot(labels, num_classes).float()
-    retained = torch.ones(num_classes, dtype=torch.bool)
-    retained[forget_idx] = False
-    new = hot.clone()
-    new[:, forget_idx] = 0
+    allowed = torch.ones(num_classes, dtype=torch.bool)
+    if swapped is None:
+        new = torch.zeros_like(hot)
+    else:
+        allowed[swapped] = False
+        new = hot.clone()
+        new[:, swapped] = 0
     for i in range(len(new)):
-        candidates = torch.nonzero(retained & (hot[i] == 0)).flatten()
-        if len(candidates) == 0:  # a sample carrying every retained class: any retained one will do
-            candidates = torch.nonzero(retained).flatten()
+        candidates = torch.nonzero(allowed & (hot[i] == 0)).flatten()
+        if len(candidates) == 0:  # a sample carrying every allowed class: any allowed one will do
+            candidates = torch.nonzero(allowed).flatten()
         new[i, candidates[torch.randint(len(candidates), (1,), generator=gen)]] = 1
     return new.to(labels.dtype) if labels.dim() == 2 else new.argmax(dim=1)
 
@@ -125,7 +130,7 @@ def amnesiac(system, ctx, cfg):
     """Train on D_r plus the forget samples relabelled with random wrong (retained) classes (Graves et al.,
     the relabelling variant)."""
     forget = ctx.forget_train
-    wrong = random_wrong_labels(forget.labels, ctx.forget_idx, ctx.bench.num_classes, ctx.sample_seed)
+    wrong = random_wrong_labels(forget.labels, ctx.forget_set.swapped, ctx.bench.num_classes, ctx.sample_seed)
     return _train(system, Concatenated(ctx.retain_train, Relabelled(forget, wrong)), ctx, cfg)
 
 
@@ -153,19 +158,19 @@ def bad_teacher(system, ctx, cfg):
     """Distil the original (competent teacher) on a random part of D_r and a random model (incompetent
     teacher) on D_f into a copy of the original (Chundawat et al. 2023).
 
-    A sample's teacher follows from its label: it is a forget sample exactly when it carries a forget
-    class, so the batches need no extra tag.
+    A sample's teacher follows from its tag (`ForgetTagged`), as in the published code: a forget item is
+    one of D_f, a class's sample or a listed item alike.
     """
     competent = copy.deepcopy(system).eval().requires_grad_(False)
     incompetent = incompetent_teacher(ctx, cfg).eval().requires_grad_(False)
     retain = ctx.retain_train
-    data = Concatenated(
+    data = ForgetTagged(
         ctx.forget_train, retain.sample(round(float(cfg.retain_fraction) * len(retain)), ctx.sample_seed)
     )
     temperature = float(cfg.temperature[system.task])
 
     def objective(student, batch):
-        is_forget = carries_any(batch["label"], ctx.forget_idx).float()[:, None]
+        is_forget = batch["forget"].float()[:, None]
         with torch.no_grad():
             targets = [
                 is_forget * F.softmax(bad / temperature, dim=1) + (1 - is_forget) * F.softmax(good / temperature, dim=1)

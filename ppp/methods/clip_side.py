@@ -24,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from ppp.data.digits import DOMAINS, DigitScenesSettings
 from ppp.errors import ConfigError
 from ppp.methods.projection import Projection, edit_image_projection, forget_operator, orthonormal_basis, partial
-from ppp.methods.registry import CLIP_SPACE, METHODS, MethodSettings
+from ppp.methods.registry import CLIP_SPACE, FORGET_CLASSES, METHODS, MethodSettings
 from ppp.models.clip_space import Prompts, class_text_embeddings, image_embeddings
 from ppp.schema import integer, one_of, read, schema, setting, subset_of
 
@@ -34,9 +34,9 @@ PROTOTYPES = ("none", "modality_gap")
 
 @schema
 class CCUPSettings(Prompts, Projection, MethodSettings):
-    """ccup: the prompt and projection blocks."""
+    """ccup: the prompt and projection blocks; it projects out the forget classes' prompt embeddings."""
 
-    needs = frozenset({CLIP_SPACE})
+    needs = frozenset({CLIP_SPACE, FORGET_CLASSES})
 
 
 @schema

@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from omegaconf import DictConfig
 
-from ppp.data.base import Concatenated, carries_any
+from ppp.data.base import ForgetTagged
 from ppp.errors import choose
 from ppp.methods.baselines import Trained, _train
 from ppp.methods.registry import CLIP_SPACE, METHODS
@@ -86,7 +86,7 @@ def cliperase(system, ctx, cfg: DictConfig):
     """Fine-tune on D_f and `retain_samples` pairs of D_r (all when null) against a frozen copy of the original."""
     original = copy.deepcopy(system).eval().requires_grad_(False)
     scale = float(original.net.clip.logit_scale.exp().clamp(max=100))
-    data = Concatenated(ctx.forget_train, ctx.retain_train.sample(cfg.retain_samples, ctx.sample_seed))
+    data = ForgetTagged(ctx.forget_train, ctx.retain_train.sample(cfg.retain_samples, ctx.sample_seed))
     weights = {
         "forget": float(cfg.forget_weight),
         "retain": float(cfg.retain_weight),
@@ -97,9 +97,7 @@ def cliperase(system, ctx, cfg: DictConfig):
         img, txt = student.net.embeddings(batch["image"], batch["text"])
         with torch.no_grad():
             teacher_img, teacher_txt = original.net.embeddings(batch["image"], batch["text"])
-        terms = cliperase_terms(
-            img, txt, teacher_img, teacher_txt, carries_any(batch["label"], ctx.forget_idx), scale, cfg.forget_loss
-        )
+        terms = cliperase_terms(img, txt, teacher_img, teacher_txt, batch["forget"], scale, cfg.forget_loss)
         return sum(weights[k] * v for k, v in terms.items())
 
     return _train(system, data, ctx, cfg, objective)

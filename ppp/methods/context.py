@@ -12,24 +12,20 @@ from omegaconf import DictConfig
 
 from ppp import identity
 from ppp.cache import Cache, config_identity, content_key, index_digest
-from ppp.data.base import Benchmark, LabelledDataset, Subset, carries_any
+from ppp.data.base import Benchmark, LabelledDataset, root_indices
 from ppp.errors import ConfigError
 from ppp.fisher import FisherEstimate, batch_order, fisher_diagonal, official_order, predictive_fisher, uses_context
+from ppp.forget_set import ForgetSet
 from ppp.models import System, build_system, from_scratch
 from ppp.schema import read
 from ppp.train import train
-
-
-def root_indices(data: LabelledDataset) -> torch.Tensor:
-    """The samples of `data` as indices into its underlying dataset, in order: their identity in keys."""
-    return data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
 
 
 @dataclass
 class UnlearnContext:
     cfg: DictConfig  # the whole run config
     bench: Benchmark
-    forget_idx: list[int]
+    forget_set: ForgetSet  # classes, or items of the training split (`ppp.forget_set`)
     device: torch.device
     cache: Cache
     # Replaces `ppp.models.build_system` (same signature): a network of one's own, unregistered.
@@ -44,15 +40,20 @@ class UnlearnContext:
         return int(self.cfg.sample_seed)
 
     @property
+    def forget_idx(self) -> list[int]:
+        """The forget classes; none for an item set (a deletion of training items, issue 22)."""
+        return self.forget_set.classes
+
+    @property
     def forget_train(self) -> LabelledDataset:
-        """D_f: training samples that carry at least one forget class."""
-        mask = carries_any(self.bench.train.labels, self.forget_idx)
+        """D_f: the training samples that carry a forget class, or the forgotten items."""
+        mask = self.forget_set.of(self.bench.train)
         return self.bench.train.subset(torch.nonzero(mask).flatten())
 
     @property
     def retain_train(self) -> LabelledDataset:
-        """D_r: training samples that carry no forget class."""
-        mask = ~carries_any(self.bench.train.labels, self.forget_idx)
+        """D_r: the other training samples."""
+        mask = ~self.forget_set.of(self.bench.train)
         return self.bench.train.subset(torch.nonzero(mask).flatten())
 
     def fresh_system(self, seed: int | None = None, scratch: bool = False) -> System:
@@ -81,12 +82,12 @@ class UnlearnContext:
         }
 
     def model_key(self, exclude_forget: bool, seed: int | None = None) -> dict:
-        """Everything that determines a trained model (forget classes only for retrain); `seed` (default the
+        """Everything that determines a trained model (what is forgotten only for retrain); `seed` (default the
         run's) names another seed's model, e.g. the second Retrain of the distance floor."""
         return {
             **self.training_identity(),
             "seed": int(self.cfg.seed if seed is None else seed),
-            "excluded": sorted(self.cfg.forget) if exclude_forget else None,
+            "excluded": self.forget_set.excluded(list(self.cfg.forget)) if exclude_forget else None,
         }
 
     @property
@@ -112,7 +113,7 @@ class UnlearnContext:
         mode = settings.fisher_mode
         context = None
         if mode == "batch" and batch_order(settings) == "official":
-            data = data.subset(official_order(data.labels, self.forget_idx))
+            data = data.subset(official_order(data.labels, self.forget_set.of(data)))
         elif mode == "per_sample" and uses_context(system):
             context = self.fisher_context(settings)
         estimate = {

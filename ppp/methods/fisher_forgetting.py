@@ -27,7 +27,7 @@ import torch
 
 from ppp.errors import ConfigError
 from ppp.fisher import trainable_parameters
-from ppp.methods.registry import CLASS_HEAD, METHODS, MethodSettings
+from ppp.methods.registry import CLASS_HEAD, FORGET_CLASSES, METHODS, MethodSettings
 from ppp.schema import integer, number, read, schema, setting
 
 NEEDS_CLASS_HEAD = (
@@ -40,7 +40,7 @@ NEEDS_CLASS_HEAD = (
 class FisherForgettingSettings(MethodSettings):
     """Golatkar et al.'s Fisher forgetting (`method=fisher`); the constants are the reference's."""
 
-    needs = frozenset({CLASS_HEAD})
+    needs = frozenset({CLASS_HEAD, FORGET_CLASSES})  # it re-draws the forget classes' head rows
 
     alpha: float = setting(number(0, low_open=True))
     eps: float = setting(number(0, low_open=True))

@@ -10,14 +10,16 @@ import logging
 import time
 
 import torch
+import torch.nn.functional as F
 
 from ppp.data.base import carries_any
 from ppp.methods.dampening import DampeningRule, FisherMethod, apply_dampening
-from ppp.methods.prototypes import prototype_geometry, random_neighbours
+from ppp.methods.prototypes import prototype_geometry, random_neighbours, system_features
 from ppp.methods.registry import METHODS, PER_SAMPLE_LOSS
 from ppp.schema import boolean, integer, number, one_of, read, schema, setting
 
 log = logging.getLogger(__name__)
+ITEM_PROTOTYPES = ("forget_mean", "forget_classes")
 
 
 @schema
@@ -37,10 +39,23 @@ class PPPSettings(FisherMethod):
     gamma: float | None = setting(number(0, optional=True), default=None)
     sign_flip: bool = setting(boolean(), default=True)
     neighbours: str = setting(one_of("prototype", "random"), default="prototype")
+    # An item forget set's prototype (issue 22): the mean feature of its items, or the mean of their classes'
+    # prototypes (each item weighted once, its classes equally); docs/decisions.md.
+    item_prototype: str = setting(one_of(*ITEM_PROTOTYPES), default="forget_mean")
     prototype_modality: str = setting(one_of("image", "text", "mean"))
     retain_excludes_neighbours: bool = setting(boolean())
     neighbour_samples: int | None = setting(integer(1, optional=True), default=None)
     retain_samples: int | None = setting(integer(1, optional=True), default=None)
+
+
+def item_prototype(system, ctx, protos: torch.Tensor, rule: str, modality: str) -> torch.Tensor:
+    """The prototype of an item forget set under the original model: `forget_mean`, the mean feature of D_f's
+    items; `forget_classes`, the mean over its items of their classes' prototypes."""
+    forget = ctx.forget_train
+    if rule == "forget_mean":
+        return system_features(system, forget, ctx.device, modality).float().mean(0)
+    labels = forget.labels.float() if forget.labels.dim() == 2 else F.one_hot(forget.labels, len(protos)).float()
+    return ((labels / labels.sum(1, keepdim=True).clamp_min(1)) @ protos.float()).mean(0)
 
 
 @METHODS.register("ppp", schema=PPPSettings)
@@ -49,10 +64,15 @@ def ppp(system, ctx, cfg):
     settings = read(PPPSettings, cfg)
     names = ctx.bench.class_names
 
-    # 1-3. Prior-prototypes over D = D_f u D_r under the trained model, neighbours, gamma (Eqs. 2-3).
+    # 1-3. Prior-prototypes over D = D_f u D_r under the trained model, neighbours, gamma (Eqs. 2-3). An item
+    # forget set is one more prototype (`item_prototype`), its neighbours the classes nearest to it.
     start = time.perf_counter()
     protos = ctx.prototypes(system, cfg.prototype_modality)
-    geometry = prototype_geometry(protos, ctx.forget_idx, int(cfg.k), settings.gamma_max)
+    forget_rows = ctx.forget_idx
+    if not ctx.forget_set.by_class:
+        item = item_prototype(system, ctx, protos, settings.item_prototype, cfg.prototype_modality)
+        protos, forget_rows = torch.cat([protos, item[None]]), [len(protos)]
+    geometry = prototype_geometry(protos, forget_rows, int(cfg.k), settings.gamma_max)
     diagnostics = {"time/prototypes_s": time.perf_counter() - start}
     neighbour_classes = geometry.neighbours
     if settings.neighbours == "random":
@@ -103,7 +123,7 @@ def ppp(system, ctx, cfg):
     )
     log.info(
         "[ppp] neighbours of %s: %s; gamma=%.3f (mu_rest/mu_n=%.3f); regions S=%d B=%d C=%d",
-        ", ".join(names[c] for c in ctx.forget_idx),
+        ", ".join(names[c] for c in ctx.forget_idx) or f"{len(ctx.forget_train)} items",
         ", ".join(names[c] for c in neighbour_classes),
         gamma,
         geometry.ratio,

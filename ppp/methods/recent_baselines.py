@@ -295,7 +295,7 @@ def salun(system, ctx, cfg):
         saliency(system, ctx.forget_train, params, int(settings.batch_size), ctx), float(cfg.mask_fraction)
     )
     forget = ctx.forget_train
-    wrong = random_wrong_labels(forget.labels, ctx.forget_idx, ctx.bench.num_classes, ctx.sample_seed)
+    wrong = random_wrong_labels(forget.labels, ctx.forget_set.swapped, ctx.bench.num_classes, ctx.sample_seed)
     data = Concatenated(ctx.retain_train, Relabelled(forget, wrong))
     with masked_updates(params, mask):
         system, _ = _train(system, data, ctx, cfg)

@@ -15,6 +15,7 @@ CLIP_SPACE = "clip_space"  # it edits or trains CLIP's own towers: a CLIP model
 CLASS_HEAD = "class_head"  # it reads a classifier's class head
 OWN_MODEL = "own_model"  # it builds a model of its own from the backbone config (a recipe, an initialisation)
 PER_SAMPLE_LOSS = "per_sample_loss"  # it estimates a per-sample Fisher: the system's sample_loss
+FORGET_CLASSES = "forget_classes"  # it forgets whole classes (their head rows, their prompts): no item forget sets
 
 
 @schema
