@@ -10,6 +10,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from ppp.config import CONF_DIR as CONF
+from ppp.errors import ConfigError
 from ppp.experiment import validate
 
 GROUPS = ("dataset", "backbone", "method", "evaluator", "forget_set")
@@ -36,6 +37,16 @@ SETTING_FOR = {("method", "fisher"): ["dataset=digits"]}  # Golatkar's Fisher fo
 def test_every_group_option_composes_and_validates(group, name):
     cfg = valid(compose_with([f"{group}={name}", *SETTING_FOR.get((group, name), [])]))
     assert cfg[group][NAMED_BY.get(group, "name")] == name
+
+
+def test_digit_scenes_composes_with_contributors():
+    """The opt-in contributors (issue 22) validate in `dataset/digit_scenes.yaml`; a held-out count that leaves
+    no contributor for training does not."""
+    on = ["dataset=digit_scenes", "dataset.contributors=12", "dataset.held_out_contributors=3"]
+    cfg = valid(compose_with(on))
+    assert (cfg.dataset.contributors, cfg.dataset.held_out_contributors, cfg.dataset.hand_colour_prob) == (12, 3, 0.8)
+    with pytest.raises(ConfigError, match=r"^dataset.held_out_contributors=12 must be < dataset.contributors=12"):
+        valid(compose_with([*on, "dataset.held_out_contributors=12"]))
 
 
 def test_every_config_file_is_covered():

@@ -9,7 +9,9 @@ from ppp.data.digits import (
     DIGIT_NAMES,
     PALETTE,
     POSITIONS,
+    SCENE_POOLS,
     _load_glyphs,
+    contributor_hands,
     digit_scenes,
     digits,
     glyph_pools,
@@ -153,10 +155,11 @@ MENTION = re.compile(
 )
 
 
-def test_captions_say_each_digits_true_colour_and_place():
+@pytest.mark.parametrize("kw", [{}, {"contributors": 12, "held_out_contributors": 3}], ids=["default", "hands"])
+def test_captions_say_each_digits_true_colour_and_place(kw):
     """Every glyph's mention names the palette colour nearest its brightest pixel and the third of the
-    canvas its cell lies in."""
-    bench = small()
+    canvas its cell lies in (a contributor's habitual colour, too)."""
+    bench = small(**kw)
     palette = {name: np.asarray(rgb) / max(rgb) for name, rgb in PALETTE.items()}
     for i in range(len(bench.train.base)):
         image, text, label = bench.train.base[i]
@@ -334,3 +337,116 @@ def test_harder_keys_enter_cache_keys_only_when_set():
             assert message in str(err) and "\n" not in str(err)
         else:
             raise AssertionError(f"{bad} was accepted")
+
+
+HANDED = {"n_total": 600, "n_query": 100, "n_train": 200, "n_val": 100, "contributors": 12, "held_out_contributors": 3}
+
+
+@pytest.fixture(scope="module")
+def handed():
+    return digit_scenes(**HANDED)
+
+
+def scene_pool(bench) -> list[str]:
+    """The glyph pool (`glyph_pools`) each item's scene draws from: its split's (the database's training
+    items: training's)."""
+    pool = ["database"] * len(bench.info["glyphs"])
+    for name in ("train", "query", "val"):
+        for i in getattr(bench, name).indices.tolist():
+            pool[i] = name
+    return pool
+
+
+def test_contributors_off_is_the_data_without_the_keys():
+    """`contributors: 0` builds the bytes of the data the key did not exist for, whatever the hand keys say,
+    and records nothing new."""
+    before = small()
+    off = small(contributors=0, held_out_contributors=0, hand_colour_prob=0.1, hand_glyph_share=0.9)
+    assert same_data(before, off) and before.train.base.texts == off.train.base.texts
+    assert sorted(off.info) == ["domains", "glyphs", "mention_prob", "surface_forms", "topics"]
+
+
+def test_held_out_contributors_draw_only_outside_training(handed):
+    drawn_by = np.asarray(handed.info["contributors"])
+    assert len(drawn_by) == 600 and handed.info["held_out_contributors"] == [9, 10, 11]
+    train = handed.train.indices.numpy()
+    outside = np.setdiff1d(np.arange(600), train)
+    assert drawn_by[train].max() < 9 and set(drawn_by[train].tolist()) == set(range(9))
+    assert set(drawn_by[outside].tolist()) == set(range(12))  # held-out hands are seen outside training
+
+
+def test_each_contributor_draws_its_own_glyphs_in_its_habitual_colour(handed):
+    """A contributor's glyphs of a class come from its subset of the split's pool, and its habitual colour
+    tints about `hand_colour_prob` + (1 - p) / 7 of its glyphs (the habit, or a random draw that hits it)."""
+    pools = glyph_pools(0)
+    hands = contributor_hands({n: pools[n] for n in SCENE_POOLS}, 12, 0.3, 0.8, seed=0)
+    _, targets = _load_glyphs()
+    for name, by_contributor in hands.items():
+        for hand in by_contributor:
+            for own, pool in zip(hand.glyphs, pools[name]):
+                assert len(own) == max(1, round(0.3 * len(pool))) and set(own) <= set(pool.tolist())
+    habitual, glyph_count = np.zeros(12), np.zeros(12)
+    for i, (c, pool) in enumerate(zip(handed.info["contributors"], scene_pool(handed))):
+        hand = hands[pool][c]
+        assert all(g in hand.glyphs[targets[g]] for g in handed.info["glyphs"][i])
+        colours = [colour for colour, _, _ in MENTION.findall(handed.train.base.texts[i])]
+        habitual[c] += sum(colour == hand.colour for colour in colours)
+        glyph_count[c] += len(colours)
+    expected = 0.8 + 0.2 / len(PALETTE)
+    assert abs(habitual.sum() / glyph_count.sum() - expected) < 0.04
+    assert (habitual / glyph_count > 0.6).all()  # every contributor's own colour dominates its glyphs
+
+
+def test_contributors_keep_glyph_pools_disjoint_and_are_seeded(handed):
+    used = split_glyphs(handed)
+    for split in ("test", "val"):
+        used[f"zeroshot_{split}"] = set(one_digit_images(5, split=split, dataset_seed=0)[3].tolist())
+    assert_disjoint(used)
+    assert same_data(handed, digit_scenes(**HANDED))
+    assert not same_data(handed, digit_scenes(**{**HANDED, "seed": 1}))
+    other_hands = digit_scenes(**HANDED, hand_glyph_share=0.5, hand_colour_prob=0.2)  # same contributors drew
+    assert other_hands.info["contributors"] == handed.info["contributors"]
+
+
+@pytest.mark.parametrize(
+    "contributors, held_out, message",
+    [
+        (12, 12, "dataset.held_out_contributors=12 must be < dataset.contributors=12"),
+        (0, 2, "dataset.held_out_contributors=2 must be 0 when dataset.contributors=0"),
+    ],
+)
+def test_bad_held_out_contributors_is_one_line(contributors, held_out, message):
+    from ppp.config import compose_config
+    from ppp.validation import check_config
+
+    overrides = [f"dataset.contributors={contributors}", f"dataset.held_out_contributors={held_out}"]
+    for build in (
+        lambda: check_config(compose_config(overrides)),
+        lambda: digit_scenes(**{**HANDED, "contributors": contributors, "held_out_contributors": held_out}),
+    ):
+        with pytest.raises(ConfigError, match=f"^{re.escape(message)}") as err:
+            build()
+        assert "\n" not in str(err.value)
+
+
+def test_contributor_keys_enter_cache_keys_only_when_set(tmp_path):
+    """The neutral defaults leave every existing key as it was; contributors change the key, and
+    `build_benchmark` hands the keys to the builder (a cached build of one is not loaded for the other)."""
+    from ppp.cache import config_identity
+    from ppp.config import compose_config
+    from ppp.data import build_benchmark
+
+    sizes = [f"dataset.{k}={v}" for k, v in HANDED.items() if "contributors" not in k]
+    off = compose_config(sizes).dataset
+    on = compose_config([*sizes, "dataset.contributors=12", "dataset.held_out_contributors=3"]).dataset
+    assert "contributors" not in config_identity(off, "dataset") and "hand_colour_prob" not in config_identity(
+        on, "dataset"
+    )
+    assert config_identity(on, "dataset") == {
+        **config_identity(off, "dataset"),
+        "contributors": 12,
+        "held_out_contributors": 3,
+    }
+    assert "contributors" not in build_benchmark(off, tmp_path).info
+    built = build_benchmark(on, tmp_path)
+    assert built.info["contributors"] == build_benchmark(on).info["contributors"]

@@ -16,6 +16,9 @@ are those of the default data and only the captions change.
 `domains` (off by default) renders each scene in one of a few styles (DOMAINS: `ink` as drawn,
 `negative` inverted, `outline` the glyphs' edges) and names the style in its caption ("a negative image
 of ..."); the styles, too, come from a stream of their own, so the scenes and labels stay the default's.
+`contributors` (off by default) has each scene drawn by one of a few contributors with a recognisable hand:
+its own subset of each class's glyphs in each split's pool and a habitual colour (`Hand`); the last
+`held_out_contributors` of them draw no training scene, so that their hand is unseen by a trained model.
 `one_digit_images` draws single-glyph scenes with the same generator: zero-shot images, where chance is
 one in ten; its `test` and `val` draws come from streams and glyph pools of their own.
 `digits` is the same glyphs as a single-label classification set, enlarged by seeded random affine
@@ -49,11 +52,20 @@ VERSION = 2  # what the builders build; `dataset.version` must name it (version 
 DIGIT_NAMES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
 
 # The random streams ([seed, stream]) of draws that must not move when another key changes.
-STREAMS = {"captions": 1, "domains": 2, "zeroshot_test": 3, "zeroshot_val": 4, "glyphs": 5}
+STREAMS = {
+    "captions": 1,
+    "domains": 2,
+    "zeroshot_test": 3,
+    "zeroshot_val": 4,
+    "glyphs": 5,
+    "contributors": 6,  # which contributor drew each scene
+    "hands": 7,  # each contributor's glyph subsets and colour
+}
 
 # digit_scenes' glyph pools: each held-out split's share of every class's glyphs; training keeps the rest (0.5).
 # `database` holds the glyphs of the database items outside the training set.
 SCENE_GLYPH_SHARES = {"query": 0.1, "val": 0.1, "database": 0.1, "zeroshot_test": 0.1, "zeroshot_val": 0.1}
+SCENE_POOLS = ("database", "train", "query", "val")  # the pools digit_scenes' scenes draw from, in `pool_of`'s order
 
 # Fixed co-occurrence topics (indices into DIGIT_NAMES). Overlapping on purpose: 'eight' sits in two.
 DEFAULT_TOPICS = [[0, 6, 8], [1, 4, 7], [2, 3, 5], [8, 9, 3]]
@@ -118,11 +130,31 @@ class Placed(NamedTuple):
     cell: int
 
 
+class Hand(NamedTuple):
+    """A contributor's habits within one split: per class, its own subset of the split's glyph pool, and the
+    PALETTE colour it tints a glyph with, with probability `colour_prob` (else a random one, as without it)."""
+
+    glyphs: list[np.ndarray]
+    colour: str
+    colour_prob: float
+
+
 def check_version(path: str, value) -> None:
     """`dataset.version` names the data a run was made on; only the current one can be built (no old code)."""
     if value != VERSION:
         raise ConfigError(
             f"{path}={value}: only version {VERSION} of the embedded digit data is built (see docs/datasets.md)"
+        )
+
+
+def check_contributors(path: str, contributors: int, held_out: int) -> None:
+    """Held-out contributors are some of the contributors, and at least one contributor draws training scenes."""
+    if contributors == 0 and held_out != 0:
+        raise ConfigError(f"{path}.held_out_contributors={held_out} must be 0 when {path}.contributors=0")
+    if contributors > 0 and held_out >= contributors:
+        raise ConfigError(
+            f"{path}.held_out_contributors={held_out} must be < {path}.contributors={contributors} "
+            "(some contributor must draw the training scenes)"
         )
 
 
@@ -142,6 +174,29 @@ def glyph_pools(seed: int) -> dict[str, list[np.ndarray]]:
     _, targets = _load_glyphs()
     pools = stratified_partition(targets, SCENE_GLYPH_SHARES, [seed, STREAMS["glyphs"]], rest="train")
     return {name: [pool[targets[pool] == c] for c in range(10)] for name, pool in pools.items()}
+
+
+def contributor_hands(
+    pools: dict[str, list[np.ndarray]], contributors: int, glyph_share: float, colour_prob: float, seed: int
+) -> dict[str, list[Hand]]:
+    """Each contributor's `Hand` in each split pool (`glyph_pools`), from a stream of its own: per class a
+    random `glyph_share` of that pool's glyphs (at least one), so hands keep the pools disjoint."""
+    rng = np.random.default_rng([seed, STREAMS["hands"]])
+    colours = [list(PALETTE)[i] for i in rng.integers(len(PALETTE), size=contributors)]
+
+    def own(by_class: list[np.ndarray]) -> list[np.ndarray]:  # one contributor's glyphs of each class of a pool
+        return [np.sort(rng.choice(p, max(1, round(glyph_share * len(p))), replace=False)) for p in by_class]
+
+    return {name: [Hand(own(by_class), c, colour_prob) for c in colours] for name, by_class in pools.items()}
+
+
+def draw_contributors(n_total: int, train: np.ndarray, contributors: int, held_out: int, seed: int) -> np.ndarray:
+    """Each scene's contributor, uniform and from a stream of its own; training scenes only from the first
+    `contributors - held_out`, so the held-out ones draw only queries, validation and other database items."""
+    rng = np.random.default_rng([seed, STREAMS["contributors"]])
+    ids = rng.integers(contributors, size=n_total)
+    ids[train] = rng.integers(contributors - held_out, size=len(train))
+    return ids
 
 
 def position(cell: int, grid: int) -> str:
@@ -189,19 +244,29 @@ def sample_scene_classes(
     return scenes
 
 
+def glyph_colour(rng: np.random.Generator, hand: Hand | None) -> str:
+    """A glyph's colour word: the hand's habit with its probability, else a random PALETTE colour (the only
+    draw without a hand, so that the default data stays as it was)."""
+    if hand is not None and rng.random() < hand.colour_prob:
+        return hand.colour
+    return list(PALETTE)[rng.integers(len(PALETTE))]
+
+
 def render_scene(
-    classes: list[int], pools: list[np.ndarray], rng: np.random.Generator, grid: int
+    classes: list[int], pools: list[np.ndarray], rng: np.random.Generator, grid: int, hand: Hand | None = None
 ) -> tuple[np.ndarray, list[Placed]]:
     """A (3, grid*8, grid*8) uint8 canvas with one glyph per class at distinct random cells, each drawn from
-    its class's pool (sklearn glyph ids) and tinted by a jittered PALETTE colour; and what was placed where."""
+    its class's pool (sklearn glyph ids) and tinted by a jittered PALETTE colour; and what was placed where.
+    A contributor's `hand` (of the same split) narrows each pool to its own subset and brings its colour habit."""
     glyphs, _ = _load_glyphs()
+    pools = pools if hand is None else hand.glyphs
     size = grid * CELL
     canvas = rng.normal(0.04, 0.02, size=(3, size, size)).clip(0, 1).astype(np.float32)
     cells = rng.choice(grid * grid, size=len(classes), replace=False)
     placed = []
     for cls, cell in zip(classes, cells):
         glyph = int(pools[cls][rng.integers(len(pools[cls]))])
-        colour = list(PALETTE)[rng.integers(len(PALETTE))]
+        colour = glyph_colour(rng, hand)
         tint = (np.asarray(PALETTE[colour]) + rng.uniform(-COLOUR_JITTER, COLOUR_JITTER, 3)).clip(0, 1)
         r, c = divmod(int(cell), grid)
         patch = canvas[:, r * CELL : (r + 1) * CELL, c * CELL : (c + 1) * CELL]
@@ -254,7 +319,7 @@ def one_digit_images(
 
 @schema
 class DigitScenesSettings(DatasetSettings):
-    """`dataset=digit_scenes`; the harder-caption and domain keys (added later) default to off."""
+    """`dataset=digit_scenes`; the harder-caption, domain and contributor keys (added later) default to off."""
 
     task: ClassVar[str] = "retrieval"
     version: int = setting(check_version)
@@ -268,6 +333,13 @@ class DigitScenesSettings(DatasetSettings):
     surface_forms: bool = setting(boolean(), default=False)
     mention_prob: float = setting(number(0, 1, low_open=True), default=1.0)
     domains: list[str] | None = setting(distinct_subset_of(*DOMAINS, optional=True), default=None)
+    contributors: int = setting(integer(0), default=0)
+    held_out_contributors: int = setting(integer(0), default=0)
+    hand_colour_prob: float = setting(number(0, 1), default=0.8)
+    hand_glyph_share: float = setting(number(0, 1, low_open=True), default=0.3)
+
+    def check(self, path: str) -> None:
+        check_contributors(path, self.contributors, self.held_out_contributors)
 
 
 def digit_scenes(
@@ -283,19 +355,33 @@ def digit_scenes(
     mention_prob: float = 1.0,
     domains: list[str] | None = None,
     version: int = VERSION,
+    contributors: int = 0,
+    held_out_contributors: int = 0,
+    hand_colour_prob: float = 0.8,
+    hand_glyph_share: float = 0.3,
 ) -> Benchmark:
     """`n_total` scenes split by the DSPH protocol (`split_indices`); each scene's glyphs come from its split's
-    pool (`glyph_pools`: queries, validation queries, training pairs and the other database items)."""
+    pool (`glyph_pools`: queries, validation queries, training pairs and the other database items), and with
+    `contributors` through its contributor's hand there (`contributor_hands`, `draw_contributors`)."""
     check_version("dataset.version", version)
+    check_contributors("dataset", contributors, held_out_contributors)
     rng = np.random.default_rng(seed)
     topics = DEFAULT_TOPICS if topics is None else [list(t) for t in topics]
     pools = glyph_pools(seed)
     idx = split_indices(n_total, n_query, n_train, seed, n_val)
     pool_of = np.empty(n_total, dtype=object)
-    for name in ("database", "train", "query", "val"):  # the database's training items draw from training's pool
+    for name in SCENE_POOLS:  # the database's training items draw from training's pool
         pool_of[idx[name]] = name
     scenes = sample_scene_classes(n_total, topics, topic_prob, rng)
-    rendered = [render_scene(s, pools[pool_of[i]], rng, grid) for i, s in enumerate(scenes)]
+    hand_of, hand_info = [None] * n_total, {}
+    if contributors:  # each scene's contributor and its hand, from streams of their own
+        scene_pools = {name: pools[name] for name in SCENE_POOLS}
+        hands = contributor_hands(scene_pools, contributors, hand_glyph_share, hand_colour_prob, seed)
+        drawn_by = draw_contributors(n_total, idx["train"], contributors, held_out_contributors, seed)
+        hand_of = [hands[pool_of[i]][c] for i, c in enumerate(drawn_by)]
+        held_out = list(range(contributors - held_out_contributors, contributors))
+        hand_info = {"contributors": drawn_by.tolist(), "held_out_contributors": held_out}
+    rendered = [render_scene(s, pools[pool_of[i]], rng, grid, hand_of[i]) for i, s in enumerate(scenes)]
     images = np.stack([image for image, _ in rendered])
     caption_rng = np.random.default_rng([seed, STREAMS["captions"]])  # the harder captions' draws
     mentions = [scene_mentions(placed, grid, surface_forms, mention_prob, caption_rng) for _, placed in rendered]
@@ -322,6 +408,7 @@ def digit_scenes(
             "mention_prob": mention_prob,
             "domains": list(domains or []),
             "glyphs": [[p.glyph for p in placed] for _, placed in rendered],
+            **hand_info,
         },
     )
 
