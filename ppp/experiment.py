@@ -5,19 +5,20 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from ppp import identity
-from ppp.cache import Cache, config_identity, content_key, source_digest, storable
+from ppp.cache import Cache, atomic_write, config_identity, content_key, source_digest, storable
 from ppp.config import hydra_choices
 from ppp.data import build_benchmark
 from ppp.data.base import Benchmark
@@ -33,6 +34,7 @@ from ppp.methods import METHODS, UnlearnContext
 from ppp.models import System
 from ppp.runs import finished, point_to_finished, provenance, resolved, run_hash, save_model, split_arrays, write_result
 from ppp.schema import read
+from ppp.stream import deletion_record, lineage, request_sets
 from ppp.utils import make_deterministic, resolve_device, seed_everything
 from ppp.validation import check_against_benchmark, check_clip_method_backbone, check_combinations, check_sections
 
@@ -138,7 +140,7 @@ def output_dir(cfg: DictConfig) -> Path:
 def format_table(rows: dict[str, dict[str, float]]) -> str:
     """A small text table: one row per model; mAP, accuracy, recall, MIA rates and AUCs in percent (an item
     forget set's expected ranks are in metrics.json)."""
-    groups = ("forget/", "retain/", "heldout/", "mia/", "probe/")
+    groups = ("forget/", "deleted/", "retain/", "heldout/", "mia/", "probe/")
     cols = sorted(
         {k for r in rows.values() for k in r if k.startswith(groups) and not k.endswith("_rank")},
         key=lambda k: (groups.index(k[: k.index("/") + 1]), "/mia" in k, k),
@@ -326,7 +328,7 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
     return Evaluated(model, metrics, arrays, references)
 
 
-def record(prepared: Prepared, evaluated: Evaluated) -> dict:
+def record(prepared: Prepared, evaluated: Evaluated, requests: list[dict] | None = None) -> dict:
     """metrics.json, arrays, the run index entry (and the model when asked); returns metrics.json's content.
 
     The table goes to stdout with print: it is the run's result, what a user pipes or reads, not a log
@@ -349,8 +351,12 @@ def record(prepared: Prepared, evaluated: Evaluated) -> dict:
         "metrics": metrics,
         "provenance": {**provenance(ctx.device), "cache": ctx.cache.used},
     }
-    if not ctx.forget_set.by_class:  # which items were deleted: the request's own record
+    if requests:  # which items were deleted, and each request's deletion record (also a file of its own)
         result["forget_set"] = {"kind": ctx.forget_set.kind, "positions": ctx.forget_set.positions.tolist()}
+        result["requests"] = requests
+        for entry in requests:
+            path = out / "requests" / f"request_{entry['request']}.json"
+            atomic_write(path, json.dumps(entry, indent=2).encode())
     if references:
         result["references"] = references
     if cfg.save_model:
@@ -371,8 +377,20 @@ def execute(
     system_factory=None,
     choices: dict | None = None,
 ) -> dict:
-    """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content."""
+    """Validate, build, unlearn, evaluate and write the run's files; returns metrics.json's content. An item
+    forget set is deleted in its successive requests (`ppp.stream`; one unless `forget_set.requests` > 1), each
+    on the model the previous one left, each with its deletion record; metrics.json holds the last request's."""
     prepared = prepare(cfg, benchmarks, cache, system_factory, choices)
     if prepared.finished is not None:
         return prepared.finished
-    return record(prepared, evaluate(prepared, unlearn(prepared), evaluator))
+    if prepared.ctx.forget_set.by_class:
+        return record(prepared, evaluate(prepared, unlearn(prepared), evaluator))
+    parts, records, after = request_sets(prepared.ctx), [], None
+    for number, part in enumerate(parts, 1):
+        step = replace(prepared, ctx=replace(prepared.ctx, forget_set=part, after=after))
+        before = step.ctx.trained()[0]
+        unlearned = unlearn(step)
+        evaluated = evaluate(step, unlearned, evaluator)
+        records.append(deletion_record(number, len(parts), part, prepared.cfg, unlearned, evaluated, before))
+        after = (evaluated.model, lineage(prepared.run_hash, number))
+    return record(prepared, evaluated, records)

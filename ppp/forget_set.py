@@ -11,11 +11,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
 
 import torch
 
 from ppp.cache import index_digest
+from ppp.config import CONF_DIR
 from ppp.data.base import Benchmark, carries_any, root_indices
 from ppp.errors import ConfigError
 from ppp.schema import distinct_integers, integer, number, one_of, read, schema, setting
@@ -32,8 +32,18 @@ class ForgetSetSettings:
     share: float = setting(number(0, 1, low_open=True))
     share_seed: int = setting(integer(0))
     contributors: list[int] = setting(distinct_integers(0))
+    requests: int = setting(integer(1))  # > 1: the items deleted in this many successive requests (a stream)
 
-    item_kinds: ClassVar[tuple[str, ...]] = KINDS[1:]
+    def check(self, path: str) -> None:
+        if self.requests > 1 and self.kind == "classes":
+            raise ConfigError(
+                f"{path}.requests={self.requests}: a stream of requests deletes items; use forget_set=share"
+            )
+        if self.requests > 1 and self.kind == "contributor" and self.requests != len(self.contributors):
+            raise ConfigError(
+                f"{path}.requests={self.requests}: a contributor stream deletes one contributor a request; "
+                f"{path}.contributors names {len(self.contributors)}"
+            )
 
 
 @dataclass(frozen=True)
@@ -42,18 +52,31 @@ class ForgetSet:
 
     kind: str
     classes: list[int]  # class indices; empty for an item set
-    positions: torch.Tensor | None  # sorted positions in the training split; None for a class set
+    positions: torch.Tensor | None  # sorted positions in the training split; None for a class set or a union
     root: torch.Tensor | None  # the same items as root indices (their identity in keys)
+    earlier: torch.Tensor | None = None  # a stream's request: the root indices earlier requests deleted
 
     @property
     def by_class(self) -> bool:
-        return self.positions is None
+        return self.root is None
 
     def of(self, data) -> torch.Tensor:
         """Which items of `data` (the training split or a subset of its base) are in the forget set."""
         if self.by_class:
             return carries_any(data.labels, self.classes)
         return torch.isin(root_indices(data), self.root)
+
+    def gone(self, data) -> torch.Tensor:
+        """Which items of `data` are deleted once this request is done: its own and the earlier requests'."""
+        mine = self.of(data)
+        return mine if self.earlier is None else mine | torch.isin(root_indices(data), self.earlier)
+
+    @property
+    def deleted(self) -> ForgetSet:
+        """Everything deleted once this request is done, as one item set (itself when nothing came before)."""
+        if self.earlier is None:
+            return self
+        return ForgetSet(self.kind, [], None, torch.cat([self.earlier, self.root]).sort().values)
 
     @property
     def swapped(self) -> list[int] | None:
@@ -63,10 +86,34 @@ class ForgetSet:
 
     def excluded(self, class_names: list[str]) -> list[str] | dict:
         """What Retrain leaves out, as its cache key names it: the sorted class names (the key of every class
-        Retrain cached before issue 22), or the items' root-index digest."""
+        Retrain cached before issue 22), or the digest of every deleted item's root index, sorted (so a stream's
+        Retrain after request j is the Retrain of one request for the same items)."""
         if self.by_class:
             return sorted(class_names)
-        return {"items": index_digest(self.root), "count": len(self.root)}
+        root = self.deleted.root
+        return {"items": index_digest(root.sort().values), "count": len(root)}
+
+
+def requests(whole: ForgetSet, count: int, seed: int, contributors: list[int], owner=None) -> list[ForgetSet]:
+    """`whole` split into `count` successive requests, each knowing what the earlier ones deleted: one contributor
+    a request in the order named (`owner`: each training position's contributor), else a seeded random partition
+    of the items into near-equal parts."""
+    if count == 1:
+        return [whole]
+    if owner is not None:
+        parts = [whole.positions[owner[whole.positions] == c] for c in contributors]
+    else:
+        order = torch.randperm(len(whole.positions), generator=torch.Generator().manual_seed(seed))
+        parts = [whole.positions[chunk].sort().values for chunk in torch.tensor_split(order, count)]
+    if any(len(part) == 0 for part in parts):
+        raise ConfigError(f"forget_set.requests={count}: {len(whole.positions)} items leave a request empty")
+    position_root = dict(zip(whole.positions.tolist(), whole.root.tolist()))
+    out, done = [], []
+    for part in parts:
+        root = torch.tensor([position_root[p] for p in part.tolist()])
+        out.append(ForgetSet(whole.kind, [], part, root, torch.tensor(done, dtype=torch.long) if done else None))
+        done += root.tolist()
+    return out
 
 
 def forget_set(cfg, bench: Benchmark) -> ForgetSet:
@@ -91,11 +138,13 @@ def forget_set(cfg, bench: Benchmark) -> ForgetSet:
 
 
 def ids_from_file(path: str | None, n: int) -> torch.Tensor:
-    """Training positions, one integer per line (blank lines and `#` comments skipped), distinct, in range."""
+    """Training positions, one integer per line (blank lines and `#` comments skipped), distinct, in range. A
+    relative path is read from the working directory, else from the shipped lists in `ppp/conf/forget_set/`."""
     if not path:
         raise ConfigError("forget_set.kind=pairs needs forget_set.ids_file: a file of training positions, one a line")
+    shipped = CONF_DIR / "forget_set" / path
     try:
-        lines = Path(path).read_text().splitlines()
+        lines = (Path(path) if Path(path).exists() or not shipped.exists() else shipped).read_text().splitlines()
     except OSError as err:
         raise ConfigError(f"forget_set.ids_file={path}: cannot read it ({err.strerror})") from None
     ids = []

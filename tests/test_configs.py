@@ -61,6 +61,7 @@ def test_every_config_file_is_covered():
         "hparams_search/base/tune.yaml",
         "experiment/setting/clip_side.yaml",
         "experiment/setting/audit.yaml",  # through experiment=audit_digits and audit_digit_scenes
+        "experiment/setting/deletion.yaml",  # through experiment=deletion_*
         "backbone_weights/imagenet1k.yaml",
         "prompts/digits.yaml",
         "prompts/digits_eval.yaml",

@@ -41,20 +41,25 @@ def recall_at(closer: torch.Tensor, tied: torch.Tensor, k: int) -> torch.Tensor:
     return ((k - closer.float()) / (tied.float() + 1)).clamp(0, 1)
 
 
-def held_out(ctx, split: str, count: int) -> LabelledDataset:
-    """As many items of the evaluated split as the forget set holds, drawn with the sample seed."""
-    return ctx.bench.evaluation_split(split).sample(count, ctx.sample_seed)
+def item_sets(ctx, split: str) -> list[tuple[str, LabelledDataset]]:
+    """The sets measured: the request's forgotten items (`forget`), in a stream's later request everything deleted
+    so far (`deleted`: do earlier requests come back?), and as many held-out items of the evaluated split as the
+    request forgets (`heldout`), drawn with the sample seed."""
+    forget, train = ctx.forget_train, ctx.bench.train
+    sets = [("forget", forget)]
+    if ctx.forget_set.earlier is not None:
+        sets.append(("deleted", train.subset(torch.nonzero(ctx.forget_set.deleted.of(train)).flatten())))
+    return [*sets, ("heldout", ctx.bench.evaluation_split(split).sample(len(forget), ctx.sample_seed))]
 
 
 def retrieval_items(system, ctx, split: str, batch_size: int, num_workers: int = 0) -> dict:
-    """R@1, R@10 and the expected partner rank, per direction, of the forgotten pairs (`forget/`) and of held-out
-    pairs (`heldout/`); per-item ranks under `per_item/`; `forget/chance_r10`, R@10 of a random ranking."""
+    """R@1, R@10 and the expected partner rank, per direction, of each of `item_sets` (`forget/`, `deleted/`,
+    `heldout/`); per-item ranks under `per_item/`; `forget/chance_r10`, R@10 of a random ranking."""
     database = ctx.bench.database
     db_codes = encode(system, database, ctx.device, batch_size, num_workers)
     db_roots = root_indices(database)
-    forget = ctx.forget_train
     out = {}
-    for name, items in (("forget", forget), ("heldout", held_out(ctx, split, len(forget)))):
+    for name, items in item_sets(ctx, split):
         keep = ~torch.isin(db_roots, root_indices(items))
         own = encode(system, items, ctx.device, batch_size, num_workers)
         gallery = [torch.cat([codes[keep], mine]) for codes, mine in zip(db_codes, own)]
@@ -73,10 +78,10 @@ def retrieval_items(system, ctx, split: str, batch_size: int, num_workers: int =
 
 
 def classification_items(system, ctx, split: str, batch_size: int, num_workers: int = 0) -> dict:
-    """Accuracy on the forgotten training images (`forget/acc`) and on as many held-out ones (`heldout/acc`)."""
-    forget = ctx.forget_train
+    """Accuracy on each of `item_sets`: the forgotten training images (`forget/acc`), in a stream everything deleted
+    so far (`deleted/acc`), and as many held-out images (`heldout/acc`)."""
     out = {}
-    for name, items in (("forget", forget), ("heldout", held_out(ctx, split, len(forget)))):
+    for name, items in item_sets(ctx, split):
         predicted = predict_proba(system, items, ctx.device, batch_size, num_workers).argmax(dim=1)
         out[f"{name}/acc"] = float((predicted == items.labels).float().mean())
         out[f"count/{name}_items"] = len(items)

@@ -32,6 +32,9 @@ class UnlearnContext:
     system_factory: Callable[[DictConfig, int, int, int], System] | None = None
     # A trained model given by its user (`ppp.api`): the original, instead of one trained from the config.
     original: System | None = None
+    # A stream's later request (issue 22): the model the earlier requests left, and a digest of how it came to
+    # be (the run and the earlier requests), which keys what is cached of it in place of the Original's key.
+    after: tuple[System, str] | None = None
 
     @property
     def sample_seed(self) -> int:
@@ -52,8 +55,8 @@ class UnlearnContext:
 
     @property
     def retain_train(self) -> LabelledDataset:
-        """D_r: the other training samples."""
-        mask = ~self.forget_set.of(self.bench.train)
+        """D_r: the other training samples (in a stream: without what earlier requests deleted)."""
+        mask = ~self.forget_set.gone(self.bench.train)
         return self.bench.train.subset(torch.nonzero(mask).flatten())
 
     def fresh_system(self, seed: int | None = None, scratch: bool = False) -> System:
@@ -84,11 +87,14 @@ class UnlearnContext:
     def model_key(self, exclude_forget: bool, seed: int | None = None) -> dict:
         """Everything that determines a trained model (what is forgotten only for retrain); `seed` (default the
         run's) names another seed's model, e.g. the second Retrain of the distance floor."""
-        return {
+        key = {
             **self.training_identity(),
             "seed": int(self.cfg.seed if seed is None else seed),
             "excluded": self.forget_set.excluded(list(self.cfg.forget)) if exclude_forget else None,
         }
+        if self.after is not None and not exclude_forget and seed is None:
+            key["after"] = self.after[1]
+        return key
 
     @property
     def original_key(self) -> str:
@@ -203,6 +209,8 @@ class UnlearnContext:
 
         Returns the system and the seconds its training took (when it was first built).
         """
+        if self.after is not None and not exclude_forget and seed is None:
+            return copy.deepcopy(self.after[0]).eval(), 0.0
         if self.original is not None:
             if exclude_forget:
                 raise ConfigError("a retrained model needs a training recipe; this context was given its model")
