@@ -91,7 +91,7 @@ def reference_key(ctx: UnlearnContext, name: str) -> str:
             "code": source_digest(*EVALUATION_SOURCES),
             "reference": name,
             "models": ctx.model_key(exclude_forget=False),
-            "forget": list(ctx.cfg.forget) if ctx.forget_set.by_class else ctx.forget_set.excluded([]),
+            "forget": list(ctx.cfg.forget) if ctx.forget_set.by_class else ctx.forget_set.identity,
             "evaluator": config_identity(evaluator, "evaluator"),
             "query_draw": ctx.sample_seed if queries.forget_queries != "all" else None,
             **disjoint,
@@ -321,7 +321,8 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
     metrics["mem/peak_mb"] = unlearned.peak_mb
     names = [] if cfg.method.name in identity.REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
-    for name, values in reference_metrics(ctx, score, names, pristine).items():
+    first = replace(ctx, after=None)  # a stream's later request is compared with the Original, not the model before
+    for name, values in reference_metrics(first, score, names, first.trained()[0]).items():
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
     metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta, items=not ctx.forget_set.by_class))

@@ -93,6 +93,11 @@ class ForgetSet:
         root = self.deleted.root
         return {"items": index_digest(root.sort().values), "count": len(root)}
 
+    @property
+    def identity(self) -> dict:
+        """An item set's identity in what is measured on it: its own items and everything deleted so far."""
+        return {"request": index_digest(self.root.sort().values), "deleted": self.excluded([])}
+
 
 def requests(whole: ForgetSet, count: int, seed: int, contributors: list[int], owner=None) -> list[ForgetSet]:
     """`whole` split into `count` successive requests, each knowing what the earlier ones deleted: one contributor

@@ -3,7 +3,8 @@
 `forget_set.requests = k > 1` deletes an item forget set in k successive requests (`ppp.forget_set.requests`), each
 unlearning on the model the previous one left (`UnlearnContext.after`) with D_r = the training items not deleted
 so far; the runner (`ppp.experiment.execute`) evaluates after every request against the Retrain of everything
-deleted so far and against the model before the request (the `original` row of that request).
+deleted so far and against the Original (the erosion of what is kept accumulates over the requests); which
+parameters a request changed is measured against the model before it.
 
 What stays valid across requests: the dataset, the Original (request 1's model), and every Retrain (keyed by the
 deleted items, so request j's Retrain is the Retrain of one request for the same items). What does not: the
@@ -44,7 +45,8 @@ def lineage(run_hash: str, done: int) -> str:
 
 def deletion_record(number: int, total: int, part: ForgetSet, cfg, unlearned, evaluated, before) -> dict:
     """One request's record: what was asked, which items, which towers and parameters changed (against the model
-    before the request), the figures of the model beside Retrain's and the model's before it, and the times."""
+    before the request), the figures of the model beside the Original's and Retrain's (of everything deleted so
+    far), and the times."""
 
     def figures(metrics: dict) -> dict:
         return {k: v for k, v in metrics.items() if k.startswith(RECORD_PREFIXES) and isinstance(v, (int, float))}
@@ -59,9 +61,6 @@ def deletion_record(number: int, total: int, part: ForgetSet, cfg, unlearned, ev
         "deleted_so_far": len(part.deleted.root),
         "changed_towers": sorted(changed_towers(evaluated.model, before)),
         "changed": {k: v for k, v in metrics.items() if k.startswith("changed/") and k.endswith("_count")},
-        "figures": {
-            "model": figures(metrics),
-            **{("before" if name == "original" else name): figures(values) for name, values in references.items()},
-        },
+        "figures": {"model": figures(metrics), **{name: figures(values) for name, values in references.items()}},
         "time": {"unlearn_s": unlearned.unlearn_s, "evaluate_s": metrics.get("time/evaluate_s")},
     }
