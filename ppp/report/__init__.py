@@ -2,7 +2,7 @@
 results.csv, the paper's tables (Markdown and LaTeX), a paired bootstrap of two methods, and figures.
 
 Modules: `load` (runs -> tidy frame, each run once), `stats` (mean / std / CI, bootstrap), `tables`,
-`figures`, `audit` (issue 21's audit table and ROC curves).
+`figures`, `audit` (issue 21's audit table and ROC curves), `deletion` (issue 22's item deletions and streams).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 from ppp.errors import ConfigError
 from ppp.evaluation.delta import DEFINITIONS
 from ppp.report.audit import audit_table, roc_figures
+from ppp.report.deletion import deletion_table, stream_figure
 from ppp.report.figures import figure1, figure3, figure4
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate
@@ -75,6 +76,9 @@ def write_report(
     )
     written += write_tables(table1(stats, frame, delta), out, "table1", "Table 1: classification accuracy and MIA (%)")
     written += write_tables(audit_table(stats), out, "audit", "Audit: membership, relearning, distance to Retrain")
+    written += write_tables(
+        deletion_table(stats), out, "deletion", "Item deletions: forgotten pairs, kept quality, the index"
+    )
     if pair:
         written += write_tables(
             bootstrap_table(runs, stats, pair, resamples, seed),
@@ -85,6 +89,7 @@ def write_report(
     if figures:
         written += figure1(runs, out) + figure3(frame, out) + figure4(frame, out)
         written += [p for attack in ROC_ATTACKS for p in roc_figures(runs, stats, attack, out)]
+        written += stream_figure(runs, out)
     return written
 
 

@@ -66,12 +66,13 @@ class Run:
         """The setting and replicate of the run (config fields shared by every row it gives)."""
         r = self.record
         forget = [str(c) for c in r.get("forget", [])]
+        items = r.get("forget_set")
         return {
             "dataset": self.dataset or r["dataset"],
             "task": self.task,
             "backbone": r["backbone"],
-            "forget": ",".join(forget),
-            "n_forget": len(forget),
+            "forget": ",".join(forget) if items is None else item_request(r["config"]["forget_set"]),
+            "n_forget": len(forget) if items is None else len(items["positions"]),
             "bits": int(r["bits"]),
             "seed": int(r["seed"]),
             "sample_seed": int(r.get("sample_seed", r["seed"])),
@@ -99,6 +100,19 @@ class Run:
             return {}
         with np.load(path) as data:
             return {k: data[k] for k in data.files}
+
+
+def item_request(settings: dict) -> str:
+    """An item forget set as a table names it, e.g. `share 0.01`, `contributors 3+7`, `pairs ten_pairs.txt`, with
+    `in 5 requests` for a stream (no comma: class lists are comma-joined)."""
+    kind = settings["kind"]
+    what = {
+        "share": f"share {settings['share']} (seed {settings['share_seed']})",
+        "contributor": "contributors " + "+".join(str(c) for c in settings["contributors"]),
+        "pairs": f"pairs {Path(str(settings['ids_file'])).name}",
+    }[kind]
+    count = int(settings.get("requests", 1))
+    return what + (f" in {count} requests" if count > 1 else "")
 
 
 def stored(runs: list[Run], setting: dict, variant: str, key: str) -> dict[tuple, np.ndarray]:

@@ -1,0 +1,30 @@
+"""The report of item deletions (issue 22): a row per model with the runs' numbers, and a stream's figure."""
+
+from test_forget_set import composed
+
+from ppp.experiment import execute
+from ppp.report import write_report
+
+
+def test_a_stream_is_tabled_per_model_and_drawn_per_request(tmp_path, single_thread):
+    stream = ["forget_set=share", "forget_set.share=0.15", "forget_set.requests=2", "evaluator.index=true"]
+    results = [
+        execute(composed(tmp_path, [f"method={m}", *stream, f"out_dir={tmp_path / 'runs' / m}"]))
+        for m in ("amnesiac", "finetune")
+    ]
+    written = write_report([tmp_path / "runs"], tmp_path / "report")
+    table = (tmp_path / "report" / "deletion.md").read_text()
+    assert "forget share 0.15 (seed 0) in 2 requests" in table
+    rows = {
+        line.split(" | ")[0].strip("| "): line.split(" | ")[1:] for line in table.splitlines() if line.startswith("| ")
+    }
+    assert list(rows)[1:] == ["Original", "Retrain", "Finetune", "Amnesiac"]
+    metrics = results[0]["metrics"]
+    r10 = 100 * (metrics["forget/i2t_r10"] + metrics["forget/t2i_r10"]) / 2
+    assert rows["Amnesiac"][0] == f"{r10:.1f}"  # one run: no ±
+    assert rows["Original"][7] == "0.0"  # the Original's served index is its own: no bit flipped
+    figures = [p.name for p in written if p.name.startswith("stream_")]
+    assert figures == [
+        "stream_digit_scenes_share_0.15_seed_0_in_2_requests_clip_tiny.png",
+        "stream_digit_scenes_share_0.15_seed_0_in_2_requests_clip_tiny.pdf",
+    ]
