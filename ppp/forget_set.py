@@ -16,7 +16,7 @@ import torch
 
 from ppp.cache import index_digest
 from ppp.config import CONF_DIR
-from ppp.data.base import Benchmark, carries_any, root_indices
+from ppp.data.base import Benchmark, carries_any, item_roots, root_indices
 from ppp.errors import ConfigError
 from ppp.schema import distinct_integers, integer, number, one_of, read, schema, setting
 
@@ -64,12 +64,12 @@ class ForgetSet:
         """Which items of `data` (the training split or a subset of its base) are in the forget set."""
         if self.by_class:
             return carries_any(data.labels, self.classes)
-        return torch.isin(root_indices(data), self.root)
+        return torch.isin(item_roots(data), self.root)
 
     def gone(self, data) -> torch.Tensor:
         """Which items of `data` are deleted once this request is done: its own and the earlier requests'."""
         mine = self.of(data)
-        return mine if self.earlier is None else mine | torch.isin(root_indices(data), self.earlier)
+        return mine if self.earlier is None else mine | torch.isin(item_roots(data), self.earlier)
 
     @property
     def deleted(self) -> ForgetSet:

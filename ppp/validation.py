@@ -132,7 +132,7 @@ def check_combinations(cfg: DictConfig) -> None:
 
 # Evaluator keys whose measure is defined by the forget classes (prototypes, class probes, class prompts, k-shot
 # examples of a class, class groups): an item forget set (issue 22) has none.
-CLASS_ONLY_EVALUATION = ("audit.attacks", "density", "residual", "zeroshot", "relearn", "distance")
+CLASS_ONLY_EVALUATION = ("density", "residual", "zeroshot", "relearn", "distance")
 
 
 def check_item_forget_set(cfg: DictConfig, needs: frozenset[str]) -> None:

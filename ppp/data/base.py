@@ -68,6 +68,14 @@ def root_indices(data: LabelledDataset) -> torch.Tensor:
     return data.root_indices() if isinstance(data, Subset) else torch.arange(len(data))
 
 
+def item_roots(data: LabelledDataset) -> torch.Tensor:
+    """`root_indices`, through concatenations of subsets of one dataset (the membership audit's population): which
+    underlying item each sample is. Not a key: keys keep `root_indices`, so that no cached artefact changes."""
+    if isinstance(data, Concatenated):
+        return torch.cat([item_roots(part) for part in data.parts])
+    return root_indices(data)
+
+
 class Concatenated(LabelledDataset):
     """The items of several datasets (of one label format), one after another."""
 

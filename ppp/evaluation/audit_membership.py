@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ppp.data.base import Concatenated, Subset, carries_any, root_indices
+from ppp.data.base import Subset, item_roots, root_indices
 from ppp.errors import ConfigError
 from ppp.evaluation.attack_metrics import attack_report, pooled_report
 from ppp.evaluation.membership_scores import (
@@ -259,12 +259,21 @@ def rank_scores(
 # ---------------------------------------------------------------- sets and reports
 
 
+def membership_sets(ctx, data, member: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """(member positions, non-member positions) in `data` for the forget and retain sets, `member` marking the
+    training items. A class set: the forget classes' members against their non-members, the others' against the
+    others'. An item set: its items against every non-member, the kept training items (without what earlier
+    requests deleted) against every non-member."""
+    forgotten = ctx.forget_set
+    forget, gone = forgotten.of(data).numpy(), forgotten.gone(data).numpy()
+    like_forget = forget if forgotten.by_class else np.ones_like(forget)
+    sets = {"forget": (member & forget, ~member & like_forget), "retain": (member & ~gone, ~member & ~forget)}
+    return {name: _nonempty(name, *(np.flatnonzero(m) for m in masks)) for name, masks in sets.items()}
+
+
 def audit_sets(ctx, pop: Population) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     """(member positions, non-member positions) in P for the forget and retain sets."""
-    forget = carries_any(pop.data.labels, ctx.forget_idx).numpy()
-    member = np.arange(len(pop.data)) < pop.n_train
-    sets = {"forget": (member & forget, ~member & forget), "retain": (member & ~forget, ~member & ~forget)}
-    return {name: _nonempty(name, *(np.flatnonzero(m) for m in masks)) for name, masks in sets.items()}
+    return membership_sets(ctx, pop.data, np.arange(len(pop.data)) < pop.n_train)
 
 
 def _nonempty(name: str, members: np.ndarray, nonmembers: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -284,9 +293,7 @@ def rank_sets(ctx) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     in_train = torch.isin(root_indices(db), root_indices(train)).numpy()
     if in_train.sum() != len(train):
         raise ConfigError("the rank attack needs a database that holds every training pair (DSPH's protocol)")
-    forget = carries_any(db.labels, ctx.forget_idx).numpy()
-    sets = {"forget": (in_train & forget, ~in_train & forget), "retain": (in_train & ~forget, ~in_train & ~forget)}
-    return {name: _nonempty(name, *(np.flatnonzero(m) for m in masks)) for name, masks in sets.items()}
+    return membership_sets(ctx, db, in_train)
 
 
 def source_ids(bench, data) -> np.ndarray | None:
@@ -295,17 +302,10 @@ def source_ids(bench, data) -> np.ndarray | None:
     glyphs = bench.info.get("glyphs")
     if glyphs is None:
         return None
-    per_item = [glyphs[int(i)] for i in _roots(data)]
+    per_item = [glyphs[int(i)] for i in item_roots(data)]
     if any(len(g) != 1 for g in per_item):
         return None
     return np.array([g[0] for g in per_item])
-
-
-def _roots(data) -> torch.Tensor:
-    """`root_indices`, through concatenations of subsets of one dataset."""
-    if isinstance(data, Concatenated):
-        return torch.cat([_roots(part) for part in data.parts])
-    return root_indices(data)
 
 
 def reported(
@@ -382,7 +382,7 @@ def population_attacks(system, ctx, settings: AuditSettings, attacks: list[str],
         found = reference_models(ctx, pop, int(settings.references), int(settings.reference_seed), stats.outputs)
         refs, inside = [stats.observe(o) for o in found.outputs], found.inside
     sets, in_pool = audit_sets(ctx, pop), np.arange(len(pop.data)) >= pop.n_train
-    forget = carries_any(pop.data.labels, ctx.forget_idx).numpy()
+    forget = ctx.forget_set.of(pop.data).numpy()
     sources = source_ids(ctx.bench, pop.data) if settings.bootstrap_by_source else None
     out = {}
     for attack in attacks:
