@@ -39,7 +39,7 @@ def test_identical_distributions_give_zero_epsilon_and_the_best_score():
 
 
 def test_one_point_on_both_sides_is_indistinguishable():
-    # every rule has FPR = FNR = 1 or 0 with one of them 0: none survives, nothing tells the two apart
+    # every rule has (FPR, FNR) = (1, 0) or (0, 1), so every rule is discarded: nothing tells the two apart
     assert example_epsilons(torch.zeros(4, 1), torch.zeros(4, 1)).item() == 0.0
 
 
