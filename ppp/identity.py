@@ -61,6 +61,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "evaluator.relearn_settings": load_block("audit/relearn.yaml"),
     "evaluator.distance": False,
     "evaluator.index": False,
+    "evaluator.example_statistics": False,
     "evaluator.index_topk": 10,
     "evaluator.distance_settings": load_block("audit/distance.yaml"),
     "method.gamma": None,

@@ -20,6 +20,7 @@ from ppp.evaluation.audit_membership import AuditSettings, check_task, membershi
 from ppp.evaluation.classification import evaluate_classification
 from ppp.evaluation.density import original_neighbours, prototype_distances
 from ppp.evaluation.distance import DistanceSettings, distance_to_retrain
+from ppp.evaluation.example_statistics import classification_statistics, retrieval_statistics
 from ppp.evaluation.items import classification_items, retrieval_items
 from ppp.evaluation.map import TIES, check_map_settings
 from ppp.evaluation.mia import MiaSettings, check_modes, membership_inference
@@ -68,6 +69,8 @@ class Scored(EvaluatorSettings, Queries):
     relearn_settings: RelearnSettings = block(RelearnSettings, default=RELEARN_DEFAULT)
     distance: bool = setting(boolean(), default=False)
     distance_settings: DistanceSettings = block(DistanceSettings, default=DISTANCE_DEFAULT)
+    # issue 23: the per-forget-example statistic and retained quality the report compares over N model seeds
+    example_statistics: bool = setting(boolean(), default=False)
 
     def check(self, path: str) -> None:
         Queries.check(self, path)
@@ -124,6 +127,8 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
         metrics.update(retrieval_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
     if settings.index:
         metrics.update(index_report(system, ctx, data, settings.index_topk, cfg.batch_size))
+    if settings.example_statistics:
+        metrics.update(retrieval_statistics(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers)))
     return {
         **metrics,
         **membership(system, ctx, cfg),
@@ -145,9 +150,11 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     metrics = evaluate_classification(
         system, ctx.bench, ctx.forget_idx, ctx.device, cfg.batch_size, int(ctx.cfg.num_workers), data
     )
+    settings = read(Scored, cfg)
     if not ctx.forget_set.by_class:
-        split = read(Scored, cfg).split
-        metrics.update(classification_items(system, ctx, split, cfg.batch_size, int(ctx.cfg.num_workers)))
+        metrics.update(classification_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
+    if settings.example_statistics:
+        metrics.update(classification_statistics(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers)))
     return {
         **metrics,
         **membership(system, ctx, cfg),

@@ -16,6 +16,7 @@ from ppp.evaluation.delta import DEFINITIONS
 from ppp.report.audit import audit_table, roc_figures
 from ppp.report.deletion import deletion_table, stream_figure
 from ppp.report.figures import figure1, figure3, figure4
+from ppp.report.forgetting import forgetting_tables
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate
 from ppp.report.tables import Table, bootstrap_table, residual_table, table1, table2
@@ -79,6 +80,9 @@ def write_report(
     written += write_tables(
         deletion_table(stats), out, "deletion", "Item deletions: forgotten pairs, kept quality, the index"
     )
+    fq_tables, fq_figures = forgetting_tables(runs, out, figures)
+    written += write_tables(fq_tables, out, "forgetting", "Forgetting quality over model seeds: per-example ε, U-LiRA")
+    written += fq_figures
     if pair:
         written += write_tables(
             bootstrap_table(runs, stats, pair, resamples, seed),
