@@ -3,7 +3,8 @@
 Each section is a function registered in SECTIONS that takes the Settings and returns a Section: one
 table (rows of the same columns) and notes. Every figure is the median of several timed repeats after
 a warm-up. Sections: mAP and its scaling, per-sample Fisher throughput, a warm run's start-up, the
-unlearning times of the methods; peak memory sits beside the times it belongs to.
+unlearning times of the methods, the cost of issue 23's N-seed forgetting quality per model seed; peak memory
+sits beside the times it belongs to.
 """
 
 from __future__ import annotations
@@ -565,6 +566,68 @@ def unlearning_section(settings: Settings) -> Section:
                 else ""
             ),
             *same_mode,
+        ],
+    )
+
+
+FORGETTING_BENCHMARKS = {  # each embedded benchmark's run overrides per size
+    "digit_scenes": RUN_SIZES,
+    "digits": {
+        "quick": [
+            "dataset=digits",
+            "dataset.per_class=40",
+            "dataset.population_per_class=10",
+            "backbone.train.epochs=1",
+        ],
+        "full": ["dataset=digits"],
+    },
+}
+FORGETTING_METHODS = ("amnesiac", "ssd")  # a trained and a Fisher method; every other method lies between
+FORGETTING_N = (16, 32)
+
+
+@SECTIONS.register("forgetting")
+def forgetting_section(settings: Settings) -> Section:
+    """Issue 23's cost per model seed on each embedded benchmark: training the Original and Retrain, each method's
+    unlearning and evaluation with the per-example statistic, and the whole N-seed experiment projected from them
+    (one process; every method of Tables 1 / 2 would take about as long as the methods timed here on average)."""
+    rows = []
+    for benchmark, sizes in FORGETTING_BENCHMARKS.items():
+        with tempfile.TemporaryDirectory() as tmp:
+            root = Path(tmp)
+            overrides = [*run_overrides(settings, root, sizes), "evaluator.example_statistics=true"]
+            reference = execute_run([*overrides, "method=retrain"], root)["metrics"]  # trains the Retrain
+            original = execute_run([*overrides, "method=original"], root)["metrics"]
+            train_s = original["time/train_s"] + reference["time/train_s"]
+            for method in FORGETTING_METHODS:
+                m = execute_run([*overrides, f"method={method}", "references=[]"], root)["metrics"]
+                per_method = m["time/unlearn_s"] + m["time/evaluate_s"]
+                rows.append(
+                    {
+                        "benchmark": benchmark,
+                        "method": method,
+                        "train_original_s": original["time/train_s"],
+                        "train_retrain_s": reference["time/train_s"],
+                        "unlearn_s": m["time/unlearn_s"],
+                        "evaluate_s": m["time/evaluate_s"],
+                        "statistic_s": m["time/example_statistics_s"],
+                        "per_seed/one_training": (train_s + per_method) / original["time/train_s"],
+                        **{f"N={n}, 10 methods_h": n * (train_s + 10 * per_method) / 3600 for n in FORGETTING_N},
+                    }
+                )
+    return Section(
+        "Forgetting quality over N seeds: cost per model seed (seconds; one process)",
+        rows,
+        [
+            "train_*: the Original's and Retrain's training on one seed; unlearn_s / evaluate_s: the method's, its "
+            "evaluation including the per-example statistic (statistic_s); per_seed/one_training: a seed's Original, "
+            "Retrain and this method over one training; N=…_h: N seeds × (both trainings + 10 methods at this "
+            "method's cost), hours in one process (the issue's targets: N = 16 in 2 h, N = 32 in 8 h). "
+            + (
+                "Quick size: " + "; ".join(f"{b}: {' '.join(z['quick'])}" for b, z in FORGETTING_BENCHMARKS.items())
+                if settings.size == "quick"
+                else ""
+            )
         ],
     )
 

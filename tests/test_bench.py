@@ -158,3 +158,13 @@ def test_trial_section_times_warm_trials_against_their_evaluation():
     assert row["evaluate_s"] > 0 and row["unlearn_s"] > 0 and row["rest_s"] > 0
     assert row["rest_s"] == pytest.approx(row["trial_s"] - row["evaluate_s"] - row["unlearn_s"])
     assert row["trial/evaluate"] > 1 and "median of 2 trials" in sections["trial"].title
+
+
+def test_forgetting_section_prices_a_model_seed(monkeypatch):
+    monkeypatch.setitem(bench.FORGETTING_BENCHMARKS, "digits", None)
+    monkeypatch.delitem(bench.FORGETTING_BENCHMARKS, "digits")
+    monkeypatch.setattr(bench, "FORGETTING_METHODS", ("ssd",))
+    (row,) = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "forgetting"])["forgetting"].rows
+    assert row["benchmark"] == "digit_scenes" and row["method"] == "ssd"
+    assert 0 < row["statistic_s"] < row["evaluate_s"] and row["train_original_s"] > 0
+    assert row["N=32, 10 methods_h"] == pytest.approx(2 * row["N=16, 10 methods_h"])

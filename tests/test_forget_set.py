@@ -133,7 +133,9 @@ def test_forget_tags_reach_the_batch(tmp_path):
 
 @pytest.mark.parametrize("method", ["ppp", "bad_teacher"])
 def test_a_share_is_forgotten_and_measured_end_to_end(tmp_path, method, single_thread):
-    result = execute(composed(tmp_path, [f"method={method}", "forget_set=share", "forget_set.share=0.1"]))
+    overrides = [f"method={method}", "forget_set=share", "forget_set.share=0.1"]
+    overrides += ["method.min_steps=8"] if method == "bad_teacher" else []  # its default of 60 steps is for real sizes
+    result = execute(composed(tmp_path, overrides))
     metrics, retrain = result["metrics"], result["references"]["retrain"]
     assert result["forget_set"]["kind"] == "share" and len(result["forget_set"]["positions"]) == 12
     for name in ("forget", "heldout"):
@@ -147,22 +149,17 @@ def test_a_share_is_forgotten_and_measured_end_to_end(tmp_path, method, single_t
         + abs(metrics["forget/t2i_r10"] - retrain["forget/t2i_r10"])
     ) / 2
     assert metrics["delta/forget"] == pytest.approx(gap)
-    assert (
-        execute(composed(tmp_path, [f"method={method}", "forget_set=share", "forget_set.share=0.1"]))["metrics"][
-            "forget/i2t_r10"
-        ]
-        == metrics["forget/i2t_r10"]
-    )
+    assert execute(composed(tmp_path, overrides))["metrics"]["forget/i2t_r10"] == metrics["forget/i2t_r10"]
 
 
 def test_the_audit_attacks_an_item_set_against_every_non_member(tmp_path, single_thread):
     attacks = "evaluator.audit.attacks=[baseline,lira_online,rank]"
-    stream = ["forget_set=share", "forget_set.share=0.1", "forget_set.requests=2", "evaluator.audit.references=4"]
-    result = execute(composed(tmp_path, ["method=amnesiac", *stream, attacks, "evaluator.audit.pooled=true"]))
+    stream = ["forget_set=share", "forget_set.share=0.1", "forget_set.requests=2", "evaluator.audit.references=2"]
+    result = execute(composed(tmp_path, ["method=finetune", *stream, attacks, "references=[]"]))
     metrics = result["metrics"]
     # the second request's 6 items against the non-member pool (40 queries + 80 database items outside training)
     assert metrics["audit/lira_online/forget/n_members"] == 6 and metrics["audit/rank/forget/n_members"] == 6
     assert metrics["audit/lira_online/forget/n_nonmembers"] == metrics["audit/lira_online/retain/n_nonmembers"] == 120
     assert metrics["audit/lira_online/retain/n_members"] == 120 - 12  # both requests' items are gone
     assert metrics["audit/rank/forget/n_nonmembers"] == 80  # the database items outside training
-    assert 0 <= metrics["audit/primary/forget/auc"] <= 1 and "audit/lira_online/loo_forget/auc" in metrics
+    assert 0 <= metrics["audit/primary/forget/auc"] <= 1

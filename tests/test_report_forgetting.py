@@ -4,6 +4,8 @@ Retrain's scores one, the Original's separated statistics are flagged, U-LiRA re
 import numpy as np
 from test_report import cell, write_run
 
+from ppp.config import compose_config
+from ppp.experiment import execute
 from ppp.report import write_report
 
 SEEDS = range(6)
@@ -40,8 +42,10 @@ def test_a_method_drawn_like_retrain_scores_one_and_the_separated_original_zero(
     assert any(p.name.startswith("epsilon_") and p.suffix == ".png" for p in written)
 
 
-def test_the_tiny_experiment_runs_end_to_end_at_four_seeds(cli, tmp_path):
-    cli(["-m", "experiment=forgetting_quality_tiny", "device=cpu", f"run_index={tmp_path / 'index'}"])
+def test_the_tiny_experiment_runs_end_to_end_at_four_seeds(tmp_path, single_thread):
+    base = ["experiment=forgetting_quality_tiny", f"cache_dir={tmp_path / 'cache'}", f"run_index={tmp_path / 'index'}"]
+    for seed in range(4):  # the experiment's grid, run in this process
+        execute(compose_config([*base, "device=cpu", f"seed={seed}", f"out_dir={tmp_path / 'multi' / str(seed)}"]))
     written = write_report([tmp_path / "multi"], tmp_path / "report")
     markdown = (tmp_path / "report" / "forgetting.md").read_text()
     assert cell(markdown, "Amnesiac", "N") == "4" and cell(markdown, "Original", "N") == "4"

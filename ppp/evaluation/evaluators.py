@@ -12,6 +12,8 @@ Retrain (`cfg.distance`, `ppp/evaluation/distance.py`), issue 21's "beyond membe
 
 from __future__ import annotations
 
+import time
+
 import torch
 from omegaconf import DictConfig
 
@@ -128,7 +130,7 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
     if settings.index:
         metrics.update(index_report(system, ctx, data, settings.index_topk, cfg.batch_size))
     if settings.example_statistics:
-        metrics.update(retrieval_statistics(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers)))
+        metrics.update(timed("example_statistics", retrieval_statistics, system, ctx, cfg))
     return {
         **metrics,
         **membership(system, ctx, cfg),
@@ -154,13 +156,20 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     if not ctx.forget_set.by_class:
         metrics.update(classification_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
     if settings.example_statistics:
-        metrics.update(classification_statistics(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers)))
+        metrics.update(timed("example_statistics", classification_statistics, system, ctx, cfg))
     return {
         **metrics,
         **membership(system, ctx, cfg),
         **density(system, ctx, cfg, data),
         **beyond_membership(system, ctx, cfg, data),
     }
+
+
+def timed(name: str, measure, system, ctx, cfg: DictConfig) -> dict:
+    """A measure's metrics and the seconds it took (`time/<name>_s`): what issue 23's bench section reads."""
+    start = time.perf_counter()
+    out = measure(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers))
+    return {**out, f"time/{name}_s": time.perf_counter() - start}
 
 
 def density(system, ctx, cfg: DictConfig, data) -> dict:
