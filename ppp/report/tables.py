@@ -219,6 +219,8 @@ def table2(stats: pd.DataFrame, frame: pd.DataFrame, delta: str | None = None) -
         definition = definition_of(where(frame, dataset=dataset, backbone=backbone, forget=forget), delta)
         variants, bits, cells = ordered(block["variant"]), sorted(block["bits"].unique()), lookup(block)
         present = set(block["metric"])
+        if not any(m.startswith("forget/") for m in present):
+            continue  # an item forget set has no forget queries: its table is deletion.md (ppp/report/deletion.py)
         directions = DIRECTIONS + tuple(d for d in UNIMODAL if f"forget/{d}_map" in present)
         rows = [
             (
