@@ -1,9 +1,19 @@
 """The report of item deletions (issue 22): a row per model with the runs' numbers, and a stream's figure."""
 
+import importlib.util
+
+from conftest import ROOT
 from test_forget_set import composed
 
 from ppp.experiment import execute
 from ppp.report import write_report
+
+
+def script(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_a_stream_is_tabled_per_model_and_drawn_per_request(tmp_path, single_thread):
@@ -28,3 +38,8 @@ def test_a_stream_is_tabled_per_model_and_drawn_per_request(tmp_path, single_thr
         "stream_digit_scenes_share_0.15_seed_0_in_2_requests_clip_tiny.png",
         "stream_digit_scenes_share_0.15_seed_0_in_2_requests_clip_tiny.pdf",
     ]
+
+    # the paired per-pair rank ratio against Retrain reads the same runs (the stream's last request's 9 pairs)
+    ratios = script("item_rank_ratio").log_ratios(tmp_path / "runs")
+    assert set(ratios) == {"amnesiac", "finetune", "original"}
+    assert all(len(by_pair) == 9 and all(len(v) == 1 for v in by_pair.values()) for by_pair in ratios.values())
