@@ -24,6 +24,26 @@ TINY = [
 ]
 
 
+def tiny_config(tmp_path, overrides=()):
+    """The runner's config at the TINY sizes on the CPU, with its cache, index and output under tmp_path."""
+    from hydra import compose, initialize_config_dir
+
+    from ppp.config import CONF_DIR
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return compose(
+            config_name="config",
+            overrides=[
+                *TINY,
+                f"cache_dir={tmp_path / 'cache'}",
+                f"run_index={tmp_path / 'index'}",
+                "device=cpu",
+                f"out_dir={tmp_path / 'out'}",
+                *overrides,
+            ],
+        )
+
+
 def run_cli(args, tmp_path, check=True):
     """Run `python run.py ARGS` with the cache and outputs under tmp_path."""
     env = dict(os.environ, PPP_CACHE_DIR=str(tmp_path / "cache"), HYDRA_FULL_ERROR="0")

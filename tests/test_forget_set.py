@@ -3,11 +3,9 @@ measures of a forgotten pair (partner rank and recall, ties broken at random).""
 
 import pytest
 import torch
-from conftest import TINY
-from hydra import compose, initialize_config_dir
+from conftest import tiny_config
 from omegaconf import OmegaConf
 
-from ppp.config import CONF_DIR as CONF
 from ppp.data.base import ForgetTagged, root_indices
 from ppp.errors import ConfigError
 from ppp.evaluation.items import expected_rank, partner_ranks, recall_at
@@ -19,19 +17,8 @@ from ppp.validation import check_config
 
 
 def composed(tmp_path, overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            config_name="config",
-            overrides=[
-                *TINY,
-                f"cache_dir={tmp_path / 'cache'}",
-                f"run_index={tmp_path / 'index'}",
-                "device=cpu",
-                f"out_dir={tmp_path / 'out'}",
-                "skip_finished=false",
-                *overrides,
-            ],
-        )
+    """The tiny config, every run run again (its index is shared by the test's runs)."""
+    return tiny_config(tmp_path, ["skip_finished=false", *overrides])
 
 
 def test_the_class_forget_set_keeps_run_hashes(tmp_path):

@@ -10,11 +10,9 @@ import time
 import numpy as np
 import pytest
 import torch
-from conftest import GPU, ROOT, TINY
-from hydra import compose, initialize_config_dir
+from conftest import GPU, ROOT, TINY, tiny_config
 from omegaconf import OmegaConf
 
-from ppp.config import CONF_DIR as CONF
 from ppp.errors import ConfigError
 from ppp.experiment import execute
 
@@ -22,18 +20,7 @@ NO_TIMES = ("time/", "mem/")
 
 
 def composed(tmp_path, overrides=()):
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(
-            config_name="config",
-            overrides=[
-                *TINY,
-                f"cache_dir={tmp_path / 'cache'}",
-                f"run_index={tmp_path / 'index'}",
-                "device=cpu",
-                f"out_dir={tmp_path / 'out'}",
-                *overrides,
-            ],
-        )
+    return tiny_config(tmp_path, overrides)
 
 
 def quality(metrics):
