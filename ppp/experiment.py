@@ -321,8 +321,10 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
     metrics["mem/peak_mb"] = unlearned.peak_mb
     names = [] if cfg.method.name in identity.REFERENCE_METHODS else list(cfg.get("references") or [])
     references = {}
-    first = replace(ctx, after=None)  # a stream's later request is compared with the Original, not the model before
-    for name, values in reference_metrics(first, score, names, first.trained()[0]).items():
+    # a stream's later request is compared with the Original, not with the model it started from
+    first = ctx if ctx.after is None else replace(ctx, after=None)
+    original = pristine if first is ctx else first.trained()[0]
+    for name, values in reference_metrics(first, score, names, original).items():
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
     metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta, items=not ctx.forget_set.by_class))

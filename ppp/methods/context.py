@@ -92,9 +92,14 @@ class UnlearnContext:
             "seed": int(self.cfg.seed if seed is None else seed),
             "excluded": self.forget_set.excluded(list(self.cfg.forget)) if exclude_forget else None,
         }
-        if self.after is not None and not exclude_forget and seed is None:
-            key["after"] = self.after[1]
+        if (after := self.stream_model(exclude_forget, seed)) is not None:
+            key["after"] = after[1]
         return key
+
+    def stream_model(self, exclude_forget: bool, seed: int | None) -> tuple[System, str] | None:
+        """The model earlier requests of a stream left and its lineage, when that is what is asked for: this
+        request's original (not a Retrain, not another seed's model); None outside a stream."""
+        return None if exclude_forget or seed is not None else self.after
 
     @property
     def original_key(self) -> str:
@@ -209,8 +214,8 @@ class UnlearnContext:
 
         Returns the system and the seconds its training took (when it was first built).
         """
-        if self.after is not None and not exclude_forget and seed is None:
-            return copy.deepcopy(self.after[0]).eval(), 0.0
+        if (after := self.stream_model(exclude_forget, seed)) is not None:
+            return copy.deepcopy(after[0]).eval(), 0.0
         if self.original is not None:
             if exclude_forget:
                 raise ConfigError("a retrained model needs a training recipe; this context was given its model")
