@@ -99,6 +99,7 @@ def test_loglog_slope():
     assert bench.loglog_slope([1e4, 2e4, 4e4], [0.1, 0.4, 1.6]) == pytest.approx(2.0)
 
 
+SMALL_DIGITS = ["dataset.per_class=10", "dataset.population_per_class=10"]
 FISHER_COLUMNS = [
     "model",
     "px",
@@ -129,6 +130,9 @@ def test_fisher_section_times_each_path_and_checks_it_against_the_loop(monkeypat
 
 def test_run_sections_measure_a_warm_run_and_each_methods_unlearning(monkeypatch):
     monkeypatch.setattr(bench, "UNLEARNING_METHODS", ("ppp", "ssd_per_sample", "retrain"))
+    resnet50 = bench.UNLEARNING_SETTINGS["digits, resnet50"]  # a quarter of the quick size: ResNet-50's per-sample
+    quick = [o for o in resnet50["quick"] if not o.startswith("dataset.per_class=")]  # Fisher dominates the suite
+    monkeypatch.setitem(bench.UNLEARNING_SETTINGS, "digits, resnet50", {**resnet50, "quick": [*quick, *SMALL_DIGITS]})
     sections = bench.main(["--quick", "--device", "cpu", "--repeats", "1", "--only", "startup,unlearning"])
     (startup,) = sections["startup"].rows
     assert startup["run_wall_s"] > startup["import_torch_s"] > 0 and startup["unlearn_s"] > 0

@@ -114,7 +114,8 @@ def test_cli_classification_run(cli, tmp_path, monkeypatch):
         [
             "backbone=resnet18",
             "dataset=digits",
-            "dataset.per_class=180",
+            "dataset.per_class=60",
+            "dataset.population_per_class=40",
             "evaluator=classification",
             "method=finetune",
             "backbone.train.epochs=1",
@@ -130,7 +131,8 @@ def test_cli_classification_run(cli, tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_evaluator_config_errors_come_before_training(cli, monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    wrong = cli(["backbone=resnet18", "dataset=digits", "evaluator=retrieval"], check=False)
+    small = ["dataset.per_class=20", "dataset.population_per_class=20"]  # the one dataset this test may build
+    wrong = cli(["backbone=resnet18", "dataset=digits", *small, "evaluator=retrieval"], check=False)
     assert wrong.returncode == 2 and "use evaluator=classification" in wrong.stderr
     trained = [line for line in wrong.stdout.splitlines() if "[cache]" in line and " dataset " not in line]
     assert "Traceback" not in wrong.stderr and not trained  # only the (valid) dataset may have been built and cached

@@ -76,15 +76,21 @@ def test_every_config_file_is_covered():
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
 
 
+def consecutive(numbers: list[int]) -> bool:
+    return numbers == list(range(numbers[0], numbers[0] + len(numbers)))
+
+
 def sweep_values(params) -> list[str]:
-    """Every single override of a sweep's grid, e.g. ['method=bad', 'method=ssd', 'bits=16', ...]."""
+    """Every single override of a sweep's grid, e.g. ['method=bad', 'method=ssd', 'bits=16', ...]. A run of
+    consecutive integers (seeds: 32 of them in the forgetting-quality experiments) is represented by its two ends:
+    every value between composes the same way, and the schema's range checks are decided at the ends."""
     out = []
     for key, values in params.items():
         (override,) = OverridesParser.create().parse_overrides([f"{key}={values}"])
-        out += [
-            f"{key}={v}" if not isinstance(v, list) else f"{key}=[{','.join(map(str, v))}]"
-            for v in override.sweep_string_iterator()
-        ]
+        grid = list(override.sweep_string_iterator())
+        if len(grid) > 2 and all(v.lstrip("-").isdigit() for v in grid) and consecutive(sorted(map(int, grid))):
+            grid = [min(grid, key=int), max(grid, key=int)]
+        out += [f"{key}={v}" if not isinstance(v, list) else f"{key}=[{','.join(map(str, v))}]" for v in grid]
     return out
 
 
