@@ -15,7 +15,6 @@ from dataclasses import dataclass
 import torch
 
 from ppp.data.base import LabelledDataset, root_indices
-from ppp.train import collect
 
 MODALITIES = ("image", "text")
 
@@ -30,8 +29,9 @@ class Index:
         cls, system, items: LabelledDataset, device, batch_size: int = 256, modalities=MODALITIES, num_workers: int = 0
     ) -> Index:
         """The codes of `items` under `system`, for the given modalities (the others empty)."""
-        image, text = collect(system, items, device, system.codes, batch_size, num_workers)
-        encoded = {"image": torch.sign(image), "text": torch.sign(text)}
+        from ppp.evaluation.retrieval import encode  # ppp.evaluation's evaluators import this module
+
+        encoded = dict(zip(MODALITIES, encode(system, items, device, batch_size, num_workers)))
         return cls(root_indices(items), {m: encoded[m] for m in modalities})
 
     def without(self, forgotten: torch.Tensor) -> Index:
@@ -95,19 +95,21 @@ def index_drift(
     return out
 
 
-def index_report(system, ctx, queries: LabelledDataset, k: int, batch_size: int = 256) -> dict[str, float]:
-    """The served index after this model's deletion (D_f's items dropped, changed modalities re-encoded) against
-    the Original's: drift, changed top-k, re-encoding time in full and incrementally, how many modalities the
-    incremental pass re-encoded, and how many forgotten items the served index still holds (0 by construction)."""
+def index_report(encoder, ctx, queries: LabelledDataset, k: int) -> dict[str, float]:
+    """The served index after the deletion of the model `encoder` encodes with (D_f's items dropped, changed
+    modalities re-encoded, timed apart from `encoder`'s memo) against the Original's: drift, changed top-k,
+    re-encoding time in full and incrementally, how many modalities the incremental pass re-encoded, and how many
+    forgotten items the served index still holds (0 by construction)."""
+    system, device, batch_size = encoder.system, encoder.device, encoder.batch_size
     original = ctx.trained()[0]
     database, forgotten = ctx.bench.database, root_indices(ctx.forget_train)
-    before = Index.encode(original, database, ctx.device, batch_size)
+    before = Index.encode(original, database, device, batch_size)
     towers = changed_towers(system, original)
-    served, incremental_s = served_index(system, before, database, forgotten, towers, ctx.device, batch_size)
-    _, full_s = served_index(system, before, database, forgotten, set(MODALITIES), ctx.device, batch_size)
-    codes = [Index.encode(model, queries, ctx.device, batch_size).codes for model in (original, system)]
+    served, incremental_s = served_index(system, before, database, forgotten, towers, device, batch_size)
+    _, full_s = served_index(system, before, database, forgotten, set(MODALITIES), device, batch_size)
+    original_queries = Index.encode(original, queries, device, batch_size).codes
     return {
-        **index_drift(before, codes[0], served, codes[1], k),
+        **index_drift(before, original_queries, served, dict(zip(MODALITIES, encoder(queries))), k),
         "index/reencode_s": full_s,
         "index/incremental_s": incremental_s,
         "index/reencoded_modalities": sum(m in towers for m in MODALITIES),

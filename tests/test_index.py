@@ -7,6 +7,8 @@ import torch
 from test_forget_set import composed
 
 from ppp.data.base import root_indices
+from ppp.evaluation import retrieval
+from ppp.evaluation.retrieval import Encoder, encode
 from ppp.experiment import build_context, execute
 from ppp.index import MODALITIES, Index, changed_towers, index_drift, served_index
 
@@ -58,3 +60,21 @@ def test_the_runner_reports_the_served_index(tmp_path, single_thread):
         and result["references"]["retrain"]["index/reencoded_modalities"] == 2
     )
     assert 0 <= metrics["index/i2t_top10_changed"] <= 1 and metrics["index/reencode_s"] > 0
+
+
+def test_an_evaluations_encoder_encodes_each_dataset_once_and_gives_encodes_codes(tmp_path, single_thread, monkeypatch):
+    """The database is asked for by the mAP, the item ranks, the index and the example statistics of one call."""
+    ctx = build_context(composed(tmp_path, []))
+    original, _ = ctx.trained()
+    database, encoded = ctx.bench.database, []
+    collect = retrieval.collect
+    monkeypatch.setattr(
+        retrieval, "collect", lambda system, data, *rest: encoded.append(data) or collect(system, data, *rest)
+    )
+    encoder = Encoder(original, ctx.device)
+    codes, again, outputs = encoder(database), encoder(database), encoder(database, binary=False)
+    assert encoded == [database]
+    assert all(torch.equal(c, a) and torch.equal(c, torch.sign(o)) for c, a, o in zip(codes, again, outputs))
+    assert all(torch.equal(c, e) for c, e in zip(codes, encode(original, database, ctx.device)))
+    encoder(ctx.bench.query)
+    assert encoded[1:] == [database, ctx.bench.query]  # `encode` has no memo; another dataset is encoded anew

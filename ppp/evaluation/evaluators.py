@@ -13,6 +13,8 @@ Retrain (`cfg.distance`, `ppp/evaluation/distance.py`), issue 21's "beyond membe
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from omegaconf import DictConfig
@@ -28,7 +30,7 @@ from ppp.evaluation.map import TIES, check_map_settings
 from ppp.evaluation.mia import MiaSettings, check_modes, membership_inference
 from ppp.evaluation.queries import SPLITS, Queries, evaluation_set
 from ppp.evaluation.relearn import RelearnSettings, relearning
-from ppp.evaluation.retrieval import evaluate_retrieval
+from ppp.evaluation.retrieval import Encoder, evaluate_retrieval
 from ppp.evaluation.zeroshot import ZeroshotSettings, evaluate_zeroshot
 from ppp.index import index_report
 from ppp.registry import Registry
@@ -112,6 +114,7 @@ class ZeroshotEvaluatorSettings(EvaluatorSettings):
 def retrieval(system, ctx, cfg: DictConfig) -> dict:
     settings = read(RetrievalSettings, cfg)
     data = evaluation_set(ctx, cfg)
+    encoder = Encoder(system, ctx.device, cfg.batch_size, int(ctx.cfg.num_workers))  # the database, encoded once
     metrics = evaluate_retrieval(
         system,
         ctx.bench,
@@ -119,18 +122,17 @@ def retrieval(system, ctx, cfg: DictConfig) -> dict:
         ctx.device,
         cfg.forget_relevance,
         settings.topk,
-        cfg.batch_size,
-        int(ctx.cfg.num_workers),
-        data,
-        cfg.ties,
-        bool(settings.residual),
+        queries=data,
+        ties=cfg.ties,
+        residual=bool(settings.residual),
+        encoder=encoder,
     )
     if not ctx.forget_set.by_class:
-        metrics.update(retrieval_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
+        metrics.update(retrieval_items(encoder, ctx, settings.split))
     if settings.index:
-        metrics.update(index_report(system, ctx, data, settings.index_topk, cfg.batch_size))
+        metrics.update(index_report(encoder, ctx, data, settings.index_topk))
     if settings.example_statistics:
-        metrics.update(timed("example_statistics", retrieval_statistics, system, ctx, cfg))
+        metrics.update(timed("example_statistics", partial(retrieval_statistics, encoder, ctx)))
     return {
         **metrics,
         **membership(system, ctx, cfg),
@@ -156,7 +158,8 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     if not ctx.forget_set.by_class:
         metrics.update(classification_items(system, ctx, settings.split, cfg.batch_size, int(ctx.cfg.num_workers)))
     if settings.example_statistics:
-        metrics.update(timed("example_statistics", classification_statistics, system, ctx, cfg))
+        statistics = partial(classification_statistics, system, ctx, cfg.batch_size, int(ctx.cfg.num_workers))
+        metrics.update(timed("example_statistics", statistics))
     return {
         **metrics,
         **membership(system, ctx, cfg),
@@ -165,10 +168,10 @@ def classification(system, ctx, cfg: DictConfig) -> dict:
     }
 
 
-def timed(name: str, measure, system, ctx, cfg: DictConfig) -> dict:
+def timed(name: str, measure: Callable[[], dict]) -> dict:
     """A measure's metrics and the seconds it took (`time/<name>_s`): what issue 23's bench section reads."""
     start = time.perf_counter()
-    out = measure(system, ctx, cfg.batch_size, int(ctx.cfg.num_workers))
+    out = measure()
     return {**out, f"time/{name}_s": time.perf_counter() - start}
 
 

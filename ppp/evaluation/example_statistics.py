@@ -16,7 +16,7 @@ import torch
 from ppp.data.base import root_indices
 from ppp.evaluation.map import average_precisions
 from ppp.evaluation.membership_scores import logit_confidence, pair_logit_similarity
-from ppp.evaluation.retrieval import CROSS, encode
+from ppp.evaluation.retrieval import CROSS, Encoder
 from ppp.train import collect
 
 GALLERY = 256
@@ -24,20 +24,19 @@ RETAIN_SAMPLES = 500
 DRAW_SEED = 0  # the gallery and the retained sample: fixed, so every model is measured on the same items
 
 
-def retrieval_statistics(system, ctx, batch_size: int, num_workers: int = 0) -> dict:
+def retrieval_statistics(encoder: Encoder, ctx) -> dict:
     forget, database = ctx.forget_train, ctx.bench.database
     draw = torch.randperm(len(database), generator=torch.Generator().manual_seed(DRAW_SEED))[:GALLERY].sort().values
     gallery = database.subset(draw)
-    image, text = encode(system, forget, ctx.device, batch_size, num_workers, binary=False)
-    _, gallery_text = encode(system, gallery, ctx.device, batch_size, num_workers, binary=False)
+    image, text = encoder(forget, binary=False)
+    _, gallery_text = encoder(gallery, binary=False)
     own = root_indices(gallery)
     exclude = torch.tensor(
         [int(torch.nonzero(own == r).flatten()[0]) if r in own else -1 for r in root_indices(forget)]
     )
     statistic = pair_logit_similarity(image.float(), text.float(), gallery_text.float(), exclude=exclude)
     retain = ctx.retain_train.sample(RETAIN_SAMPLES, DRAW_SEED)
-    q_codes = encode(system, retain, ctx.device, batch_size, num_workers)
-    d_codes = encode(system, database, ctx.device, batch_size, num_workers)
+    q_codes, d_codes = encoder(retain), encoder(database)
     aps = [average_precisions(q_codes[q], d_codes[d], retain.labels, database.labels).mean() for _, q, d in CROSS]
     return {"fq/statistic": torch.as_tensor(statistic), "fq/retain_quality": float(torch.stack(aps).mean())}
 

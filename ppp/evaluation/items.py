@@ -16,7 +16,7 @@ import torch
 
 from ppp.data.base import LabelledDataset, root_indices
 from ppp.evaluation.classification import predict_proba
-from ppp.evaluation.retrieval import CROSS, encode
+from ppp.evaluation.retrieval import CROSS, Encoder
 
 RECALL_AT = (1, 10)
 
@@ -52,16 +52,17 @@ def item_sets(ctx, split: str) -> list[tuple[str, LabelledDataset]]:
     return [*sets, ("heldout", ctx.bench.evaluation_split(split).sample(len(forget), ctx.sample_seed))]
 
 
-def retrieval_items(system, ctx, split: str, batch_size: int, num_workers: int = 0) -> dict:
+def retrieval_items(encoder: Encoder, ctx, split: str) -> dict:
     """R@1, R@10 and the expected partner rank, per direction, of each of `item_sets` (`forget/`, `deleted/`,
-    `heldout/`); per-item ranks under `per_item/`; `forget/chance_r10`, R@10 of a random ranking."""
+    `heldout/`), encoded by `encoder` (the evaluated model's); per-item ranks under `per_item/`;
+    `forget/chance_r10`, R@10 of a random ranking."""
     database = ctx.bench.database
-    db_codes = encode(system, database, ctx.device, batch_size, num_workers)
+    db_codes = encoder(database)
     db_roots = root_indices(database)
     out = {}
     for name, items in item_sets(ctx, split):
         keep = ~torch.isin(db_roots, root_indices(items))
-        own = encode(system, items, ctx.device, batch_size, num_workers)
+        own = encoder(items)
         gallery = [torch.cat([codes[keep], mine]) for codes, mine in zip(db_codes, own)]
         partner = int(keep.sum()) + torch.arange(len(items))
         for direction, q, g in CROSS:

@@ -13,12 +13,30 @@ from ppp.train import collect
 CROSS = (("i2t", 0, 1), ("t2i", 1, 0))  # (direction, query modality, database modality); 0 image, 1 text
 
 
+class Encoder:
+    """`encode` under one model within one evaluation, each dataset encoded once: the mAP, the item ranks, the
+    served index and the example statistics of one evaluator call all ask for the database. Keyed by the
+    dataset object, which the encoder holds, so a key is never reused by another dataset while it lives; the
+    model must not change while the encoder is in use."""
+
+    def __init__(self, system, device, batch_size: int = 256, num_workers: int = 0):
+        self.system, self.device, self.batch_size, self.num_workers = system, device, batch_size, num_workers
+        self._outputs: dict[int, tuple[object, tuple[torch.Tensor, torch.Tensor]]] = {}
+
+    def __call__(self, data, binary: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """Codes of every image and text in `data`, in order: sign() of the tanh outputs, or the outputs."""
+        if id(data) not in self._outputs:
+            outputs = collect(self.system, data, self.device, self.system.codes, self.batch_size, self.num_workers)
+            self._outputs[id(data)] = (data, outputs)
+        image, text = self._outputs[id(data)][1]
+        return (torch.sign(image), torch.sign(text)) if binary else (image, text)
+
+
 def encode(
     system, data, device, batch_size: int = 256, num_workers: int = 0, binary: bool = True
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Codes of every image and text in `data`, in order: sign() of the tanh outputs, or the outputs."""
-    img, txt = collect(system, data, device, system.codes, batch_size, num_workers)
-    return (torch.sign(img), torch.sign(txt)) if binary else (img, txt)
+    return Encoder(system, device, batch_size, num_workers)(data, binary)
 
 
 def forget_split_labels(
@@ -48,14 +66,16 @@ def evaluate_retrieval(
     queries: LabelledDataset | None = None,
     ties: str = "average",
     residual: bool = False,
+    encoder: Encoder | None = None,
 ) -> dict:
     """Mean AP of `queries` (default: the test queries) against the database per split and direction
     (floats), and each query's AP under `per_query/...` (tensors); `forget/chance_map`, the forget queries'
     mAP under a random ranking (from the labels: the chance level `objective/oracle_free` aims at). `residual` adds the unimodal
-    directions (i2i, t2t) and the linear probes of `ppp/evaluation/residual.py`."""
+    directions (i2i, t2t) and the linear probes of `ppp/evaluation/residual.py`. `encoder`: one shared with the
+    evaluator call's other measures (default: a fresh one)."""
     queries = bench.query if queries is None else queries
-    q_codes = encode(system, queries, device, batch_size, num_workers)
-    d_codes = encode(system, bench.database, device, batch_size, num_workers)
+    encoder = encoder or Encoder(system, device, batch_size, num_workers)
+    q_codes, d_codes = encoder(queries), encoder(bench.database)
     q_lab, d_lab = queries.labels, bench.database.labels
     is_forget = carries_any(q_lab, forget_idx)
     out = {}
