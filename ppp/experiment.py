@@ -245,6 +245,7 @@ class Evaluated:
     metrics: dict
     arrays: dict  # per-query/per-sample arrays, `method/...` and `<reference>/...`
     references: dict[str, dict]
+    before: System  # the model the method started from, pristine (a stream's: the previous request's)
 
 
 def prepare(
@@ -328,7 +329,7 @@ def evaluate(prepared: Prepared, unlearned: Unlearned, evaluator=None) -> Evalua
         references[name], ref_arrays = split_arrays(values)
         arrays.update({f"{name}/{k}": v for k, v in ref_arrays.items()})
     metrics.update(deltas(metrics, references, ctx.bench.task, cfg.delta, items=not ctx.forget_set.by_class))
-    return Evaluated(model, metrics, arrays, references)
+    return Evaluated(model, metrics, arrays, references, pristine)
 
 
 def record(prepared: Prepared, evaluated: Evaluated, requests: list[dict] | None = None) -> dict:
@@ -391,9 +392,8 @@ def execute(
     parts, records, after = request_sets(prepared.ctx), [], None
     for number, part in enumerate(parts, 1):
         step = replace(prepared, ctx=replace(prepared.ctx, forget_set=part, after=after))
-        before = step.ctx.trained()[0]
         unlearned = unlearn(step)
         evaluated = evaluate(step, unlearned, evaluator)
-        records.append(deletion_record(number, len(parts), part, prepared.cfg, unlearned, evaluated, before))
+        records.append(deletion_record(number, len(parts), part, prepared.cfg, unlearned, evaluated))
         after = (evaluated.model, lineage(prepared.run_hash, number))
     return record(prepared, evaluated, records)

@@ -43,7 +43,7 @@ def lineage(run_hash: str, done: int) -> str:
     return content_key({"run": run_hash, "requests_done": done})
 
 
-def deletion_record(number: int, total: int, part: ForgetSet, cfg, unlearned, evaluated, before) -> dict:
+def deletion_record(number: int, total: int, part: ForgetSet, cfg, unlearned, evaluated) -> dict:
     """One request's record: what was asked, which items, which towers and parameters changed (against the model
     before the request), the figures of the model beside the Original's and Retrain's (of everything deleted so
     far), and the times."""
@@ -59,7 +59,7 @@ def deletion_record(number: int, total: int, part: ForgetSet, cfg, unlearned, ev
         "asked": OmegaConf.to_container(cfg.forget_set),
         "items": {"positions": part.positions.tolist(), "root_ids": part.root.tolist(), "count": len(part.root)},
         "deleted_so_far": len(part.deleted.root),
-        "changed_towers": sorted(changed_towers(evaluated.model, before)),
+        "changed_towers": sorted(changed_towers(evaluated.model, evaluated.before)),
         "changed": {k: v for k, v in metrics.items() if k.startswith("changed/") and k.endswith("_count")},
         "figures": {"model": figures(metrics), **{name: figures(values) for name, values in references.items()}},
         "time": {"unlearn_s": unlearned.unlearn_s, "evaluate_s": metrics.get("time/evaluate_s")},
