@@ -104,8 +104,11 @@ def stream_figure(runs: list[Run], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for model in ordered(means["model"]):
             line = means[means["model"] == model]
-            if model in REFERENCES:
-                style = {"color": "black", "linestyle": "--" if model == "retrain" else ":"}
+            if model in REFERENCES:  # Original dotted, Retrain dashed, Bad (any other reference) grey dash-dot
+                line_style = {"original": ":", "retrain": "--"}.get(model)
+                style = (
+                    {"color": "black", "linestyle": line_style} if line_style else {"color": "grey", "linestyle": "-."}
+                )
             else:
                 style = {"color": colours[model]}
             for ax, column in zip(axes, ("deleted", "kept")):
@@ -117,6 +120,9 @@ def stream_figure(runs: list[Run], out: Path) -> list[Path]:
             ax.set_xticks(sorted(means["request"].unique()))
         axes[1].legend(fontsize=7, ncol=2)
         n = frame.loc[~frame["model"].isin(REFERENCES), "seed"].nunique()
-        fig.suptitle(f"{title(dataset, forget, backbone)}: after each request (mean over {n} seeds)", fontsize=9)
+        fig.suptitle(
+            f"{title(dataset, forget, backbone)}: after each request (mean over {n} seed{'s' if n > 1 else ''})",
+            fontsize=9,
+        )
         paths += save(fig, out, f"stream_{dataset}_{forget}_{backbone}")
     return paths
