@@ -104,10 +104,10 @@ def stream_figure(runs: list[Run], out: Path) -> list[Path]:
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
         for model in ordered(means["model"]):
             line = means[means["model"] == model]
-            if model in REFERENCES:  # Original dotted, Retrain dashed, Bad (any other reference) grey dash-dot
+            if model in REFERENCES:  # Original dotted, Retrain dashed, Bad (any other reference) dash-dot
                 line_style = {"original": ":", "retrain": "--"}.get(model)
                 style = (
-                    {"color": "black", "linestyle": line_style} if line_style else {"color": "grey", "linestyle": "-."}
+                    {"color": "black", "linestyle": line_style} if line_style else {"color": "black", "linestyle": "-."}
                 )
             else:
                 style = {"color": colours[model]}
