@@ -4,10 +4,11 @@ of docs/decisions.md, "Adopting a chosen point as the default").
     python run.py -m experiment=heldout_defaults_digit_scenes method=ppp
     python run.py -m experiment=heldout_defaults_digit_scenes $(cat docs/results/tune_v2_ppp_digit_scenes/best_overrides.txt)
     python -m ppp.report outputs/experiments/heldout_defaults_digit_scenes
-    python scripts/heldout_gap.py outputs/report/results.csv ppp 'ppp (alpha=55.4, ...)'
+    python scripts/heldout_gap.py outputs/report/results.csv 'ppp (alpha=8.6, ...)' 'ppp (alpha=55.4225, ...)'
 
+The two variants are named as the report names them (a method with its parameters; an unknown name lists them).
 Prints, in %, the mean `objective/gap` (forget |Δ| to Retrain + retain |Δ| to Original, test split) of the
-defaults (the variant named exactly as the method) and of the chosen point, per forget set and overall (bits
+defaults and of the chosen point, per forget set and overall (bits
 averaged within each (forget set, seed) cell), the paired difference chosen − defaults over the cells with its
 95 % Student-t interval, and the rule's verdict: the chosen point is adopted when its overall mean is lower.
 """
@@ -17,7 +18,8 @@ from __future__ import annotations
 import sys
 
 import pandas as pd
-from scipy import stats
+
+from ppp.report.stats import halfwidth
 
 
 def cells(results: pd.DataFrame, variant: str) -> pd.Series:
@@ -41,7 +43,7 @@ def main(path: str, defaults: str, chosen: str) -> None:
         )
     diff = both.chosen - both.defaults
     n = len(diff)
-    half = stats.t.ppf(0.975, n - 1) * diff.std() / n**0.5
+    half = halfwidth(diff.std(), n)
     print(
         f"| all | {n} cells | {both.defaults.mean():.2f} | {both.chosen.mean():.2f} "
         f"| {diff.mean():+.2f} [{diff.mean() - half:+.2f}, {diff.mean() + half:+.2f}] |"

@@ -105,10 +105,7 @@ def stream_figure(runs: list[Run], out: Path) -> list[Path]:
         for model in ordered(means["model"]):
             line = means[means["model"] == model]
             if model in REFERENCES:  # Original dotted, Retrain dashed, Bad (any other reference) dash-dot
-                line_style = {"original": ":", "retrain": "--"}.get(model)
-                style = (
-                    {"color": "black", "linestyle": line_style} if line_style else {"color": "black", "linestyle": "-."}
-                )
+                style = {"color": "black", "linestyle": {"original": ":", "retrain": "--"}.get(model, "-.")}
             else:
                 style = {"color": colours[model]}
             for ax, column in zip(axes, ("deleted", "kept")):
