@@ -1,6 +1,6 @@
 """Do the shipped configs still give the committed runs their run hashes?
 
-    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv*'] [-v]
+    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv*'] [--override K=V ...] [-v]
 
 Every run of the committed results (`docs/results/*/results.csv`, or `.csv.gz` where the file is large: its
 `run_hash` and `run_dir`) is composed again from its sweep folder's name (`<job number>_<override>,...`,
@@ -14,6 +14,9 @@ then keys at their neutral default (`ppp.identity.NEUTRAL_DEFAULTS`) were hashed
 three PPP runs of `table1_digits_eight`, made in the half hour between PPP's flags (`method.gamma`,
 `method.sign_flip`, `method.neighbours`) and that commit, carry the flags in their hashes. A repeated sweep
 runs them again rather than skipping them; nothing else in their configs differs from today's.
+
+`--override` adds overrides the results' commands gave outside the sweep folder's name: the runs of data version 2
+on digit_scenes made before its recipe moved to 40 epochs reproduce with `--override backbone.train.epochs=20`.
 
 Exit status 1 when a run reproduces under neither hash.
 """
@@ -102,6 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("conf", nargs="?", type=Path, help="config folder (default: the package's, ppp/conf)")
     parser.add_argument("--results", default="docs/results/*/results.csv*", help="results files (glob)")
+    parser.add_argument(
+        "--override", action="append", default=[], metavar="K=V", help="an override every run had (repeatable)"
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run, not only mismatches")
     args = parser.parse_args(argv)
 
@@ -116,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     with initialize_config_dir(config_dir=str((args.conf or CONF_DIR).resolve()), version_base="1.3"):
         for (recorded, run_dir), source in sorted(rows.items()):
             overrides = overrides_of(run_dir)
-            configs, errors = recomposed(run_dir)
+            configs, errors = recomposed(run_dir, args.override)
             hashes = {run_hash(cfg) for cfg in configs} | set(errors)
             if recorded in hashes:
                 if args.verbose:
