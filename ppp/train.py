@@ -67,13 +67,20 @@ def collect(
 
 
 def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
+    """AdamW and SGD (momentum 0.9) over the system's groups. AdamW uses torch's multi-tensor (`foreach`) kernels,
+    which torch leaves off on the CPU: a step over clip_tiny's parameters takes 15 ms instead of 23 ms, with
+    bit-identical updates (tests/test_runner.py), so cached models stand. ResNet-18's SGD step is slower with
+    them on the CPU (39 ms against 31 ms) and keeps torch's default."""
     adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
     sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
     opts: list[torch.optim.Optimizer] = []
     if adamw:
         opts.append(
             torch.optim.AdamW(
-                [{k: v for k, v in g.items() if k != "optimizer"} for g in adamw], betas=(0.9, 0.98), eps=1e-6
+                [{k: v for k, v in g.items() if k != "optimizer"} for g in adamw],
+                betas=(0.9, 0.98),
+                eps=1e-6,
+                foreach=True,
             )
         )
     if sgd:

@@ -72,3 +72,20 @@ def test_dsap_is_the_papers_name_for_dsph():
         assert isinstance(system.criterion, DSAPLoss)
     with pytest.raises(ConfigError, match="^unknown backbone.loss.name 'dpsh'; valid choices: dsap, dsph$"):
         build_system(compose_config(["backbone.loss.name=dpsh"]).backbone, 10, 16, seed=0)
+
+
+def test_remembered_token_rows_equal_fresh_ones_and_stay_within_capacity():
+    import copy
+
+    import open_clip
+
+    from ppp.models.clip_hashing import TokenMemo
+
+    raw = open_clip.get_tokenizer("clip_tiny", context_length=40)
+    memo = TokenMemo(raw, capacity=3)
+    texts = [CAPTIONS[0], "zero", CAPTIONS[0], "six and one", CAPTIONS[1]]
+    assert torch.equal(memo(texts), raw(texts))  # duplicates, and more texts than the capacity, in one call
+    assert list(memo.rows) == [CAPTIONS[0], "six and one", CAPTIONS[1]]  # the most recently used three
+    assert torch.equal(memo(["zero", CAPTIONS[1]]), raw(["zero", CAPTIONS[1]]))  # "zero" tokenized again
+    assert list(memo.rows) == ["six and one", "zero", CAPTIONS[1]]
+    assert copy.deepcopy(memo) is memo

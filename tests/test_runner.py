@@ -165,6 +165,41 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
         assert torch.equal(a, b), name
 
 
+def test_the_multi_tensor_adamw_steps_equal_the_per_parameter_loop(monkeypatch):
+    """The loop's AdamW uses torch's `foreach` kernels (faster on the CPU); every cached model was trained with
+    the per-parameter loop, so the two must give bit-identical weights."""
+    from tiny_contexts import RECIPE, TinyClassifier
+
+    import ppp.train
+    from ppp.data.digits import digits
+    from ppp.train import train
+
+    data = digits(size=8, per_class=40).train
+    settings = OmegaConf.create({**RECIPE, "epochs": 3, "warmup": 0.2, "weight_decay": 0.1})
+
+    def trained():
+        torch.manual_seed(0)
+        return train(TinyClassifier(10, 8, 32), data, settings, torch.device("cpu"), seed=0)
+
+    shipped = ppp.train._optimizers
+    assert all(g["foreach"] for o in shipped(TinyClassifier(10, 8, 32).param_groups(settings)) for g in o.param_groups)
+    multi_tensor = trained()
+
+    def per_parameter(groups):
+        opts = shipped(groups)
+        for o in opts:
+            for group in o.param_groups:
+                group["foreach"] = False
+        return opts
+
+    monkeypatch.setattr(ppp.train, "_optimizers", per_parameter)
+    loop = trained()
+    for (name, a), b in zip(multi_tensor.state_dict().items(), loop.state_dict().values()):
+        assert torch.equal(a, b), name
+    torch.manual_seed(0)
+    assert not torch.equal(multi_tensor.net.fc.weight, TinyClassifier(10, 8, 32).net.fc.weight)  # it trained
+
+
 def test_a_run_imports_no_library_only_some_runs_need():
     """scikit-learn (~1.4 s), matplotlib, pandas and optuna load only where a run uses them (MIA, probes,
     figures, searches): a warm `python run.py` must not pay for them (issue 10's start-up target)."""
