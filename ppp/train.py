@@ -68,9 +68,9 @@ def collect(
 
 def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
     """AdamW and SGD (momentum 0.9) over the system's groups. AdamW uses torch's multi-tensor (`foreach`) kernels,
-    which torch leaves off on the CPU: a step over clip_tiny's parameters takes 15 ms instead of 23 ms, with
+    which torch leaves off on the CPU: a step over clip_tiny's parameters takes 15-17 ms instead of 22 ms, with
     bit-identical updates (tests/test_runner.py), so cached models stand. ResNet-18's SGD step is slower with
-    them on the CPU (39 ms against 31 ms) and keeps torch's default."""
+    them on the CPU (39-40 ms against 31-36 ms) and keeps torch's default (`scripts/optimizer_step_probe.py`)."""
     adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
     sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
     opts: list[torch.optim.Optimizer] = []
