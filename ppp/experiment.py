@@ -52,8 +52,10 @@ EVALUATION_SOURCES = tuple(
         "data/base.py",
         "data/digits.py",
         "train.py",
+        "index.py",
     )
-)  # zero-shot draws its images at evaluation; relearning fine-tunes with the training loop's optimisers
+)  # zero-shot draws its images at evaluation; relearning fine-tunes with the training loop's optimisers;
+# index.py: the served index's report (`evaluator.index`) is a reference row's metric too
 
 
 def check_fits(cfg: DictConfig, bench) -> None:

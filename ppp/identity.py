@@ -84,13 +84,14 @@ NEVER_KEYED = frozenset(
 # Bump when a code change alters what a cached artefact would be: training (ppp/train.py, the systems and
 # their losses) for models (the membership audit's reference models included); the estimator or a per-sample
 # loss (ppp/fisher.py, a system's loss_context / sample_loss) for Fisher diagonals; ppp/methods/prototypes.py
-# for prototypes.
+# for prototypes; the codes' encoder for the served index's Original codes.
 TRAINING_VERSION = 1
 # 2: per-sample losses see one fixed context batch, not their chunk; 3: batch mode differentiates
 # `system.fisher_loss` (the hashing loss alone on a contrastive CLIP backbone; unchanged elsewhere), and the
 # key names the Fisher's kind (empirical, or Golatkar's predictive)
 FISHER_VERSION = 3
 PROTOTYPE_VERSION = 1
+INDEX_VERSION = 1  # bump when ppp.evaluation.retrieval.encode changes the Original's cached index codes
 # Bump when a reference row's metrics would change without a change to ppp.experiment.EVALUATION_SOURCES (a
 # library's behaviour, code elsewhere that the evaluators call).
 REFERENCE_METRICS_VERSION = 1

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ppp import identity
+from ppp.cache import content_key, index_digest
 from ppp.data.base import LabelledDataset, root_indices
 
 MODALITIES = ("image", "text")
@@ -95,6 +97,21 @@ def index_drift(
     return out
 
 
+def original_index(ctx, original, items: LabelledDataset, device, batch_size: int = 256) -> Index:
+    """The context's Original's codes of `items`, cached by the model's key and the items: every method's run
+    over one Original (or one stream's earlier model) encodes the database and the queries once, not once a run."""
+    key = content_key(
+        {"version": identity.INDEX_VERSION, "model": ctx.original_key, "items": index_digest(root_indices(items))}
+    )
+
+    def build():
+        index = Index.encode(original, items, device, batch_size)
+        return {"ids": index.ids, **{f"codes_{m}": index.codes[m] for m in MODALITIES}}
+
+    payload, _ = ctx.cache.get_or_build("indexes", key, build, f"original index ({len(items)} items)")
+    return Index(payload["ids"], {m: payload[f"codes_{m}"] for m in MODALITIES})
+
+
 def index_report(encoder, ctx, queries: LabelledDataset, k: int) -> dict[str, float]:
     """The served index after the deletion of the model `encoder` encodes with (D_f's items dropped, changed
     modalities re-encoded, timed apart from `encoder`'s memo) against the Original's: drift, changed top-k,
@@ -103,11 +120,11 @@ def index_report(encoder, ctx, queries: LabelledDataset, k: int) -> dict[str, fl
     system, device, batch_size = encoder.system, encoder.device, encoder.batch_size
     original = ctx.trained()[0]
     database, forgotten = ctx.bench.database, root_indices(ctx.forget_train)
-    before = Index.encode(original, database, device, batch_size)
+    before = original_index(ctx, original, database, device, batch_size)
     towers = changed_towers(system, original)
     served, incremental_s = served_index(system, before, database, forgotten, towers, device, batch_size)
     _, full_s = served_index(system, before, database, forgotten, set(MODALITIES), device, batch_size)
-    original_queries = Index.encode(original, queries, device, batch_size).codes
+    original_queries = original_index(ctx, original, queries, device, batch_size).codes
     return {
         **index_drift(before, original_queries, served, dict(zip(MODALITIES, encoder(queries))), k),
         "index/reencode_s": full_s,

@@ -10,7 +10,7 @@ from ppp.data.base import root_indices
 from ppp.evaluation import retrieval
 from ppp.evaluation.retrieval import Encoder, encode
 from ppp.experiment import build_context, execute
-from ppp.index import MODALITIES, Index, changed_towers, index_drift, served_index
+from ppp.index import MODALITIES, Index, changed_towers, index_drift, original_index, served_index
 
 
 def test_an_incremental_reencode_equals_a_full_one_without_the_forgotten_items(tmp_path, single_thread):
@@ -60,6 +60,24 @@ def test_the_runner_reports_the_served_index(tmp_path, single_thread):
         and result["references"]["retrain"]["index/reencoded_modalities"] == 2
     )
     assert 0 <= metrics["index/i2t_top10_changed"] <= 1 and metrics["index/reencode_s"] > 0
+
+
+def test_the_originals_index_is_encoded_once_and_read_back_the_same(tmp_path, single_thread, monkeypatch):
+    """Every run over one Original reuses its cached codes (the database's and the queries')."""
+    ctx = build_context(composed(tmp_path, ["forget_set=share", "forget_set.share=0.1"]))
+    original, _ = ctx.trained()
+    fresh = original_index(ctx, original, ctx.bench.database, ctx.device)
+    encoded = []
+    encode_codes = Index.encode.__func__
+    monkeypatch.setattr(
+        Index, "encode", classmethod(lambda cls, *a, **k: encoded.append(a[1]) or encode_codes(cls, *a, **k))
+    )
+    again = original_index(ctx, original, ctx.bench.database, ctx.device)
+    assert encoded == [] and torch.equal(again.ids, fresh.ids)
+    assert all(torch.equal(again.codes[m], fresh.codes[m]) for m in MODALITIES)
+    assert again.codes["image"].shape == (len(ctx.bench.database), ctx.cfg.bits)
+    queries = original_index(ctx, original, ctx.bench.query, ctx.device)  # other items: another entry
+    assert encoded == [ctx.bench.query] and len(queries.ids) == len(ctx.bench.query)
 
 
 def test_an_evaluations_encoder_encodes_each_dataset_once_and_gives_encodes_codes(tmp_path, single_thread, monkeypatch):
