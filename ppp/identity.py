@@ -49,6 +49,7 @@ NEUTRAL_DEFAULTS: dict[str, Any] = {
     "dataset.hand_colour_prob": 0.8,
     "dataset.hand_glyph_share": 0.3,
     "backbone.loss.contrastive_weight": 0.0,
+    "backbone.train.fused_optimizer": False,
     "evaluator.residual": False,
     "evaluator.zeroshot": False,
     "evaluator.audit": load_block("audit/membership.yaml"),

@@ -66,13 +66,18 @@ def collect(
     return tuple(torch.cat(column) for column in zip(*parts))
 
 
-def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
-    """AdamW and SGD (momentum 0.9) over the system's groups. AdamW uses torch's multi-tensor (`foreach`) kernels,
-    which torch leaves off on the CPU: a step over clip_tiny's parameters takes 15-17 ms instead of 22 ms, with
-    bit-identical updates (tests/test_runner.py), so cached models stand. ResNet-18's SGD step is slower with
-    them on the CPU (39-40 ms against 31-36 ms) and keeps torch's default (`scripts/optimizer_step_probe.py`)."""
+def _optimizers(groups: list[dict], fused: bool = False) -> list[torch.optim.Optimizer]:
+    """AdamW and SGD (momentum 0.9) over the system's groups, with torch's fused kernels when `fused`, else AdamW
+    with its multi-tensor (`foreach`) kernels and SGD with torch's CPU default.
+
+    The multi-tensor AdamW step over clip_tiny's parameters takes 15-17 ms instead of the loop's 22 ms, with
+    bit-identical updates (tests/test_runner.py). The fused kernels take a third of that again, but round
+    differently (about 1e-8 after a few steps), so they are a recipe key (`fused_optimizer`), not a silent swap.
+    ResNet-18's SGD step is slower with `foreach` on the CPU (39-40 ms against 31-36 ms)
+    (`scripts/optimizer_step_probe.py`)."""
     adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
     sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
+    kernels = {"fused": True} if fused else {}
     opts: list[torch.optim.Optimizer] = []
     if adamw:
         opts.append(
@@ -80,12 +85,19 @@ def _optimizers(groups: list[dict]) -> list[torch.optim.Optimizer]:
                 [{k: v for k, v in g.items() if k != "optimizer"} for g in adamw],
                 betas=(0.9, 0.98),
                 eps=1e-6,
-                foreach=True,
+                **(kernels or {"foreach": True}),
             )
         )
     if sgd:
-        opts.append(torch.optim.SGD([{k: v for k, v in g.items() if k != "optimizer"} for g in sgd], momentum=0.9))
+        opts.append(
+            torch.optim.SGD([{k: v for k, v in g.items() if k != "optimizer"} for g in sgd], momentum=0.9, **kernels)
+        )
     return opts
+
+
+def recipe_optimizers(system: System, settings) -> list[torch.optim.Optimizer]:
+    """The optimisers a training recipe (`backbone.train`, or a method's recipe over it) gives `system`."""
+    return _optimizers(system.param_groups(settings), read(TrainRecipe, settings).fused_optimizer)
 
 
 def drops_last(samples: int, batch_size: int) -> bool:
@@ -139,7 +151,7 @@ def train(
         collate=collate,
     )
     objective = objective or (lambda s, b: s.loss(b))
-    optimizers = _optimizers(system.param_groups(settings))
+    optimizers = recipe_optimizers(system, settings)
     total = settings.epochs * len(loader)
     schedulers = [
         torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup)) for o in optimizers

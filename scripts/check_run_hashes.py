@@ -16,7 +16,8 @@ three PPP runs of `table1_digits_eight`, made in the half hour between PPP's fla
 runs them again rather than skipping them; nothing else in their configs differs from today's.
 
 `--override` adds overrides the results' commands gave outside the sweep folder's name: the runs of data version 2
-on digit_scenes made before its recipe moved to 40 epochs reproduce with `--override backbone.train.epochs=20`.
+on digit_scenes made before its recipe moved to 40 epochs reproduce with `--override backbone.train.epochs=20
+--override backbone.train.fused_optimizer=false` (the second since clip_tiny's fused kernels).
 
 Exit status 1 when a run reproduces under neither hash.
 """

@@ -37,7 +37,7 @@ from ppp.data import build_benchmark
 from ppp.models import build_system
 from ppp.models.base import TrainRecipe
 from ppp.schema import read
-from ppp.train import _optimizers, make_loader
+from ppp.train import make_loader, recipe_optimizers
 
 DATASETS = {  # small data: the probe times steps, it does not train to the end
     "clip_tiny": ["dataset=digit_scenes", "dataset.n_total=600", "dataset.n_train=300"]
@@ -97,7 +97,7 @@ class Sequential:
 
     def __init__(self, systems, recipe):
         self.systems = [copy.deepcopy(s).train() for s in systems]
-        self.optimizers = [_optimizers(s.param_groups(recipe)) for s in self.systems]
+        self.optimizers = [recipe_optimizers(s, recipe) for s in self.systems]
         self.clip = read(TrainRecipe, recipe).grad_clip
 
     def step(self, batches):

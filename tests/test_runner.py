@@ -185,8 +185,8 @@ def test_the_multi_tensor_adamw_steps_equal_the_per_parameter_loop(monkeypatch):
     assert all(g["foreach"] for o in shipped(TinyClassifier(10, 8, 32).param_groups(settings)) for g in o.param_groups)
     multi_tensor = trained()
 
-    def per_parameter(groups):
-        opts = shipped(groups)
+    def per_parameter(groups, fused=False):
+        opts = shipped(groups, fused)
         for o in opts:
             for group in o.param_groups:
                 group["foreach"] = False
@@ -198,6 +198,30 @@ def test_the_multi_tensor_adamw_steps_equal_the_per_parameter_loop(monkeypatch):
         assert torch.equal(a, b), name
     torch.manual_seed(0)
     assert not torch.equal(multi_tensor.net.fc.weight, TinyClassifier(10, 8, 32).net.fc.weight)  # it trained
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_a_recipe_with_fused_kernels_trains_its_own_model_the_same_each_time(optimizer):
+    """`fused_optimizer: true` reaches torch's fused kernels: for AdamW another model than the multi-tensor one
+    (rounding apart, about 1e-8 a step), but the same one on every run."""
+    from tiny_contexts import RECIPE, TinyClassifier
+
+    from ppp.data.digits import digits
+    from ppp.train import recipe_optimizers, train
+
+    data = digits(size=8, per_class=40).train
+    settings = OmegaConf.create({**RECIPE, "epochs": 3, "optimizer": optimizer, "weight_decay": 0.1, "lr": 0.01})
+    fused = OmegaConf.merge(settings, {"fused_optimizer": True})
+    assert all(g["fused"] for o in recipe_optimizers(TinyClassifier(10, 8, 32), fused) for g in o.param_groups)
+
+    def trained(recipe):
+        torch.manual_seed(0)
+        return train(TinyClassifier(10, 8, 32), data, recipe, torch.device("cpu"), seed=0).net.fc.weight
+
+    once, again, multi_tensor = trained(fused), trained(fused), trained(settings)
+    assert torch.equal(once, again)
+    assert torch.allclose(once, multi_tensor, atol=1e-4)
+    assert optimizer == "sgd" or not torch.equal(once, multi_tensor)  # AdamW's fused kernel rounds differently
 
 
 def test_a_run_imports_no_library_only_some_runs_need():

@@ -4,9 +4,8 @@ back when fine-tuned, and how far do its weights sit from the Original's?
 A method that only hides a class (its head row zeroed, the body untouched) gets it back in a few steps
 on a handful of forget examples; a model that never learned the class needs many more, or does not get
 there within the budget. `relearn` fine-tunes a copy of the model on the given data (retained data
-only, or `k_shot` forget examples) with the shared loop's optimisers (`ppp.train._optimizers` over the
-system's `param_groups(recipe)`), a constant learning rate and a fixed step budget, and scores the copy
-every `eval_every` steps. `relearning` is the evaluators' hook (`evaluator.relearn`, settings
+only, or `k_shot` forget examples) with the shared loop's optimisers (`ppp.train.recipe_optimizers`), a
+constant learning rate and a fixed step budget, and scores the copy every `eval_every` steps. `relearning` is the evaluators' hook (`evaluator.relearn`, settings
 `evaluator.relearn_settings` from `ppp/conf/audit/relearn.yaml`): every condition on the run's backbone
 recipe, the forget quality of the evaluation split (`forget_quality`), the Original's as the target.
 """
@@ -27,7 +26,7 @@ from ppp.data.base import Benchmark, Concatenated, LabelledDataset, Transformed,
 from ppp.errors import ConfigError
 from ppp.models.base import System, TrainRecipe, batch_to
 from ppp.schema import boolean, distinct_integers, integer, number, read, schema, setting
-from ppp.train import _optimizers, drops_last, make_loader
+from ppp.train import drops_last, make_loader, recipe_optimizers
 
 
 @schema
@@ -140,7 +139,7 @@ def relearn(
     recipe = recipe if isinstance(recipe, DictConfig) else OmegaConf.create(dict(recipe))
     model = copy.deepcopy(system).to(device)
     torch.manual_seed(seed)
-    optimizers = _optimizers(model.param_groups(recipe))
+    optimizers = recipe_optimizers(model, recipe)
     grad_clip = read(TrainRecipe, recipe).grad_clip
     distance_start = weight_distance(model, reference) if reference is not None else None
 

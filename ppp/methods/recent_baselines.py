@@ -54,7 +54,7 @@ from ppp.methods.registry import METHODS
 from ppp.models import System, batch_to
 from ppp.models.scores import class_scores
 from ppp.schema import block, integer, number, schema, setting
-from ppp.train import _optimizers, make_loader, warmup_cosine
+from ppp.train import make_loader, recipe_optimizers, warmup_cosine
 
 FORGET_STREAM_OFFSET = 1  # the D_f data order's seed = sample seed + offset (D_r's is the sample seed)
 
@@ -178,7 +178,7 @@ class Stepper:
 
     def __init__(self, system: System, settings, total: int):
         self.system, self.clip = system, settings.get("grad_clip")
-        self.optimizers = _optimizers(system.param_groups(settings))
+        self.optimizers = recipe_optimizers(system, settings)
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup))
             for o in self.optimizers

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ppp.schema import integer, number, schema, setting
+from ppp.schema import boolean, integer, number, schema, setting
 
 
 class System(nn.Module):
@@ -75,6 +75,9 @@ class TrainRecipe:
     weight_decay: float = setting(number(0))
     warmup: float = setting(number(0, 1))
     grad_clip: float | None = setting(number(0, optional=True), default=None)
+    # torch's fused optimiser kernels (one kernel per step over every parameter): faster, not bit-identical to the
+    # multi-tensor ones, so a model trained with them is another model (docs/decisions.md, "Fused optimiser kernels")
+    fused_optimizer: bool = setting(boolean(), default=False)
 
 
 def normalised_tensor_image(image: torch.Tensor, size: int, mean, std) -> torch.Tensor:
