@@ -5,9 +5,10 @@ A method that only hides a class (its head row zeroed, the body untouched) gets 
 on a handful of forget examples; a model that never learned the class needs many more, or does not get
 there within the budget. `relearn` fine-tunes a copy of the model on the given data (retained data
 only, or `k_shot` forget examples) with the shared loop's optimisers (`ppp.train.recipe_optimizers`), a
-constant learning rate and a fixed step budget, and scores the copy every `eval_every` steps. `relearning` is the evaluators' hook (`evaluator.relearn`, settings
-`evaluator.relearn_settings` from `ppp/conf/audit/relearn.yaml`): every condition on the run's backbone
-recipe, the forget quality of the evaluation split (`forget_quality`), the Original's as the target.
+constant learning rate and a fixed step budget, and scores the copy every `eval_every` steps. `relearning`
+is the evaluators' hook (`evaluator.relearn`, settings `evaluator.relearn_settings` from
+`ppp/conf/audit/relearn.yaml`): every condition on the run's backbone recipe, the forget quality of the
+evaluation split (`forget_quality`), the Original's as the target.
 """
 
 from __future__ import annotations
