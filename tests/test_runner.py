@@ -165,25 +165,28 @@ def test_training_killed_after_an_epoch_resumes_to_the_same_model(tmp_path):
         assert torch.equal(a, b), name
 
 
+def trained_tiny_classifier(settings):
+    """The tiny MLP trained on 8-px digits under `settings`, from seed 0 (init and data order)."""
+    from tiny_contexts import TinyClassifier
+
+    from ppp.data.digits import digits
+    from ppp.train import train
+
+    torch.manual_seed(0)
+    return train(TinyClassifier(10, 8, 32), digits(size=8, per_class=40).train, settings, torch.device("cpu"), seed=0)
+
+
 def test_the_multi_tensor_adamw_steps_equal_the_per_parameter_loop(monkeypatch):
     """The loop's AdamW uses torch's `foreach` kernels (faster on the CPU); every cached model was trained with
     the per-parameter loop, so the two must give bit-identical weights."""
     from tiny_contexts import RECIPE, TinyClassifier
 
     import ppp.train
-    from ppp.data.digits import digits
-    from ppp.train import train
 
-    data = digits(size=8, per_class=40).train
     settings = OmegaConf.create({**RECIPE, "epochs": 3, "warmup": 0.2, "weight_decay": 0.1})
-
-    def trained():
-        torch.manual_seed(0)
-        return train(TinyClassifier(10, 8, 32), data, settings, torch.device("cpu"), seed=0)
-
     shipped = ppp.train._optimizers
     assert all(g["foreach"] for o in shipped(TinyClassifier(10, 8, 32).param_groups(settings)) for g in o.param_groups)
-    multi_tensor = trained()
+    multi_tensor = trained_tiny_classifier(settings)
 
     def per_parameter(groups, fused=False):
         opts = shipped(groups, fused)
@@ -193,7 +196,7 @@ def test_the_multi_tensor_adamw_steps_equal_the_per_parameter_loop(monkeypatch):
         return opts
 
     monkeypatch.setattr(ppp.train, "_optimizers", per_parameter)
-    loop = trained()
+    loop = trained_tiny_classifier(settings)
     for (name, a), b in zip(multi_tensor.state_dict().items(), loop.state_dict().values()):
         assert torch.equal(a, b), name
     torch.manual_seed(0)
@@ -206,19 +209,12 @@ def test_a_recipe_with_fused_kernels_trains_its_own_model_the_same_each_time(opt
     (rounding apart, about 1e-8 a step), but the same one on every run."""
     from tiny_contexts import RECIPE, TinyClassifier
 
-    from ppp.data.digits import digits
-    from ppp.train import recipe_optimizers, train
+    from ppp.train import recipe_optimizers
 
-    data = digits(size=8, per_class=40).train
     settings = OmegaConf.create({**RECIPE, "epochs": 3, "optimizer": optimizer, "weight_decay": 0.1, "lr": 0.01})
     fused = OmegaConf.merge(settings, {"fused_optimizer": True})
     assert all(g["fused"] for o in recipe_optimizers(TinyClassifier(10, 8, 32), fused) for g in o.param_groups)
-
-    def trained(recipe):
-        torch.manual_seed(0)
-        return train(TinyClassifier(10, 8, 32), data, recipe, torch.device("cpu"), seed=0).net.fc.weight
-
-    once, again, multi_tensor = trained(fused), trained(fused), trained(settings)
+    once, again, multi_tensor = (trained_tiny_classifier(r).net.fc.weight for r in (fused, fused, settings))
     assert torch.equal(once, again)
     assert torch.allclose(once, multi_tensor, atol=1e-4)
     assert optimizer == "sgd" or not torch.equal(once, multi_tensor)  # AdamW's fused kernel rounds differently
