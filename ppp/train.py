@@ -75,23 +75,19 @@ def _optimizers(groups: list[dict], fused: bool = False) -> list[torch.optim.Opt
     differently (about 1e-8 after a few steps), so they are a recipe key (`fused_optimizer`), not a silent swap.
     ResNet-18's SGD step is slower with `foreach` on the CPU (39-40 ms against 31-36 ms)
     (`scripts/optimizer_step_probe.py`)."""
-    adamw = [g for g in groups if g["optimizer"] == "adamw" and g["params"]]
-    sgd = [g for g in groups if g["optimizer"] == "sgd" and g["params"]]
+
+    def of_kind(kind: str) -> list[dict]:  # the non-empty groups for one optimiser, without the `optimizer` key
+        return [
+            {k: v for k, v in g.items() if k != "optimizer"} for g in groups if g["optimizer"] == kind and g["params"]
+        ]
+
+    adamw, sgd = of_kind("adamw"), of_kind("sgd")
     kernels = {"fused": True} if fused else {}
     opts: list[torch.optim.Optimizer] = []
     if adamw:
-        opts.append(
-            torch.optim.AdamW(
-                [{k: v for k, v in g.items() if k != "optimizer"} for g in adamw],
-                betas=(0.9, 0.98),
-                eps=1e-6,
-                **(kernels or {"foreach": True}),
-            )
-        )
+        opts.append(torch.optim.AdamW(adamw, betas=(0.9, 0.98), eps=1e-6, **(kernels or {"foreach": True})))
     if sgd:
-        opts.append(
-            torch.optim.SGD([{k: v for k, v in g.items() if k != "optimizer"} for g in sgd], momentum=0.9, **kernels)
-        )
+        opts.append(torch.optim.SGD(sgd, momentum=0.9, **kernels))
     return opts
 
 

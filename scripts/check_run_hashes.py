@@ -17,7 +17,9 @@ runs them again rather than skipping them; nothing else in their configs differs
 
 `--override` adds overrides the results' commands gave outside the sweep folder's name: the runs of data version 2
 on digit_scenes made before its recipe moved to 40 epochs reproduce with `--override backbone.train.epochs=20
---override backbone.train.fused_optimizer=false` (the second since clip_tiny's fused kernels).
+--override backbone.train.fused_optimizer=false` (the second since clip_tiny's fused kernels), and their PPP runs,
+like those of the 40-epoch held-out defaults pass, with `--override '~method_defaults'` (since PPP's own
+digit_scenes defaults, `ppp/conf/method_defaults/ppp_digit_scenes.yaml`).
 
 Exit status 1 when a run reproduces under neither hash.
 """

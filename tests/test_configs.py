@@ -8,6 +8,7 @@ import pytest
 from conftest import ROOT, TINY
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
 from ppp.config import CONF_DIR as CONF
 from ppp.errors import ConfigError
@@ -72,8 +73,36 @@ def test_every_config_file_is_covered():
     }
 
     covered |= {f"hparams_search/{p.name}" for p in (CONF / "hparams_search").glob("*.yaml")}  # tests/test_tune.py
+    covered |= {f"method_defaults/{p.name}" for p in METHOD_DEFAULTS}  # composed below
     covered |= {f"study/{g}/{p.name}" for g in MECHANISM_GROUPS for p in (STUDY / g).glob("*.yaml")}  # composed below
     assert files == covered, f"config files no test composes: {sorted(files - covered)}"
+
+
+METHOD_DEFAULTS = sorted((CONF / "method_defaults").glob("*.yaml"))  # <method>_<dataset>.yaml
+
+
+@pytest.mark.parametrize("path", METHOD_DEFAULTS, ids=lambda p: p.stem)
+def test_method_defaults_apply_to_their_method_and_dataset_only(path):
+    """A per-dataset defaults file sets its method's keys when both are chosen, and only then; a command-line value,
+    `~method_defaults` and the item deletions' setting (whose results predate the file) still win over it."""
+    own = OmegaConf.load(path).method
+    method, dataset = next(
+        (m.stem, path.stem[len(m.stem) + 1 :])
+        for m in (CONF / "method").glob("*.yaml")
+        if path.stem.startswith(m.stem + "_")
+    )
+    plain = OmegaConf.load(CONF / "method" / f"{method}.yaml")
+    chosen = valid(compose_with([f"method={method}", f"dataset={dataset}"]))
+    assert chosen.hydra.runtime.choices.method_defaults == path.stem
+    assert {k: chosen.method[k] for k in own} == dict(own)
+    key = next(iter(own))
+    assert own[key] != plain[key], f"{path.name} repeats method/{method}.yaml's {key}"
+    for overrides in (["~method_defaults"], ["experiment=deletion_share"]):
+        assert valid(compose_with([f"method={method}", f"dataset={dataset}", *overrides])).method[key] == plain[key]
+    assert compose_with([f"method={method}", f"dataset={dataset}", f"method.{key}=1.5"]).method[key] == 1.5
+    other = "digits" if dataset != "digits" else "digit_scenes"
+    elsewhere = valid(compose_with([f"method={method}", f"dataset={other}", *SETTING_FOR.get(("method", method), [])]))
+    assert elsewhere.method[key] == plain[key]
 
 
 def consecutive(numbers: list[int]) -> bool:
