@@ -52,8 +52,9 @@ from ppp.methods.baselines import (
 )
 from ppp.methods.registry import METHODS
 from ppp.models import System, batch_to
+from ppp.models.base import TrainRecipe
 from ppp.models.scores import class_scores
-from ppp.schema import block, integer, number, schema, setting
+from ppp.schema import block, integer, number, read, schema, setting
 from ppp.train import make_loader, recipe_optimizers, warmup_cosine
 
 FORGET_STREAM_OFFSET = 1  # the D_f data order's seed = sample seed + offset (D_r's is the sample seed)
@@ -177,7 +178,7 @@ class Stepper:
     cosine schedule over `total` steps and optional gradient clipping."""
 
     def __init__(self, system: System, settings, total: int):
-        self.system, self.clip = system, settings.get("grad_clip")
+        self.system, self.clip = system, read(TrainRecipe, settings).grad_clip  # as `train` reads it
         self.optimizers = recipe_optimizers(system, settings)
         self.schedulers = [
             torch.optim.lr_scheduler.LambdaLR(o, lambda s: warmup_cosine(s, total, settings.warmup))
