@@ -56,6 +56,12 @@ SEARCHED = {
 TINY_DIGITS = ["dataset.size=16", "dataset.per_class=30", "backbone.train.epochs=1", "backbone.train.batch_size=32"]
 
 
+def ppp_defaults_on_digit_scenes() -> dict:
+    """PPP's values a digit_scenes search starts from: method/ppp.yaml with digit_scenes' own defaults over it."""
+    defaults = yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())
+    return defaults | yaml.safe_load((CONF_DIR / "method_defaults" / "ppp_digit_scenes.yaml").read_text())["method"]
+
+
 def dataset_of(name: str) -> str:
     return "digit_scenes" if name.endswith("_digit_scenes") else "digits"
 
@@ -153,7 +159,7 @@ def test_a_trial_config_is_the_composed_config_with_its_values(tmp_path):
         )
     cfg = trial_config(setting, params, tmp_path)
     assert OmegaConf.to_container(cfg) == OmegaConf.to_container(expected) and run_hash(cfg) == run_hash(expected)
-    assert setting.method.alpha == yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())["alpha"]
+    assert setting.method.alpha == ppp_defaults_on_digit_scenes()["alpha"]
 
 
 def test_bad_search_values_are_one_line_errors(capsys):
@@ -305,7 +311,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
     assert len(complete) == 3 and len(builds) == 1  # the benchmark is built once for every trial
-    defaults = yaml.safe_load((CONF_DIR / "method" / "ppp.yaml").read_text())
+    defaults = ppp_defaults_on_digit_scenes()
     assert complete[0].params == {k: defaults[k] for k in ("alpha", "tau", "lam", "lam_max")}  # starts there
     assert_distinct_params(complete)
     for t in complete:  # the objective is the run's objective/gap on the validation split
