@@ -237,6 +237,7 @@ def roc_figures(runs: list[Run], stats: pd.DataFrame, attack: str, out: Path) ->
         ax.set(xscale="log", yscale="log", xlabel="false positive rate", ylabel="true positive rate")
         extra = code_length(str(block["task"].iloc[0]), bits)
         ax.set_title(f"{ATTACK_NAMES[attack]} on D_f: {title(dataset, forget, backbone, extra)}", fontsize=9)
-        ax.legend(fontsize=7, loc="lower right")
+        # beside the axes: inside, the lower right corner hid the curves that fall below chance (Bad Teacher's)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
         paths += save(fig, out, f"roc_{attack}_{dataset}_{backbone}_{forget}_{bits}")
     return paths
