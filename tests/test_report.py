@@ -11,6 +11,7 @@ from conftest import ROOT
 
 from ppp.errors import ConfigError
 from ppp.report import main, write_report
+from ppp.report.figures import legend_columns
 from ppp.report.load import find_runs, tidy
 from ppp.report.stats import aggregate, paired_bootstrap, repeats_label
 from ppp.runs import point_to_finished
@@ -468,3 +469,14 @@ def test_mechanism_study_names_runs_from_their_recorded_choices():
     assert study.variant_name(stage2) == "PPP best, no core (τ=∞)" and study.setting_name(stage2) == "topic 0.8"
     stage3 = pd.Series({**values, **chosen, "choices.experiment": "mechanism_pareto"})
     assert study.variant_name(stage3) == "PPP default, no core (τ=∞)"
+
+
+def test_a_legend_of_long_variant_names_takes_fewer_columns():
+    """Six columns of 90-character labels stretched Figure 3 to four times its axes' width."""
+    assert legend_columns(["Original", "Retrain", "SSD", "PPP"]) == 4
+    assert legend_columns(["Original"] * 9) == 6
+    assert (
+        legend_columns(["SalUn (mask_fraction=0.5, train.classification.epochs=10, train.classification.lr=0.013)"] * 8)
+        == 2
+    )
+    assert legend_columns(["x" * 200]) == 1

@@ -88,18 +88,25 @@ def figure3(frame: pd.DataFrame, out: Path) -> list[Path]:
             ax.set_title(SPLIT_NAMES[split])
             ax.grid(alpha=0.3)
         ordered_handles = [handles[v] for v in ordered(handles)]
+        labels = [h.get_label() for h in ordered_handles]
         fig.legend(
             ordered_handles,
-            [h.get_label() for h in ordered_handles],
+            labels,
             loc="upper center",
             bbox_to_anchor=(0.5, 0.0),
-            ncol=min(len(handles), 6),
+            ncol=legend_columns(labels),
             frameon=False,
         )
         fig.suptitle(f"{dataset}, {backbone}, {bits} bits: mean with 95 % CI over repeats (shaded)")
         fig.tight_layout()
         paths += save(fig, out, f"fig3_{dataset}_{backbone}_{bits}bits")
     return paths
+
+
+def legend_columns(labels: list[str], width_chars: int = 180) -> int:
+    """Columns for a legend below the axes: up to 6, fewer when the labels are long (a variant with its parameters
+    runs to 90 characters), so that the legend does not stretch the figure far beyond its axes."""
+    return max(1, min(len(labels), 6, width_chars // max(map(len, labels))))
 
 
 def bar_settings(task: str, bits: list[int]) -> list[tuple[int, str]]:
