@@ -13,6 +13,7 @@ from omegaconf import OmegaConf
 from ppp.config import CONF_DIR as CONF
 from ppp.errors import ConfigError
 from ppp.experiment import validate
+from ppp.report.load import flatten
 
 GROUPS = ("dataset", "backbone", "method", "evaluator", "forget_set")
 NAMED_BY = {"forget_set": "kind"}  # the key that names a group's option (default `name`)
@@ -85,44 +86,35 @@ METHOD_DEFAULTS = sorted((CONF / "method_defaults").glob("*.yaml"))  # <method>_
 def test_method_defaults_apply_to_their_method_and_dataset_only(path):
     """A per-dataset defaults file sets its method's keys when both are chosen, and only then; a command-line value,
     `~method_defaults` and the item deletions' setting (whose results predate the file) still win over it."""
-    own = leaves(OmegaConf.to_container(OmegaConf.load(path).method))
+    own = flatten(OmegaConf.to_container(OmegaConf.load(path).method))
     method, dataset = next(
         (m.stem, path.stem[len(m.stem) + 1 :])
         for m in (CONF / "method").glob("*.yaml")
         if path.stem.startswith(m.stem + "_")
     )
 
-    def method_values(overrides):
-        cfg = valid(compose_with([f"method={method}", *overrides]))
+    def method_values(cfg):
         return {key: OmegaConf.select(cfg.method, key) for key in own}
 
-    chosen = valid(compose_with([f"method={method}", f"dataset={dataset}"]))
+    def composed(*overrides):
+        return valid(compose_with([f"method={method}", *overrides]))
+
+    chosen = composed(f"dataset={dataset}")
     assert chosen.hydra.runtime.choices.method_defaults == path.stem
-    assert method_values([f"dataset={dataset}"]) == own
-    plain = method_values([f"dataset={dataset}", "~method_defaults"])
+    assert method_values(chosen) == own
+    plain = method_values(composed(f"dataset={dataset}", "~method_defaults"))
     repeated = [key for key in own if own[key] == plain[key]]
     assert not repeated, f"{path.name} repeats method/{method}.yaml's {repeated}"
-    deletions = valid(compose_with([f"method={method}", "experiment=deletion_share"]))
+    deletions = composed("experiment=deletion_share")
     if deletions.dataset.name == dataset:  # the item deletions' setting runs on one dataset
-        assert {key: OmegaConf.select(deletions.method, key) for key in own} == plain
+        assert method_values(deletions) == plain
     key = next(iter(own))
     assert (
         OmegaConf.select(compose_with([f"method={method}", f"dataset={dataset}", f"method.{key}=1.5"]).method, key)
         == 1.5
     )
     other = "digits" if dataset != "digits" else "digit_scenes"
-    assert method_values([f"dataset={other}", *SETTING_FOR.get(("method", method), [])]) == plain
-
-
-def leaves(tree: dict, prefix: str = "") -> dict:
-    """A nested config block as {dotted key: value}."""
-    flat = {}
-    for name, value in tree.items():
-        if isinstance(value, dict):
-            flat |= leaves(value, f"{prefix}{name}.")
-        else:
-            flat[f"{prefix}{name}"] = value
-    return flat
+    assert method_values(composed(f"dataset={other}", *SETTING_FOR.get(("method", method), []))) == plain
 
 
 def consecutive(numbers: list[int]) -> bool:
