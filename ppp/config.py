@@ -6,6 +6,7 @@ finds them as a checkout does; nothing else in the package or its scripts builds
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +17,31 @@ from omegaconf import DictConfig, OmegaConf
 CONF_DIR = Path(__file__).resolve().parent / "conf"
 SEARCH_PATH = "pkg://ppp.conf"  # what `hydra.main` is given: found through the import system, not the tree
 CONFIG_NAME = "config"
+NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
+
+
+def sweep_folder(job_num: Any, override_dirname: str) -> str:
+    """A sweep run's folder name, `<job number>_<overrides>` (`hydra.sweep.subdir`), kept within NAME_MAX.
+
+    A long override list (a search's `best_overrides.txt` with its unrounded floats) would otherwise stop a
+    multirun with "File name too long". A name that fits is unchanged; a longer one keeps its leading whole
+    overrides and ends in `~` and a digest of the full list, so distinct runs keep distinct folders
+    (`.hydra/overrides.yaml` inside holds them all)."""
+    name = f"{job_num}_{override_dirname}"
+    if len(name.encode()) <= NAME_MAX:
+        return name
+    digest = "~" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
+    head = name.encode()[: NAME_MAX - len(digest)].decode(errors="ignore")
+    depth, cut = 0, len(head)
+    for i, ch in enumerate(head):  # the last comma between overrides, not one inside a list value
+        depth += (ch in "[{") - (ch in "]}")
+        if ch == "," and depth == 0:
+            cut = i
+    return head[:cut] + digest
+
+
+if not OmegaConf.has_resolver("sweep_folder"):
+    OmegaConf.register_new_resolver("sweep_folder", sweep_folder)
 
 
 @contextmanager

@@ -4,7 +4,8 @@
 
 Every run of the committed results (`docs/results/*/results.csv`, or `.csv.gz` where the file is large: its
 `run_hash` and `run_dir`) is composed again from its sweep folder's name (`<job number>_<override>,...`,
-Hydra's `override_dirname`, which leaves out the keys of `ppp.identity.SWEEP_FOLDER_NEUTRAL`), with the
+Hydra's `override_dirname`, which leaves out the keys of `ppp.identity.SWEEP_FOLDER_NEUTRAL`; a name shortened
+to fit a file name, from the run's `.hydra/overrides.yaml`, so those runs check only where their folders are), with the
 default device and with `device=cpu` (the folder name does not say which), and its run hash compared with
 the recorded one. A config refactor that changes no result must reproduce every hash: a changed hash means a
 finished run would run again.
@@ -37,6 +38,8 @@ import re
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
+
 from ppp import identity
 from ppp.runs import run_hash
 
@@ -51,11 +54,21 @@ NEUTRAL_BEFORE_6A32B9D = (
     "method.neighbours",
 )
 
+SHORTENED = re.compile(r"~[0-9a-f]{10}$")  # the digest `ppp.config.sweep_folder` ends a shortened name with
+
 
 def overrides_of(run_dir: str) -> list[str]:
     """The overrides a sweep folder's name holds: `3_method=ppp,forget=[eight],seed=0` ->
-    ['method=ppp', 'forget=[eight]', 'seed=0'] (commas inside brackets belong to their value)."""
+    ['method=ppp', 'forget=[eight]', 'seed=0'] (commas inside brackets belong to their value). A name
+    shortened to fit a file name (`ppp.config.sweep_folder`: it ends in `~` and a digest) holds only some of
+    them: its run's `.hydra/overrides.yaml` gives them all, less the keys folder names leave out."""
     name = re.sub(r"^\d+_", "", os.path.basename(run_dir))
+    if SHORTENED.search(name):
+        saved = Path(run_dir) / ".hydra" / "overrides.yaml"
+        if not saved.exists():
+            raise FileNotFoundError(f"{saved} (the folder name is shortened and holds only some overrides)")
+        listed = OmegaConf.to_container(OmegaConf.load(saved))
+        return [o for o in listed if o.lstrip("+~").split("=")[0] not in identity.SWEEP_FOLDER_NEUTRAL]
     parts, depth, current = [], 0, ""
     for ch in name:
         if ch == "," and depth == 0:
@@ -74,9 +87,13 @@ def recomposed(run_dir: str, extra: list[str] = ()) -> tuple[list, list[str]]:
     from ppp.config import compose_config
 
     configs, errors = [], []
+    try:
+        overrides = overrides_of(run_dir)
+    except FileNotFoundError as err:
+        return configs, [f"ERR {err}"]
     for device in ([], ["device=cpu"]):
         try:
-            configs.append(compose_config(overrides_of(run_dir) + device + list(extra)))
+            configs.append(compose_config(overrides + device + list(extra)))
         except Exception as err:  # a folder name the configs no longer compose
             errors.append(f"ERR {type(err).__name__}: {err}")
     return configs, errors
@@ -125,21 +142,20 @@ def main(argv: list[str] | None = None) -> int:
     unexplained, legacy = [], []
     with initialize_config_dir(config_dir=str((args.conf or CONF_DIR).resolve()), version_base="1.3"):
         for (recorded, run_dir), source in sorted(rows.items()):
-            overrides = overrides_of(run_dir)
             configs, errors = recomposed(run_dir, args.override)
             hashes = {run_hash(cfg) for cfg in configs} | set(errors)
             if recorded in hashes:
                 if args.verbose:
-                    print("ok", source, recorded, overrides)
+                    print("ok", source, recorded, run_dir)
                 continue
             with hash_before_6a32b9d():
                 before = {run_hash(cfg) for cfg in configs}
             if recorded in before:
                 legacy.append(recorded)
-                print("BEFORE-6a32b9d", source, recorded, overrides)
+                print("BEFORE-6a32b9d", source, recorded, run_dir)
             else:
                 unexplained.append(recorded)
-                print("MISMATCH", source, recorded, overrides, sorted(hashes))
+                print("MISMATCH", source, recorded, run_dir, sorted(hashes))
     print(f"{len(rows) - len(unexplained) - len(legacy)}/{len(rows)} run hashes reproduced")
     print(f"{len(legacy)} more reproduced by the run hash from before 6a32b9d (neutral defaults hashed)")
     print(f"{len(unexplained)} not reproduced")

@@ -1,11 +1,13 @@
 """ppp/identity.py is the one source of what never changes a result: the sweep folder names Hydra writes
 leave out exactly its keys, and run hashes and cache keys read its constants at call time."""
 
-from omegaconf import OmegaConf
+import pytest
+from omegaconf import OmegaConf, open_dict
+from test_report_deletion import script
 
 from ppp import identity
 from ppp.cache import config_identity
-from ppp.config import compose_config
+from ppp.config import NAME_MAX, compose_config, sweep_folder
 from ppp.runs import run_hash
 
 
@@ -37,3 +39,40 @@ def test_cache_keys_read_the_identity_module(monkeypatch):
     monkeypatch.setitem(identity.NEUTRAL_DEFAULTS, "x.a", 1)
     monkeypatch.setattr(identity, "NEVER_KEYED", frozenset({"x.b"}))
     assert config_identity(section, "x") == {}
+
+
+LONG = (  # a search's best_overrides.txt on the held-out experiment: 268 bytes as a folder name
+    "dataset=digits,experiment=heldout_defaults_digits,forget=[six,eight],method.min_steps=27,"
+    "method.retain_fraction=0.9659124256924487,method.temperature.classification=4.000798849734784,"
+    "method.train.classification.lr=0.0004536667901974012,method=bad_teacher,seed=0"
+)
+
+
+def test_sweep_folder_names_fit_a_file_name():
+    cfg = compose_config([], return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.hydra.job.num = 11
+        cfg.hydra.job.override_dirname = "method=ppp,forget=[six,eight],seed=2"
+    assert cfg.hydra.sweep.subdir == "11_method=ppp,forget=[six,eight],seed=2"  # a name that fits is unchanged
+    with open_dict(cfg):
+        cfg.hydra.job.override_dirname = LONG
+    name = cfg.hydra.sweep.subdir
+    assert len(f"11_{LONG}") > NAME_MAX >= len(name.encode())
+    kept, digest = name.split("~")
+    assert f"11_{LONG}".startswith(kept + ",") and len(digest) == 10  # whole leading overrides, then the digest
+    assert sweep_folder(11, LONG.replace("seed=0", "seed=1")) != name == sweep_folder(11, LONG)
+    # a cut falls between overrides, not inside a list value
+    listed = "method=ppp,forget=[" + ",".join(["class"] * 60) + "]"
+    assert sweep_folder(0, listed).split("~")[0] == "0_method=ppp"
+
+
+def test_run_hash_check_reads_a_shortened_folders_saved_overrides(tmp_path):
+    check = script("check_run_hashes")
+    run_dir = tmp_path / sweep_folder(0, LONG)
+    with pytest.raises(FileNotFoundError, match="shortened"):
+        check.overrides_of(str(run_dir))
+    (run_dir / ".hydra").mkdir(parents=True)
+    overrides = LONG.replace("forget=[six,eight]", "forget=[six]").split(",") + ["device=cpu"]
+    OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
+    assert check.overrides_of(str(run_dir)) == overrides[:-1]  # the device is no part of a folder's name
+    assert check.overrides_of("x/3_method=ppp,forget=[six,eight]") == ["method=ppp", "forget=[six,eight]"]
