@@ -20,8 +20,8 @@ runs them again rather than skipping them; nothing else in their configs differs
 on digit_scenes made before its recipe moved to 40 epochs reproduce with `--override backbone.train.epochs=20
 --override backbone.train.fused_optimizer=false` (the second since clip_tiny's fused kernels), and their PPP runs,
 like those of the 40-epoch held-out defaults pass, with `--override '~method_defaults'` (since PPP's own
-digit_scenes defaults, `ppp/conf/method_defaults/ppp_digit_scenes.yaml`), as do the Finetune and Amnesiac runs of
-the digits audit and of the digits held-out defaults pass (since `{finetune,amnesiac}_digits.yaml`).
+digit_scenes defaults, `ppp/conf/method_defaults/ppp_digit_scenes.yaml`), as do the digits audit's runs and the
+digits held-out defaults passes of the methods with digits defaults (`<method>_digits.yaml`).
 
 Exit status 1 when a run reproduces under neither hash.
 """
