@@ -20,6 +20,20 @@ CONFIG_NAME = "config"
 NAME_MAX = 255  # bytes in one file name on Linux, macOS and Windows file systems
 
 
+def split_overrides(joined: str) -> list[str]:
+    """Hydra's `override_dirname` back into its overrides: `method=ppp,forget=[six,eight]` ->
+    ['method=ppp', 'forget=[six,eight]'] (commas inside brackets belong to their value)."""
+    parts, depth, current = [], 0, ""
+    for ch in joined:
+        if ch == "," and depth == 0:
+            parts.append(current)
+            current = ""
+            continue
+        depth += (ch in "[{") - (ch in "]}")
+        current += ch
+    return parts + [current] if current else parts
+
+
 def sweep_folder(job_num: Any, override_dirname: str) -> str:
     """A sweep run's folder name, `<job number>_<overrides>` (`hydra.sweep.subdir`), kept within NAME_MAX.
 
@@ -31,13 +45,13 @@ def sweep_folder(job_num: Any, override_dirname: str) -> str:
     if len(name.encode()) <= NAME_MAX:
         return name
     digest = "~" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
-    head = name.encode()[: NAME_MAX - len(digest)].decode(errors="ignore")
-    depth, cut = 0, len(head)
-    for i, ch in enumerate(head):  # the last comma between overrides, not one inside a list value
-        depth += (ch in "[{") - (ch in "]}")
-        if ch == "," and depth == 0:
-            cut = i
-    return head[:cut] + digest
+    first, *rest = split_overrides(override_dirname)
+    kept = f"{job_num}_{first}"
+    for override in rest:
+        if len(f"{kept},{override}{digest}".encode()) > NAME_MAX:
+            break
+        kept += f",{override}"
+    return kept.encode()[: NAME_MAX - len(digest)].decode(errors="ignore") + digest
 
 
 if not OmegaConf.has_resolver("sweep_folder"):

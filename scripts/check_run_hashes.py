@@ -41,6 +41,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 
 from ppp import identity
+from ppp.config import split_overrides
 from ppp.runs import run_hash
 
 # The keys NEUTRAL_DEFAULTS held when commit 6a32b9d started leaving them out of run hashes: before it they
@@ -69,15 +70,7 @@ def overrides_of(run_dir: str) -> list[str]:
             raise FileNotFoundError(f"{saved} (the folder name is shortened and holds only some overrides)")
         listed = OmegaConf.to_container(OmegaConf.load(saved))
         return [o for o in listed if o.lstrip("+~").split("=")[0] not in identity.SWEEP_FOLDER_NEUTRAL]
-    parts, depth, current = [], 0, ""
-    for ch in name:
-        if ch == "," and depth == 0:
-            parts.append(current)
-            current = ""
-            continue
-        depth += (ch in "[{") - (ch in "]}")
-        current += ch
-    return parts + [current] if current else parts
+    return split_overrides(name)
 
 
 def recomposed(run_dir: str, extra: list[str] = ()) -> tuple[list, list[str]]:
