@@ -201,6 +201,12 @@ def has_default(f: dataclasses.Field) -> bool:
     return f.default is not MISSING or f.default_factory is not MISSING
 
 
+def accepts_null(f: dataclasses.Field) -> bool:
+    """Whether the field's declared type admits None (`X | None`), so that a null in a YAML is a value, not a gap."""
+    kind = f.type if isinstance(f.type, str) else repr(f.type)
+    return "None" in kind or "Any" in kind
+
+
 def default(of: type, name: str) -> Any:
     """The schema default of `of.name` (for a key a YAML may omit)."""
     f = fields(of)[name]
@@ -248,6 +254,9 @@ def parse(of: type, section: Any, path: str, complete: bool = True, check: bool 
                 kwargs[name] = ABSENT
             continue
         value = values[name]
+        if value is None and check and not accepts_null(f):
+            where = " or in ppp/conf/method_defaults/<method>_<dataset>.yaml" if key.startswith("method.") else ""
+            raise ConfigError(f"{key} has no value (null): give one on the command line ({key}=...){where}")
         nested = f.metadata.get("schema")
         if nested is not None and value is not None:
             value = parse(nested, value, key, complete, check)

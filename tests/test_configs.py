@@ -14,6 +14,7 @@ from ppp.config import CONF_DIR as CONF
 from ppp.errors import ConfigError
 from ppp.experiment import validate
 from ppp.report.load import flatten
+from ppp.runs import run_hash
 
 GROUPS = ("dataset", "backbone", "method", "evaluator", "forget_set")
 NAMED_BY = {"forget_set": "kind"}  # the key that names a group's option (default `name`)
@@ -35,10 +36,35 @@ def valid(cfg):
 SETTING_FOR = {("method", "fisher"): ["dataset=digits"]}  # Golatkar's Fisher forgetting needs a class head
 
 
+def named(group: str, option: str) -> str:
+    """The name an option's section carries: the file's name, unless the option is a variant (its defaults start from
+    another option of its group, e.g. method/ssd_tuned from method/ssd) that keeps the name of the option it varies."""
+    config = OmegaConf.load(CONF / group / f"{option}.yaml")
+    parents = [d for d in config.get("defaults") or [] if isinstance(d, str) and (CONF / group / f"{d}.yaml").exists()]
+    return named(group, parents[0]) if parents and NAMED_BY.get(group, "name") not in config else option
+
+
 @pytest.mark.parametrize("group, name", [(g, p.stem) for g in GROUPS for p in sorted((CONF / g).glob("*.yaml"))])
 def test_every_group_option_composes_and_validates(group, name):
     cfg = valid(compose_with([f"{group}={name}", *SETTING_FOR.get((group, name), [])]))
-    assert cfg[group][NAMED_BY.get(group, "name")] == name
+    assert cfg[group][NAMED_BY.get(group, "name")] == named(group, name)
+
+
+def test_ssd_tuned_row_takes_its_values_per_dataset_and_refuses_a_dataset_without_them():
+    """method=ssd_tuned is SSD at the alpha and lambda chosen on a dataset's validation split; where none were
+    chosen, the run stops before any work with a one-line error instead of running SSD's published values."""
+    for dataset in ("digit_scenes", "digits"):
+        own = OmegaConf.load(CONF / "method_defaults" / f"ssd_tuned_{dataset}.yaml").method
+        cfg = valid(compose_with(["method=ssd_tuned", f"dataset={dataset}"]))
+        assert (cfg.method.name, cfg.method.alpha, cfg.method.lam) == ("ssd", own.alpha, own.lam)
+        assert cfg.method.alpha not in (10.0, None)
+        same = compose_with(["method=ssd", f"dataset={dataset}", f"method.alpha={own.alpha}", f"method.lam={own.lam}"])
+        run_keys = [key for key in cfg if key != "hydra"]
+        # the row's runs are those of SSD at the tuned values
+        assert run_hash(OmegaConf.masked_copy(cfg, run_keys)) == run_hash(OmegaConf.masked_copy(same, run_keys))
+    with pytest.raises(ConfigError, match=r"^method.alpha has no value \(null\): give one on the command line"):
+        valid(compose_with(["method=ssd_tuned", "dataset=coco"]))
+    assert valid(compose_with(["method=ssd_tuned", "dataset=coco", "method.alpha=3", "method.lam=1"])).method.alpha == 3
 
 
 def test_digit_scenes_composes_with_contributors():
@@ -100,7 +126,8 @@ def test_method_defaults_apply_to_their_method_and_dataset_only(path):
     chosen = composed(f"dataset={dataset}")
     assert chosen.hydra.runtime.choices.method_defaults == path.stem
     assert method_values(chosen) == own
-    plain = method_values(composed(f"dataset={dataset}", "~method_defaults"))
+    # unvalidated: a variant that takes its values only from these files (method/ssd_tuned) has none without them
+    plain = method_values(compose_with([f"method={method}", f"dataset={dataset}", "~method_defaults"]))
     repeated = [key for key in own if own[key] == plain[key]]
     assert not repeated, f"{path.name} repeats method/{method}.yaml's {repeated}"
     # the settings below are composed unvalidated: Fisher forgetting cannot run on retrieval, its values still compose
@@ -112,7 +139,9 @@ def test_method_defaults_apply_to_their_method_and_dataset_only(path):
         OmegaConf.select(compose_with([f"method={method}", f"dataset={dataset}", f"method.{key}=1.5"]).method, key)
         == 1.5
     )
-    other = "digits" if dataset != "digits" else "digit_scenes"
+    other = next(
+        d for d in ("digits", "digit_scenes", "coco") if not (CONF / "method_defaults" / f"{method}_{d}.yaml").exists()
+    )
     assert method_values(compose_with([f"method={method}", f"dataset={other}"])) == plain
 
 
