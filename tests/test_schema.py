@@ -76,13 +76,16 @@ def test_unknown_and_missing_keys_are_one_line_errors():
     class Small:
         n: int = setting(integer(1))
         m: int = setting(integer(0), default=3)
+        o: int | None = setting(integer(0, optional=True), default=None)
 
     assert parse(Small, {"n": 2}, "x") == Small(n=2, m=3)
+    assert parse(Small, {"n": 2, "o": None}, "x").o is None  # a type that admits None takes a null
     assert read(Small, {"other": 1}).m == 3  # a typed view: unknown keys ignored, defaults filled in
     for section, message in (
         ({"n": 2, "nn": 1}, "x: unknown key(s) nn; valid keys: n, m"),
         ({}, "x.n is missing"),
         ({"n": 0}, "x.n must be >= 1, got 0"),
+        ({"n": None}, "x.n has no value (null): give one on the command line (x.n=...)"),  # a gap, not a value
     ):
         with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")) as err:
             parse(Small, section, "x")
