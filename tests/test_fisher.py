@@ -138,7 +138,7 @@ def test_batch_order_auto_is_official_for_ssd_in_batch_mode_only():
         ("reference", "all", "method.reference must be one of full, retain; got 'all'"),
         ("fisher_context_size", 0, "method.fisher_context_size must be >= 1, got 0"),
         ("fisher_chunk", 2.5, "method.fisher_chunk must be an integer >= 1, got '2.5'"),
-        ("fisher_batch_size", None, "method.fisher_batch_size must be an integer >= 1, got 'None'"),
+        ("fisher_batch_size", None, "method.fisher_batch_size has no value"),
         ("fisher_memory_mb", 0, "method.fisher_memory_mb must lie in (0, inf], got 0"),
         ("fisher_memory_mb", "lots", "method.fisher_memory_mb must be a number, got 'lots'"),
     ],
