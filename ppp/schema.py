@@ -12,7 +12,10 @@ method's schema inherits (a flat block, mounted with `@_here_`) or holds as a ne
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import types
+import typing
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
@@ -201,10 +204,18 @@ def has_default(f: dataclasses.Field) -> bool:
     return f.default is not MISSING or f.default_factory is not MISSING
 
 
-def accepts_null(f: dataclasses.Field) -> bool:
-    """Whether the field's declared type admits None (`X | None`), so that a null in a YAML is a value, not a gap."""
-    kind = f.type if isinstance(f.type, str) else repr(f.type)
-    return "None" in kind or "Any" in kind
+@functools.cache
+def _type_hints(of: type) -> dict[str, Any]:
+    return typing.get_type_hints(of)
+
+
+def accepts_null(of: type, name: str) -> bool:
+    """Whether the declared type of `of.name` admits None (`X | None`, `Optional[X]` or `Any`), so that a null in a
+    YAML is a value, not a gap. Read from the resolved type, not its text: `dict[str, Any]` does not admit None."""
+    hint = _type_hints(of)[name]
+    if hint is Any:
+        return True
+    return typing.get_origin(hint) in (typing.Union, types.UnionType) and type(None) in typing.get_args(hint)
 
 
 def default(of: type, name: str) -> Any:
@@ -254,7 +265,7 @@ def parse(of: type, section: Any, path: str, complete: bool = True, check: bool 
                 kwargs[name] = ABSENT
             continue
         value = values[name]
-        if value is None and check and not accepts_null(f):
+        if value is None and check and not accepts_null(of, name):
             where = " or in ppp/conf/method_defaults/<method>_<dataset>.yaml" if key.startswith("method.") else ""
             raise ConfigError(f"{key} has no value (null): give one on the command line ({key}=...){where}")
         nested = f.metadata.get("schema")

@@ -3,6 +3,7 @@ section's schema, every key a YAML must hold is there, and the defaults of keys 
 with `ppp.identity.NEUTRAL_DEFAULTS`."""
 
 import dataclasses
+from typing import Any, Optional
 
 import pytest
 from omegaconf import OmegaConf
@@ -69,6 +70,20 @@ def test_registries_return_schemas_and_name_the_valid_ones():
     assert fields(METHODS.schema("ppp"))["k"].metadata["check"] is not None
     with pytest.raises(ConfigError, match="unknown method 'nonsense'; valid choices: .*original"):
         METHODS.schema("nonsense")
+
+
+def test_a_null_is_a_value_exactly_where_the_resolved_type_admits_none():
+    @schema
+    class Typed:
+        optional: Optional[int] = setting(default=None)  # noqa: UP045 - the spelling under test
+        union: int | None = setting(default=None)
+        anything: Any = setting(default=None)
+        table: dict[str, Any] = setting(default=None)
+
+    assert parse(Typed, {"optional": None, "union": None, "anything": None}, "x") == Typed()
+    # `Any` inside a dict does not make the dict itself optional
+    with pytest.raises(ConfigError, match=r"^x.table has no value \(null\)"):
+        parse(Typed, {"table": None}, "x")
 
 
 def test_unknown_and_missing_keys_are_one_line_errors():
