@@ -102,7 +102,8 @@ def test_bad_teacher_takes_the_official_number_of_steps(ctx, original_acc, optim
     """The shipped recipe (batch 256, Adam 1e-4, 1 epoch) is one batch per epoch here; `min_steps` (60, the
     official run's count) raises the epochs so that 60 optimiser steps are taken, and forgetting follows
     (a single step left forget accuracy where it was)."""
-    cfg = compose_config(["method=bad_teacher"]).method  # the shipped recipe, Adam's from train_recipe/adam.yaml
+    # the shipped recipe (Adam's from train_recipe/adam.yaml), not digit_scenes' own (method_defaults/)
+    cfg = compose_config(["method=bad_teacher", "~method_defaults"]).method
     assert cfg.min_steps == 60 and cfg.train.classification.batch_size == 256 and cfg.train.classification.lr == 1e-4
     model, diagnostics = METHODS.get("bad_teacher")(ctx.trained()[0], ctx, cfg)
     assert len(optimiser_steps) == 60 and diagnostics == {"bad_teacher/epochs": 60, "bad_teacher/steps": 60}

@@ -230,7 +230,7 @@ def test_a_forget_set_grid_composes_list_overrides(tmp_path):
 def test_dotted_nested_params_are_suggested_set_and_pasted(tmp_path):
     """`tune.params` nested under `method` (train.retrieval.lr, temperature.retrieval) are named by dotted path,
     suggested, set on the trial's config as composing `method.train.retrieval.lr=...` would, and pasted as
-    `++method...` where the method's own config lacks the key (the search file added it)."""
+    `++method...` where the composed config lacks the key (the search file added it)."""
     overrides = search_overrides(["hparams_search=bad_teacher_digit_scenes", *TINY])
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=overrides)
@@ -250,8 +250,12 @@ def test_dotted_nested_params_are_suggested_set_and_pasted(tmp_path):
         assert OmegaConf.to_container(run_cfg) == OmegaConf.to_container(expected)
         assert run_cfg.method.train.retrieval.lr == 3e-4 and run_cfg.method.temperature.retrieval == 0.25
         assert run_cfg.method.temperature.classification == 1.0  # its sibling kept
-        pasted = param_overrides(params, ["method=bad_teacher", "dataset=digit_scenes"])
+        pasted = param_overrides(params, ["method=bad_teacher", "dataset=digit_scenes", "~method_defaults"])
         assert "++method.train.retrieval.lr=0.0003" in pasted and "method.temperature.retrieval=0.25" in pasted
+        # digit_scenes' own defaults (method_defaults/bad_teacher_digit_scenes.yaml) hold the key: no `++` there
+        assert "method.train.retrieval.lr=0.0003" in param_overrides(
+            params, ["method=bad_teacher", "dataset=digit_scenes"]
+        )
         assert "method.min_steps=30" in pasted
         with pytest.raises(ConfigError, match="method bad_teacher has no key 'train.retrieval.momentum'"):
             check_search(
