@@ -1,6 +1,7 @@
 """Do the shipped configs still give the committed runs their run hashes?
 
-    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv*'] [--override K=V ...] [-v]
+    python scripts/check_run_hashes.py [CONF_DIR] [--results 'docs/results/*/results.csv*'] [--override K=V ...]
+                                       [--runs GLOB] [--drop-method-values] [-v]
 
 Every run of the committed results (`docs/results/*/results.csv`, or `.csv.gz` where the file is large: its
 `run_hash` and `run_dir`) is composed again from its sweep folder's name (`<job number>_<override>,...`,
@@ -23,6 +24,12 @@ like those of the 40-epoch held-out defaults pass, with `--override '~method_def
 digit_scenes defaults, `ppp/conf/method_defaults/ppp_digit_scenes.yaml`), as do the digits audit's runs and the
 digits held-out defaults passes of the methods with digits defaults (`<method>_digits.yaml`).
 
+`--drop-method-values` composes each run without the overrides that set one of its method's keys (`method.lr=…`):
+once a searched point is adopted as a dataset's defaults (`ppp/conf/method_defaults/`), the runs of its held-out
+"chosen" pass must be what the plain command `method=<name>` gives, e.g.
+`--results 'docs/results/heldout_defaults_digit_scenes_trained/results.csv*' --runs '*/chosen_*/*'
+--drop-method-values`. `--runs` keeps the runs whose recorded `run_dir` matches a glob.
+
 Exit status 1 when a run reproduces under neither hash.
 """
 
@@ -31,6 +38,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import fnmatch
 import glob
 import gzip
 import os
@@ -73,10 +81,17 @@ def overrides_of(run_dir: str) -> list[str]:
     return split_overrides(name)
 
 
-def recomposed(run_dir: str, extra: list[str] = ()) -> tuple[list, list[str]]:
-    """The configs a sweep folder's run may have had, with `extra` overrides: with the default device and with
-    `device=cpu` (the folder name leaves the device out); and the errors of those that no longer compose.
-    Needs Hydra's compose API set up (`ppp.config.configs_initialised`, or a caller's config folder)."""
+def without_method_values(overrides: list[str]) -> list[str]:
+    """The overrides less those that set one of the method's keys (`method.lr=0.1`, `+method.x=1`); the method
+    group itself (`method=ppp`) stays."""
+    return [o for o in overrides if not o.lstrip("+~").startswith("method.")]
+
+
+def recomposed(run_dir: str, extra: list[str] = (), drop_method_values: bool = False) -> tuple[list, list[str]]:
+    """The configs a sweep folder's run may have had, with `extra` overrides (and without its `method.*` values
+    if `drop_method_values`): with the default device and with `device=cpu` (the folder name leaves the device
+    out); and the errors of those that no longer compose. Needs Hydra's compose API set up
+    (`ppp.config.configs_initialised`, or a caller's config folder)."""
     from ppp.config import compose_config
 
     configs, errors = [], []
@@ -84,6 +99,8 @@ def recomposed(run_dir: str, extra: list[str] = ()) -> tuple[list, list[str]]:
         overrides = overrides_of(run_dir)
     except FileNotFoundError as err:
         return configs, [f"ERR {err}"]
+    if drop_method_values:
+        overrides = without_method_values(overrides)
     for device in ([], ["device=cpu"]):
         try:
             configs.append(compose_config(overrides + device + list(extra)))
@@ -105,13 +122,15 @@ def hash_before_6a32b9d():
         identity.NEUTRAL_DEFAULTS.update(saved)
 
 
-def recorded_runs(pattern: str) -> dict[tuple[str, str], str]:
-    """(run_hash, run_dir) -> the results.csv that lists it, over every file matching `pattern`."""
+def recorded_runs(pattern: str, runs: str = "*") -> dict[tuple[str, str], str]:
+    """(run_hash, run_dir) -> the results.csv that lists it, over every file matching `pattern` and every run
+    whose run_dir matches the glob `runs`."""
     rows = {}
     for path in sorted(glob.glob(pattern)):
         with (gzip.open if path.endswith(".gz") else open)(path, "rt", newline="") as fh:
             for row in csv.DictReader(fh):
-                rows[(row["run_hash"], row["run_dir"])] = path
+                if fnmatch.fnmatchcase(row["run_dir"], runs):
+                    rows[(row["run_hash"], row["run_dir"])] = path
     return rows
 
 
@@ -122,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--override", action="append", default=[], metavar="K=V", help="an override every run had (repeatable)"
     )
+    parser.add_argument("--runs", default="*", metavar="GLOB", help="only the runs whose run_dir matches")
+    parser.add_argument(
+        "--drop-method-values",
+        action="store_true",
+        help="compose each run without its method.* overrides: does the plain command give it?",
+    )
     parser.add_argument("-v", "--verbose", action="store_true", help="print every run, not only mismatches")
     args = parser.parse_args(argv)
 
@@ -129,13 +154,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from ppp.config import CONF_DIR
 
-    rows = recorded_runs(args.results)
+    rows = recorded_runs(args.results, args.runs)
     if not rows:
-        parser.error(f"no runs in {args.results}")
+        parser.error(f"no runs in {args.results} match --runs {args.runs}")
     unexplained, legacy = [], []
     with initialize_config_dir(config_dir=str((args.conf or CONF_DIR).resolve()), version_base="1.3"):
         for (recorded, run_dir), source in sorted(rows.items()):
-            configs, errors = recomposed(run_dir, args.override)
+            configs, errors = recomposed(run_dir, args.override, args.drop_method_values)
             hashes = {run_hash(cfg) for cfg in configs} | set(errors)
             if recorded in hashes:
                 if args.verbose:

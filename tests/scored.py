@@ -18,11 +18,13 @@ def compose_config(overrides):
 def scored_models():
     """Yields run(overrides) -> (result, the model the evaluator scored: the method's own); runs without
     reference rows, as they always did here."""
-    index = tempfile.mkdtemp(prefix="ppp-index-")
+    with tempfile.TemporaryDirectory(prefix="ppp-index-") as index:
 
-    def run(overrides):
-        prepared = prepare(compose_config([*overrides, "references=[]", "skip_finished=false", f"run_index={index}"]))
-        unlearned = unlearn(prepared)
-        return record(prepared, evaluate(prepared, unlearned)), unlearned.model
+        def run(overrides):
+            prepared = prepare(
+                compose_config([*overrides, "references=[]", "skip_finished=false", f"run_index={index}"])
+            )
+            unlearned = unlearn(prepared)
+            return record(prepared, evaluate(prepared, unlearned)), unlearned.model
 
-    yield run
+        yield run

@@ -76,3 +76,23 @@ def test_run_hash_check_reads_a_shortened_folders_saved_overrides(tmp_path):
     OmegaConf.save(OmegaConf.create(overrides), run_dir / ".hydra" / "overrides.yaml")
     assert check.overrides_of(str(run_dir)) == overrides[:-1]  # the device is no part of a folder's name
     assert check.overrides_of("x/3_method=ppp,forget=[six,eight]") == ["method=ppp", "forget=[six,eight]"]
+
+
+def test_run_hash_check_can_ask_whether_the_plain_command_gives_a_tuned_run(tmp_path, capsys):
+    """--drop-method-values: a run whose searched values became the dataset's defaults reproduces from its plain
+    command; without the option, its folder's method.* value is composed and the hash differs."""
+    check = script("check_run_hashes")
+    assert check.without_method_values(["method=ppp", "method.alpha=1", "+method.x=2", "seed=0"]) == [
+        "method=ppp",
+        "seed=0",
+    ]
+    results = tmp_path / "results.csv"
+    plain_hash = run_hash(compose_config(["method=amnesiac"]))
+    results.write_text(
+        f'run_hash,run_dir\n{plain_hash},"chosen/0_method=amnesiac,method.lr=0.123"\n'
+        f"{'0' * 20},defaults/0_method=amnesiac\n"  # another pass's run, which --runs leaves out
+    )
+    assert check.main(["--results", str(results), "--runs", "chosen/*"]) == 1
+    assert "MISMATCH" in capsys.readouterr().out
+    assert check.main(["--results", str(results), "--runs", "chosen/*", "--drop-method-values"]) == 0
+    assert "1/1 run hashes reproduced" in capsys.readouterr().out
