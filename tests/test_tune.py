@@ -343,7 +343,7 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEARCHES)
 def test_every_search_runs_end_to_end_on_tiny_data(shared, tmp_path, monkeypatch, name):
-    """One trial (the method's defaults, epochs cut to 1), one setting (16 bits, forget set [three, seven]), tiny
+    """One trial (the method's defaults, epochs cut to 1 and a minimum step count to its range's low end), one setting (16 bits, forget set [three, seven]), tiny
     data; the models train once per dataset and backbone in the module's cache. The trial records both
     objectives; finetune_digit_scenes runs with references=[original] only and optimises objective/oracle_free."""
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
@@ -355,6 +355,7 @@ def test_every_search_runs_end_to_end_on_tiny_data(shared, tmp_path, monkeypatch
         f"hparams_search={name}",
         *(TINY if dataset_of(name) == "digit_scenes" else TINY_DIGITS),
         *(f"method.{p}=1" for p in params if p.endswith("epochs")),
+        *(f"method.{p}={spec['low']}" for p, spec in params.items() if p.endswith("min_steps")),  # Bad Teacher's
         *(
             ["evaluator.zeroshot=false"]
             if method_of(name) in SEARCHED["retrieval"] - SEARCHED["classification"]
