@@ -66,6 +66,11 @@ NEUTRAL_BEFORE_6A32B9D = (
 SHORTENED = re.compile(r"~[0-9a-f]{10}$")  # the digest `ppp.config.sweep_folder` ends a shortened name with
 
 
+def override_key(override: str) -> str:
+    """The key an override sets: `++method.lr=0.1` -> `method.lr`, `~method_defaults` -> `method_defaults`."""
+    return override.lstrip("+~").split("=")[0]
+
+
 def overrides_of(run_dir: str) -> list[str]:
     """The overrides a sweep folder's name holds: `3_method=ppp,forget=[eight],seed=0` ->
     ['method=ppp', 'forget=[eight]', 'seed=0'] (commas inside brackets belong to their value). A name
@@ -77,14 +82,14 @@ def overrides_of(run_dir: str) -> list[str]:
         if not saved.exists():
             raise FileNotFoundError(f"{saved} (the folder name is shortened and holds only some overrides)")
         listed = OmegaConf.to_container(OmegaConf.load(saved))
-        return [o for o in listed if o.lstrip("+~").split("=")[0] not in identity.SWEEP_FOLDER_NEUTRAL]
+        return [o for o in listed if override_key(o) not in identity.SWEEP_FOLDER_NEUTRAL]
     return split_overrides(name)
 
 
 def without_method_values(overrides: list[str]) -> list[str]:
     """The overrides less those that set one of the method's keys (`method.lr=0.1`, `+method.x=1`); the method
     group itself (`method=ppp`) stays."""
-    return [o for o in overrides if not o.lstrip("+~").startswith("method.")]
+    return [o for o in overrides if not override_key(o).startswith("method.")]
 
 
 def recomposed(run_dir: str, extra: list[str] = (), drop_method_values: bool = False) -> tuple[list, list[str]]:

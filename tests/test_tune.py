@@ -343,9 +343,10 @@ def test_miniature_search_end_to_end(shared, tmp_path, monkeypatch):
 @pytest.mark.slow
 @pytest.mark.parametrize("name", SEARCHES)
 def test_every_search_runs_end_to_end_on_tiny_data(shared, tmp_path, monkeypatch, name):
-    """One trial (the method's defaults, epochs cut to 1 and a minimum step count to its range's low end), one setting (16 bits, forget set [three, seven]), tiny
-    data; the models train once per dataset and backbone in the module's cache. The trial records both
-    objectives; finetune_digit_scenes runs with references=[original] only and optimises objective/oracle_free."""
+    """One trial (the method's defaults, epochs cut to 1 and a minimum step count to its range's low end), one
+    setting (16 bits, forget set [three, seven]), tiny data; the models train once per dataset and backbone in the
+    module's cache. The trial records both objectives; finetune_digit_scenes runs with references=[original] only
+    and optimises objective/oracle_free."""
     monkeypatch.setenv("PPP_CACHE_DIR", str(shared / "cache"))
     monkeypatch.setenv("PPP_RUN_INDEX", str(shared / "index"))
     monkeypatch.setattr("ppp.tune.write_plots", lambda *args: [])  # plots: test_miniature_search_end_to_end
