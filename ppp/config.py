@@ -40,9 +40,11 @@ def sweep_folder(job_num: Any, override_dirname: str) -> str:
     A long override list (a search's `best_overrides.txt` with its unrounded floats) would otherwise stop a
     multirun with "File name too long". A name that fits is unchanged; a longer one keeps its leading whole
     overrides and ends in `~` and a digest of the full list, so distinct runs keep distinct folders
-    (`.hydra/overrides.yaml` inside holds them all)."""
+    (`.hydra/overrides.yaml` inside holds them all). A `/` (a group path such as `+experiment/setting=clip_side`,
+    or a path value) would split the name into nested folders: it becomes `_`, and the name ends in the digest too,
+    so that it is read from `.hydra/overrides.yaml`, not from the name."""
     name = f"{job_num}_{override_dirname}"
-    if len(name.encode()) <= NAME_MAX:
+    if len(name.encode()) <= NAME_MAX and "/" not in name:
         return name
     digest = "~" + hashlib.sha1(override_dirname.encode()).hexdigest()[:10]
     first, *rest = split_overrides(override_dirname)
@@ -51,7 +53,7 @@ def sweep_folder(job_num: Any, override_dirname: str) -> str:
         if len(f"{kept},{override}{digest}".encode()) > NAME_MAX:
             break
         kept += f",{override}"
-    return kept.encode()[: NAME_MAX - len(digest)].decode(errors="ignore") + digest
+    return kept.encode()[: NAME_MAX - len(digest)].decode(errors="ignore").replace("/", "_") + digest
 
 
 if not OmegaConf.has_resolver("sweep_folder"):

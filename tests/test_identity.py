@@ -64,6 +64,10 @@ def test_sweep_folder_names_fit_a_file_name():
     # a cut falls between overrides, not inside a list value
     listed = "method=ppp,forget=[" + ",".join(["class"] * 60) + "]"
     assert sweep_folder(0, listed).split("~")[0] == "0_method=ppp"
+    # a group path or a path value: one folder a run, not nested ones, read back from its saved overrides
+    grouped = "+experiment/setting=clip_side,bits=64,seed=2"
+    assert sweep_folder(17, grouped).split("~")[0] == "17_+experiment_setting=clip_side,bits=64,seed=2"
+    assert "/" not in sweep_folder(3, "data_root=/data/coco") != sweep_folder(3, "data_root=/data/coco2")
 
 
 def test_run_hash_check_reads_a_shortened_folders_saved_overrides(tmp_path):
