@@ -27,7 +27,8 @@ def trained(tmp_path_factory):
 
 
 def method_cfg(name: str, **values):
-    return OmegaConf.merge(compose_config([f"method={name}"]).method, values)
+    """The method's own file (`~method_defaults`): the tiny contexts are no dataset whose chosen defaults apply."""
+    return OmegaConf.merge(compose_config([f"method={name}", "~method_defaults"]).method, values)
 
 
 def brute_force_fisher(system, data) -> dict[str, torch.Tensor]:
